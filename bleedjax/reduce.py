@@ -1,0 +1,162 @@
+"""Cleaning session folders: validate everything, batch sessions of equal track count, write safely.
+
+Sessions with the same number of tracks go through the method as one batch, zero-padded to the
+longest and vmapped (zero padding is the mask: it adds nothing to the spectrogram statistics, and
+outputs are trimmed back to each file's length).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from bleedjax import methods, sessions
+
+MAX_BATCH_SAMPLES = 1 << 26
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionResult:
+    """What :func:`reduce_folders` did for one session."""
+
+    session: sessions.Session
+    out_dir: pathlib.Path
+    cleaned: np.ndarray
+    matrix: np.ndarray
+
+
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """Imports ``get_config()`` from a Python config file (``configs/*.py``)."""
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(f"bleedjax_config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise sessions.SessionError(f"{path}: config file not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies ``key=value`` strings; values are Python literals or bare strings."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or key not in config:
+            known = ", ".join(sorted(config.keys()))
+            raise sessions.SessionError(f"--set {item}: expected key=value with key one of {known}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        current = config[key]
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        try:
+            config[key] = value
+        except (TypeError, ValueError) as error:
+            raise sessions.SessionError(f"--set {item}: {error}") from None
+    return config
+
+
+def output_dirs(folders: Sequence[pathlib.Path], out: pathlib.Path) -> list[pathlib.Path]:
+    """``OUT`` itself for one session, ``OUT/<session name>`` for several (names must differ)."""
+    if len(folders) == 1:
+        return [out]
+    names = [pathlib.Path(f).resolve().name for f in folders]
+    for name in names:
+        if names.count(name) > 1:
+            raise sessions.SessionError(f"{out / name}: two sessions are named {name!r}")
+    return [out / name for name in names]
+
+
+def _batches(indices: list[int], samples_of: list[int], tracks: int) -> list[list[int]]:
+    batches, current = [], []
+    for index in sorted(indices, key=lambda i: samples_of[i]):
+        longest = max([samples_of[i] for i in current] + [samples_of[index]])
+        if current and (len(current) + 1) * tracks * longest > MAX_BATCH_SAMPLES:
+            batches.append(current)
+            current = []
+        current.append(index)
+    return batches + [current] if current else batches
+
+
+def reduce_folders(
+    folders: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    method: str = "spectral-subtraction",
+    config: ml_collections.ConfigDict | None = None,
+    pad: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> list[SessionResult]:
+    """Cleans session folders into ``out``; validates all inputs before writing anything.
+
+    Args:
+        folders: session folders.
+        out: output folder (``out`` itself for one session, ``out/<name>/`` for several).
+        method: a name from :data:`bleedjax.methods.METHODS`.
+        config: the method's config; its default when ``None``.
+        pad: zero-pad files of unequal length within a session.
+        overwrite: replace existing output files.
+        progress: show a progress bar; by default only when stderr is a terminal.
+
+    Returns:
+        one :class:`SessionResult` per session, in input order.
+
+    Raises:
+        SessionError: on any bad input or output location, before anything is written.
+    """
+    chosen = methods.get_method(method)
+    config = chosen.default_config() if config is None else config
+    folders = [pathlib.Path(f) for f in folders]
+    loaded = [sessions.read_session(f, pad=pad) for f in folders]
+    targets = output_dirs(folders, pathlib.Path(out))
+    sessions.check_output_location(folders, targets)
+    extra = ["bleed.json"]
+    if not overwrite:
+        for session, target in zip(loaded, targets):
+            sessions.refuse_overwrite(sessions.planned_outputs(session, target, extra))
+
+    by_tracks: dict[int, list[int]] = {}
+    for index, session in enumerate(loaded):
+        by_tracks.setdefault(session.num_tracks, []).append(index)
+    samples_of = [s.audio.shape[1] for s in loaded]
+    batches = [
+        batch
+        for tracks, indices in by_tracks.items()
+        for batch in _batches(indices, samples_of, tracks)
+    ]
+    show = sys.stderr.isatty() if progress is None else progress
+    results: dict[int, SessionResult] = {}
+    for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
+        longest = max(samples_of[i] for i in batch)
+        audio = np.stack(
+            [np.pad(loaded[i].audio, ((0, 0), (0, longest - samples_of[i]))) for i in batch]
+        )
+        cleaned, matrices = chosen.reduce_batch(audio, config)
+        for row, index in enumerate(batch):
+            session, target = loaded[index], targets[index]
+            session_cleaned = cleaned[row, :, : samples_of[index]]
+            sessions.write_session(session, session_cleaned, target)
+            sessions.write_json_atomic(
+                target / "bleed.json",
+                {
+                    "method": method,
+                    "tracks": session.track_names,
+                    "lambda": np.asarray(matrices[row], float).round(6).tolist(),
+                    "sample_rate": session.sample_rate,
+                    "config": config.to_dict(),
+                },
+            )
+            results[index] = SessionResult(session, target, session_cleaned, matrices[row])
+    return [results[i] for i in range(len(loaded))]

@@ -1,0 +1,218 @@
+"""Sessions: folders with one audio file (WAV or FLAC) per microphone, and safe output writing.
+
+Every channel of every file is one microphone track; tracks are ordered by file name, then by
+channel. Cleaned tracks are written back in the same layout (file names, channel count, sample
+rate, format and, where the format allows, subtype). Outputs are written under a temporary name
+and renamed into place, inputs are never opened for writing, and existing files are not replaced
+unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+_INTEGER_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32")
+
+
+class SessionError(ValueError):
+    """Bad input or output location; the message is one line that names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackFile:
+    """One audio file of a session and the layout to write it back in."""
+
+    path: pathlib.Path
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def track_names(self) -> list[str]:
+        if self.channels == 1:
+            return [self.name]
+        return [f"{self.name}[{c}]" for c in range(self.channels)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A loaded session.
+
+    Attributes:
+        folder: where it was read from.
+        sample_rate: common sample rate in Hz.
+        files: the files, in track order.
+        audio: ``(tracks, samples)`` float32; shorter files zero-padded when read with ``pad``.
+    """
+
+    folder: pathlib.Path
+    sample_rate: int
+    files: tuple[TrackFile, ...]
+    audio: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def track_names(self) -> list[str]:
+        return [name for f in self.files for name in f.track_names()]
+
+    @property
+    def num_tracks(self) -> int:
+        return self.audio.shape[0]
+
+
+def audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The WAV/FLAC files of a folder, sorted by name; hidden files are ignored."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise SessionError(f"{folder}: not a folder")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:
+    """Reads one file as ``(channels, samples)`` float32 and checks it is finite."""
+    try:
+        info = sf.info(str(path))
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError) as error:
+        raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
+    if not np.all(np.isfinite(data)):
+        raise SessionError(f"{path}: contains NaN or infinite samples")
+    track = TrackFile(path, data.shape[1], data.shape[0], info.format, info.subtype)
+    return data.T.copy(), int(sample_rate), track
+
+
+def read_session(folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2) -> Session:
+    """Loads and validates a session folder.
+
+    Args:
+        folder: the session folder.
+        pad: zero-pad shorter files to the longest instead of rejecting unequal lengths.
+        min_tracks: the fewest microphone tracks accepted.
+
+    Raises:
+        SessionError: unreadable file, NaN/inf samples, differing sample rates, differing
+            lengths (without ``pad``), or fewer than ``min_tracks`` tracks.
+    """
+    folder = pathlib.Path(folder)
+    paths = audio_files(folder)
+    arrays, files, rate_of = [], [], {}
+    for path in paths:
+        data, rate, track = read_audio(path)
+        arrays.append(data)
+        files.append(track)
+        rate_of[path] = rate
+    if paths:
+        first = paths[0]
+        for path in paths[1:]:
+            if rate_of[path] != rate_of[first]:
+                raise SessionError(
+                    f"{path}: sample rate {rate_of[path]} Hz differs from {first.name} "
+                    f"({rate_of[first]} Hz)"
+                )
+        lengths = [a.shape[1] for a in arrays]
+        if len(set(lengths)) > 1 and not pad:
+            shortest = paths[int(np.argmin(lengths))]
+            raise SessionError(
+                f"{shortest}: length {min(lengths)} samples differs from {max(lengths)} samples of "
+                f"{paths[int(np.argmax(lengths))].name} (use --pad to zero-pad)"
+            )
+    num_tracks = sum(a.shape[0] for a in arrays)
+    if num_tracks < min_tracks:
+        raise SessionError(
+            f"{folder}: has {num_tracks} microphone track(s) in WAV/FLAC files, needs at least "
+            f"{min_tracks}"
+        )
+    longest = max(a.shape[1] for a in arrays)
+    audio = np.concatenate([np.pad(a, ((0, 0), (0, longest - a.shape[1]))) for a in arrays])
+    return Session(folder, rate_of[paths[0]], tuple(files), audio)
+
+
+def check_output_location(inputs: Sequence[pathlib.Path], outputs: Sequence[pathlib.Path]) -> None:
+    """Refuses output folders that equal, or lie inside, any input folder."""
+    resolved_inputs = [pathlib.Path(p).resolve() for p in inputs]
+    for out in outputs:
+        target = pathlib.Path(out).resolve()
+        for source in resolved_inputs:
+            if target == source or source in target.parents:
+                raise SessionError(f"{out}: output folder is, or is inside, input folder {source}")
+
+
+@contextlib.contextmanager
+def _atomic_path(final: pathlib.Path) -> Iterator[pathlib.Path]:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(handle)
+    temporary = pathlib.Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_audio_atomic(path: pathlib.Path, audio: np.ndarray, sample_rate: int, like: TrackFile) -> None:
+    """Writes ``(channels, samples)`` audio in the format and subtype of ``like``, atomically.
+
+    Integer subtypes are clipped to [-1, 1] rather than wrapped.
+    """
+    data = np.asarray(audio, np.float32).T
+    subtype = like.subtype if sf.check_format(like.format, like.subtype) else None
+    if subtype is None or subtype in _INTEGER_SUBTYPES:
+        data = np.clip(data, -1.0, 1.0)
+    with _atomic_path(path) as temporary:
+        sf.write(str(temporary), data, sample_rate, subtype=subtype, format=like.format)
+
+
+def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
+    """Writes JSON atomically."""
+    with _atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def planned_outputs(session: Session, out_dir: pathlib.Path, extra: Sequence[str] = ()) -> list[pathlib.Path]:
+    """The files :func:`write_session` would write."""
+    return [out_dir / f.name for f in session.files] + [out_dir / name for name in extra]
+
+
+def refuse_overwrite(paths: Sequence[pathlib.Path]) -> None:
+    """Raises if any path exists already."""
+    for path in paths:
+        if path.exists():
+            raise SessionError(f"{path}: exists already (use --overwrite to replace it)")
+
+
+def write_session(session: Session, cleaned: np.ndarray, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Writes ``(tracks, samples)`` cleaned audio in the session's layout into ``out_dir``."""
+    written, start = [], 0
+    for track in session.files:
+        block = cleaned[start : start + track.channels, : track.frames]
+        start += track.channels
+        target = out_dir / track.name
+        write_audio_atomic(target, block, session.sample_rate, track)
+        written.append(target)
+    return written
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -1,0 +1,240 @@
+"""The command line on real files: every bad input, safe writing, layouts, batches, end to end."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bleedjax import cli
+
+RATE = 16000
+
+
+def write_session(folder: pathlib.Path, tracks: int = 3, samples: int = RATE, seed: int = 0, **kwargs):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sources = rng.standard_normal((tracks, samples)) * np.linspace(0.05, 0.2, tracks)[:, None]
+    mix = np.eye(tracks) + 0.2 * (1 - np.eye(tracks))
+    mics = mix @ sources
+    for i, mic in enumerate(mics):
+        sf.write(folder / f"mic{i}.wav", mic, RATE, subtype=kwargs.get("subtype", "PCM_16"))
+    return folder
+
+
+def run(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def snapshot(folder: pathlib.Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_reduce_writes_layout_and_bleed_json(tmp_path):
+    session = write_session(tmp_path / "take1")
+    stereo = np.stack([np.sin(np.arange(RATE) * 0.01), np.cos(np.arange(RATE) * 0.02)], axis=1) * 0.1
+    sf.write(session / "pair.flac", stereo, RATE, subtype="PCM_24")
+    before = snapshot(session)
+    assert run("reduce", session, "--out", tmp_path / "out") == 0
+    out = tmp_path / "out"
+    assert snapshot(session) == before
+    assert sorted(p.name for p in out.iterdir()) == ["bleed.json", "mic0.wav", "mic1.wav", "mic2.wav", "pair.flac"]
+    info = sf.info(out / "pair.flac")
+    assert (info.channels, info.samplerate, info.subtype, info.frames) == (2, RATE, "PCM_24", RATE)
+    assert sf.info(out / "mic0.wav").subtype == "PCM_16"
+    bleed = json.loads((out / "bleed.json").read_text())
+    assert bleed["method"] == "spectral-subtraction"
+    assert bleed["tracks"] == ["mic0.wav", "mic1.wav", "mic2.wav", "pair.flac[0]", "pair.flac[1]"]
+    lam = np.asarray(bleed["lambda"])
+    assert lam.shape == (5, 5) and np.all(lam >= 0) and np.all(np.diag(lam) == 0)
+    assert not list(out.glob(".*"))
+
+
+def test_several_sessions_batch_into_named_folders(tmp_path):
+    first = write_session(tmp_path / "in" / "a", seed=1)
+    second = write_session(tmp_path / "in" / "b", seed=2, samples=RATE // 2)
+    assert run("reduce", first, second, "--out", tmp_path / "out") == 0
+    assert run("reduce", second, "--out", tmp_path / "alone") == 0
+    together = sf.read(tmp_path / "out" / "b" / "mic1.wav")[0]
+    alone = sf.read(tmp_path / "alone" / "mic1.wav")[0]
+    assert together.shape == (RATE // 2,)
+    np.testing.assert_allclose(together, alone, atol=2 / 32768)
+    lam_batch = json.loads((tmp_path / "out" / "b" / "bleed.json").read_text())["lambda"]
+    lam_alone = json.loads((tmp_path / "alone" / "bleed.json").read_text())["lambda"]
+    np.testing.assert_allclose(lam_batch, lam_alone, atol=1e-4)
+
+
+def test_set_overrides_and_config_file(tmp_path, capsys):
+    session = write_session(tmp_path / "s")
+    config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "spectral_subtraction.py"
+    assert run("reduce", session, "--out", tmp_path / "o", "--config", config, "--set", "solver=nnls",
+               "--set", "lambda_scale=0") == 0
+    bleed = json.loads((tmp_path / "o" / "bleed.json").read_text())
+    assert bleed["config"]["solver"] == "nnls" and bleed["config"]["lambda_scale"] == 0.0
+    cleaned = sf.read(tmp_path / "o" / "mic0.wav")[0]
+    np.testing.assert_allclose(cleaned, sf.read(session / "mic0.wav")[0], atol=2 / 32768)
+    assert run("reduce", session, "--out", tmp_path / "p", "--set", "no_such_key=1") == 2
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def bad_rate(folder):
+    sf.write(folder / "mic1.wav", np.zeros(RATE), 22050)
+    return "mic1.wav"
+
+
+def bad_length(folder):
+    sf.write(folder / "mic1.wav", np.zeros(RATE - 5), RATE)
+    return "mic1.wav"
+
+
+def too_few(folder):
+    for p in folder.iterdir():
+        if p.name != "mic0.wav":
+            p.unlink()
+    return "at least 2"
+
+
+def unreadable(folder):
+    (folder / "mic1.wav").write_bytes(b"RIFF not really a wave file")
+    return "mic1.wav"
+
+
+def nan_samples(folder):
+    data = np.zeros(RATE, np.float32)
+    data[100] = np.nan
+    sf.write(folder / "mic2.wav", data, RATE, subtype="FLOAT")
+    return "mic2.wav"
+
+
+def inf_samples(folder):
+    data = np.zeros(RATE, np.float32)
+    data[5] = np.inf
+    sf.write(folder / "mic2.wav", data, RATE, subtype="FLOAT")
+    return "mic2.wav"
+
+
+@pytest.mark.parametrize("spoil", [bad_rate, bad_length, too_few, unreadable, nan_samples, inf_samples])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, spoil):
+    good = write_session(tmp_path / "good", seed=3)
+    session = write_session(tmp_path / "bad")
+    expected = spoil(session)
+    before = snapshot(session)
+    assert run("reduce", good, session, "--out", tmp_path / "out") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and expected in error and error.startswith("bleedjax reduce: error:")
+    assert not (tmp_path / "out").exists()
+    assert snapshot(session) == before
+
+
+def test_pad_accepts_unequal_lengths(tmp_path):
+    session = write_session(tmp_path / "s")
+    sf.write(session / "mic1.wav", np.full(RATE - 500, 0.1), RATE)
+    assert run("reduce", session, "--out", tmp_path / "o", "--pad") == 0
+    assert sf.info(tmp_path / "o" / "mic1.wav").frames == RATE - 500
+    assert sf.info(tmp_path / "o" / "mic0.wav").frames == RATE
+
+
+@pytest.mark.parametrize("where", [".", "inside", "inside/deeper"])
+def test_out_inside_input_is_refused(tmp_path, capsys, where):
+    session = write_session(tmp_path / "s")
+    before = snapshot(session)
+    assert run("reduce", session, "--out", session / where) == 2
+    assert "inside" in capsys.readouterr().err
+    assert snapshot(session) == before
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path, capsys):
+    session = write_session(tmp_path / "s")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mic1.wav").write_bytes(b"precious")
+    assert run("reduce", session, "--out", out) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "mic1.wav").read_bytes() == b"precious"
+    assert sorted(p.name for p in out.iterdir()) == ["mic1.wav"]
+    assert run("reduce", session, "--out", out, "--overwrite") == 0
+    assert sf.info(out / "mic1.wav").frames == RATE
+
+
+def test_silent_track_is_processed_without_nan(tmp_path):
+    session = write_session(tmp_path / "s")
+    sf.write(session / "mic1.wav", np.zeros(RATE), RATE)
+    assert run("reduce", session, "--out", tmp_path / "o") == 0
+    cleaned = sf.read(tmp_path / "o" / "mic1.wav")[0]
+    assert np.all(cleaned == 0)
+    assert np.all(np.isfinite(json.loads((tmp_path / "o" / "bleed.json").read_text())["lambda"]))
+
+
+def test_simulate_reduce_evaluate_on_real_audio(tmp_path, shared_data, capsys):
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    for name in ["violin1", "cello", "oboe1", "horn1"]:
+        shutil.copy(shared_data / "phenicx-anechoic-excerpt" / f"{name}.wav", stems)
+    sim = tmp_path / "sim"
+    assert run("simulate", stems, "--out", sim, "--bleed", "linear", "--max-crosstalk-db", "-12", "--seed", "3") == 0
+    truth = json.loads((sim / "truth.json").read_text())
+    assert np.asarray(truth["matrix"]).shape == (4, 4) and truth["tracks"][0] == "cello.wav"
+    assert run("reduce", sim / "session", "--out", tmp_path / "clean") == 0
+    assert run("evaluate", sim / "references", sim / "session", "--json", tmp_path / "before.json") == 0
+    assert run("evaluate", sim / "references", tmp_path / "clean", "--json", tmp_path / "after.json") == 0
+    before = json.loads((tmp_path / "before.json").read_text())
+    after = json.loads((tmp_path / "after.json").read_text())
+    assert set(after["tracks"]) == {"cello.wav", "horn1.wav", "oboe1.wav", "violin1.wav"}
+    assert set(after["mean"]) == {"sdr", "sir", "sar"}
+    assert after["mean"]["sir"] > before["mean"]["sir"] + 10
+    assert after["mean"]["sdr"] > before["mean"]["sdr"]
+    assert "violin1.wav" in capsys.readouterr().out
+
+
+def test_simulate_room(tmp_path):
+    stems = write_session(tmp_path / "stems", tracks=3, samples=RATE // 2)
+    assert run("simulate", stems, "--out", tmp_path / "sim", "--bleed", "room", "--seed", "1") == 0
+    truth = json.loads((tmp_path / "sim" / "truth.json").read_text())
+    assert truth["bleed"] == "room" and len(truth["room"]["mic_positions"]) == 3
+    mics = np.stack([sf.read(tmp_path / "sim" / "session" / f"mic{i}.wav")[0] for i in range(3)])
+    refs = np.stack([sf.read(tmp_path / "sim" / "references" / f"mic{i}.wav")[0] for i in range(3)])
+    assert np.abs(mics - refs).max() > 1e-3
+
+
+def test_evaluate_reports_missing_estimate(tmp_path, capsys):
+    refs = write_session(tmp_path / "refs")
+    estimates = tmp_path / "est"
+    estimates.mkdir()
+    shutil.copy(refs / "mic0.wav", estimates)
+    assert run("evaluate", refs, estimates) == 2
+    assert "mic1.wav" in capsys.readouterr().err
+
+
+def test_evaluate_silent_reference_gives_null_not_crash(tmp_path):
+    refs = write_session(tmp_path / "refs")
+    sf.write(refs / "mic2.wav", np.zeros(RATE), RATE)
+    assert run("evaluate", refs, refs, "--json", tmp_path / "s.json") == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["tracks"]["mic2.wav"]["sdr"] is None
+    assert scores["mean"]["sdr"] is not None
+
+
+def test_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "sdr in" in printed and "timpani.flac" in printed and "mean" in printed and "worst" in printed
+    png = (out / "demo.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20000
+    assert len(list((out / "cleaned").glob("*.flac"))) == 5
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["rows"]["mean"]["Δsir"] > 10
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "keep.txt").write_text("mine")
+    assert run("demo", "--out", tmp_path / "foreign") == 2
+
+
+def test_console_script_entry_point(tmp_path):
+    session = write_session(tmp_path / "s")
+    bad = subprocess.run([sys.executable, "-m", "bleedjax.cli", "reduce", str(session), "--out", str(session)],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

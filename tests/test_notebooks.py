@@ -1,0 +1,15 @@
+import pathlib
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_quickstart_runs(tmp_path):
+    notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
+    assert any("text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"] for o in outputs if "data" in o)

@@ -1,0 +1,67 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+from jax.test_util import check_grads
+
+from bleedjax import signal
+
+CASES = [(4096, 2048, "hamming", 11025), (512, 128, "hann", 3000), (256, 100, "hann", 2001), (64, 48, "hamming", 640)]
+
+
+@pytest.mark.parametrize("n_fft,hop,window_name,samples", CASES)
+def test_stft_matches_scipy(n_fft, hop, window_name, samples):
+    x = np.random.default_rng(0).standard_normal((2, 3, samples)).astype(np.float32)
+    ours = np.asarray(signal.stft(x, n_fft=n_fft, hop=hop, window_name=window_name))
+    _, _, theirs = scipy.signal.stft(x.astype(np.float64), window=window_name, nperseg=n_fft, noverlap=n_fft - hop)
+    assert ours.shape == theirs.shape == (2, 3, n_fft // 2 + 1, signal.num_frames(samples, n_fft, hop))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("n_fft,hop,window_name,samples", CASES)
+def test_round_trip_is_perfect(n_fft, hop, window_name, samples):
+    x = np.random.default_rng(1).standard_normal((3, samples)).astype(np.float32)
+    spec = signal.stft(x, n_fft=n_fft, hop=hop, window_name=window_name)
+    y = np.asarray(signal.istft(spec, length=samples, n_fft=n_fft, hop=hop, window_name=window_name))
+    assert np.linalg.norm(y - x) / np.linalg.norm(x) < 1e-6
+
+
+def test_istft_matches_scipy():
+    x = np.random.default_rng(2).standard_normal(3000)
+    _, _, spec = scipy.signal.stft(x, window="hann", nperseg=512, noverlap=384)
+    _, theirs = scipy.signal.istft(spec, window="hann", nperseg=512, noverlap=384)
+    ours = signal.istft(jnp.asarray(spec, jnp.complex64), length=3000, n_fft=512, hop=128, window_name="hann")
+    np.testing.assert_allclose(np.asarray(ours), theirs[:3000], atol=1e-5)
+
+
+def test_sinusoid_scaling():
+    n = np.arange(8192)
+    x = 0.8 * np.cos(2 * np.pi * 64 * n / 1024).astype(np.float32)
+    spec = np.abs(np.asarray(signal.stft(x, n_fft=1024, hop=256)))
+    assert abs(spec[64, 8] - 0.4) < 1e-3
+
+
+def test_gradients():
+    x = jnp.asarray(np.random.default_rng(3).standard_normal(300), jnp.float32)
+
+    def power(v):
+        return jnp.sum(jnp.abs(signal.stft(v, n_fft=64, hop=16)) ** 2)
+
+    def round_trip(v):
+        return signal.istft(signal.stft(v, n_fft=64, hop=32, window_name="hamming"), length=300, n_fft=64, hop=32,
+                            window_name="hamming")
+
+    check_grads(power, (x,), order=1, modes=("fwd", "rev"), atol=2e-2, rtol=2e-2)
+    check_grads(round_trip, (x,), order=1, modes=("fwd", "rev"), atol=2e-2, rtol=2e-2)
+    jac = jax.jacrev(round_trip)(x[:300])
+    np.testing.assert_allclose(np.asarray(jac), np.eye(300), atol=1e-5)
+
+
+def test_bad_sizes_and_windows():
+    with pytest.raises(ValueError, match="hop"):
+        signal.stft(jnp.zeros(100), n_fft=64, hop=128)
+    with pytest.raises((ValueError, TypeError), match="window"):
+        signal.stft(jnp.zeros(100), n_fft=64, hop=32, window_name="kaiser")
+    with pytest.raises(ValueError, match="bins"):
+        signal.istft(jnp.zeros((10, 5), jnp.complex64), length=100, n_fft=64, hop=32)

@@ -1,0 +1,132 @@
+import warnings
+
+import jax
+import jax.numpy as jnp
+import mir_eval
+import numpy as np
+import pytest
+import scipy.optimize
+import soundfile as sf
+
+from bleedjax import signal, simulation
+from bleedjax.methods import spectral_subtraction as ss
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="mir_eval")
+
+NAMES = ["cello", "oboe1", "horn1", "flute1"]
+
+
+@pytest.fixture(scope="module")
+def stems(shared_data):
+    folder = shared_data / "phenicx-anechoic-excerpt"
+    return np.stack([sf.read(folder / f"{name}.wav", dtype="float32")[0] for name in NAMES])
+
+
+@pytest.fixture(scope="module")
+def simulated(stems):
+    return simulation.simulate_linear(jnp.asarray(stems), key=jax.random.key(0), max_crosstalk_db=-12,
+                                      sample_rate=44100)
+
+
+def magnitudes(audio):
+    return jnp.abs(signal.stft(jnp.asarray(audio), n_fft=4096, hop=2048, window_name="hamming"))
+
+
+def test_gram_cost_equals_literal_cost(simulated):
+    mags = magnitudes(simulated.mics)
+    gram = ss.magnitude_gram(mags)
+    lam = jnp.asarray([0.3, 0.0, 0.7, 0.1])
+    for target in range(4):
+        ours = ss.row_cost(lam, gram, jnp.asarray(target))
+        literal = ss.literal_row_cost(lam, mags, jnp.asarray(target))
+        np.testing.assert_allclose(float(ours), float(literal), rtol=1e-4)
+
+
+def test_descent_reaches_the_exact_solution(simulated):
+    mags = magnitudes(simulated.mics)
+    descent, iterations = ss.estimate_lambda(mags, ss.Settings())
+    exact, _ = ss.estimate_lambda(mags, ss.Settings(solver="nnls"))
+    descent, exact = np.asarray(descent), np.asarray(exact)
+    assert np.all(np.asarray(iterations) < ss.Settings().max_iterations)
+    np.testing.assert_allclose(descent, exact, atol=1e-3 * exact.max())
+    np.testing.assert_array_equal(np.diag(descent), 0.0)
+    assert descent.min() >= 0.0
+
+
+def test_nnls_matches_scipy(simulated):
+    mags = np.asarray(magnitudes(simulated.mics), np.float64)
+    exact, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(solver="nnls"))
+    for i in range(4):
+        others = [j for j in range(4) if j != i]
+        theirs, _ = scipy.optimize.nnls(mags[others].reshape(3, -1).T, mags[i].ravel())
+        np.testing.assert_allclose(np.asarray(exact)[i, others], theirs, atol=1e-4 * max(theirs.max(), 1e-3))
+
+
+def test_descent_with_active_constraints():
+    rng = np.random.default_rng(0)
+    base = rng.random((4, 20, 30)).astype(np.float32)
+    base[0] = 0.5 * base[1] - 0.4 * base[2] + 0.1 * rng.random((20, 30))
+    mags = jnp.asarray(np.abs(base))
+    descent, _ = ss.estimate_lambda(mags, ss.Settings())
+    exact, _ = ss.estimate_lambda(mags, ss.Settings(solver="nnls"))
+    assert np.any(np.asarray(exact)[0, 1:] == 0.0)
+    np.testing.assert_allclose(np.asarray(descent), np.asarray(exact), atol=2e-3)
+
+
+@pytest.mark.parametrize("level", [1e-4, 1e3])
+def test_hyperparameters_converge_at_any_level(simulated, level):
+    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), ss.Settings())
+    scaled, iterations = ss.estimate_lambda(magnitudes(simulated.mics * level), ss.Settings())
+    np.testing.assert_allclose(np.asarray(scaled), np.asarray(reference), atol=2e-3)
+    assert np.all(np.asarray(iterations) < ss.Settings().max_iterations)
+
+
+def test_track_gain_rescales_lambda(simulated):
+    gain = jnp.asarray([1.0, 8.0, 1.0, 1.0])[:, None]
+    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), ss.Settings(solver="nnls"))
+    scaled, _ = ss.estimate_lambda(magnitudes(simulated.mics * gain), ss.Settings(solver="nnls"))
+    expected = np.asarray(reference) * np.asarray(gain) / np.asarray(gain).T
+    np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-3 * expected.max())
+
+
+def test_padding_and_batching_do_not_change_results(simulated):
+    audio = simulated.mics
+    alone = ss.reduce_session(audio)
+    padded = jnp.pad(audio, ((0, 0), (0, 10000)))
+    shorter = audio.at[:, 30000:].set(0.0)
+    batch = ss.reduce_sessions(jnp.stack([padded, jnp.pad(shorter, ((0, 0), (0, 10000)))]))
+    np.testing.assert_allclose(np.asarray(batch.lam[0]), np.asarray(alone.lam), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(batch.cleaned[0, :, :44100]), np.asarray(alone.cleaned), atol=1e-5)
+    second = ss.reduce_session(jnp.pad(shorter, ((0, 0), (0, 10000))))
+    np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(second.lam), atol=1e-5)
+
+
+def test_zero_scale_is_identity_and_silent_tracks_stay_finite(simulated):
+    audio = simulated.mics.at[2].set(0.0)
+    result = ss.reduce_session(audio, ss.Settings(lambda_scale=0.0))
+    np.testing.assert_allclose(np.asarray(result.cleaned), np.asarray(audio), atol=1e-5)
+    cleaned = ss.reduce_session(audio)
+    assert np.all(np.isfinite(np.asarray(cleaned.cleaned))) and np.all(np.isfinite(np.asarray(cleaned.lam)))
+    np.testing.assert_array_equal(np.asarray(cleaned.cleaned[2]), 0.0)
+    np.testing.assert_array_equal(np.asarray(cleaned.lam[:, 2]), 0.0)
+
+
+def test_removes_bleed_without_making_tracks_worse(simulated):
+    result = ss.reduce_session(simulated.mics)
+    references = np.asarray(simulated.references, np.float64)
+    before = mir_eval.separation.bss_eval_sources(references, np.asarray(simulated.mics, np.float64),
+                                                  compute_permutation=False)
+    after = mir_eval.separation.bss_eval_sources(references, np.asarray(result.cleaned, np.float64),
+                                                 compute_permutation=False)
+    sdr_gain, sir_gain = after[0] - before[0], after[1] - before[1]
+    assert np.all(sdr_gain > 0) and np.mean(sdr_gain) > 5
+    assert np.all(sir_gain > 10)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="solver"):
+        ss.Settings(solver="adam")
+    with pytest.raises(ValueError, match="momentum"):
+        ss.Settings(momentum=1.5)
+    with pytest.raises(ValueError, match="lambda_scale"):
+        ss.Settings(lambda_scale=-1.0)
