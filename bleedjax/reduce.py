@@ -58,13 +58,21 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         except (ValueError, SyntaxError):
             value = text
         current = config[key]
-        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        if isinstance(current, float) and not isinstance(value, bool):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         try:
             config[key] = value
         except (TypeError, ValueError) as error:
             raise sessions.SessionError(f"--set {item}: {error}") from None
     return config
+
+
+def _json_safe(values: dict) -> dict:
+    """Non-finite floats as strings ("inf"), which JSON cannot hold as numbers."""
+    return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
 
 
 def output_dirs(folders: Sequence[pathlib.Path], out: pathlib.Path) -> list[pathlib.Path]:
@@ -155,7 +163,7 @@ def reduce_folders(
                     "tracks": session.track_names,
                     "lambda": np.asarray(matrices[row], float).round(6).tolist(),
                     "sample_rate": session.sample_rate,
-                    "config": config.to_dict(),
+                    "config": _json_safe(config.to_dict()),
                 },
             )
             results[index] = SessionResult(session, target, session_cleaned, matrices[row])

@@ -72,9 +72,12 @@ def test_set_overrides_and_config_file(tmp_path, capsys):
     session = write_session(tmp_path / "s")
     config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "spectral_subtraction.py"
     assert run("reduce", session, "--out", tmp_path / "o", "--config", config, "--set", "solver=nnls",
-               "--set", "lambda_scale=0") == 0
+               "--set", "lambda_scale=0", "--set", "max_lambda=inf") == 0
     bleed = json.loads((tmp_path / "o" / "bleed.json").read_text())
     assert bleed["config"]["solver"] == "nnls" and bleed["config"]["lambda_scale"] == 0.0
+    assert bleed["config"]["max_lambda"] == "inf"
+    assert run("reduce", session, "--out", tmp_path / "q", "--set", "max_lambda=0.5") == 0
+    assert np.asarray(json.loads((tmp_path / "q" / "bleed.json").read_text())["lambda"]).max() <= 0.5
     cleaned = sf.read(tmp_path / "o" / "mic0.wav")[0]
     np.testing.assert_allclose(cleaned, sf.read(session / "mic0.wav")[0], atol=2 / 32768)
     assert run("reduce", session, "--out", tmp_path / "p", "--set", "no_such_key=1") == 2

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import mir_eval
 import numpy as np
+import optax
 import pytest
 import scipy.optimize
 import soundfile as sf
@@ -123,6 +124,24 @@ def test_removes_bleed_without_making_tracks_worse(simulated):
     assert np.all(sir_gain > 10)
 
 
+def test_max_lambda_solves_the_box_constrained_problem(simulated):
+    mags = np.asarray(magnitudes(simulated.mics), np.float64)
+    unconstrained, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(solver="nnls"))
+    bound = 0.5 * float(np.asarray(unconstrained).max())
+    boxed, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(max_lambda=bound))
+    boxed = np.asarray(boxed)
+    assert boxed.max() <= bound + 1e-7 and np.isclose(boxed.max(), bound)
+    gram = ss.magnitude_gram(jnp.asarray(mags, jnp.float32))
+    for i in range(4):
+        others = [j for j in range(4) if j != i]
+        theirs = np.zeros(4, np.float32)
+        theirs[others] = scipy.optimize.lsq_linear(mags[others].reshape(3, -1).T, mags[i].ravel(),
+                                                   bounds=(0, bound)).x
+        ours_cost = float(ss.row_cost(jnp.asarray(boxed[i]), gram, jnp.asarray(i)))
+        best_cost = float(ss.row_cost(jnp.asarray(theirs), gram, jnp.asarray(i)))
+        assert ours_cost <= best_cost * (1 + 1e-3)
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="solver"):
         ss.Settings(solver="adam")
@@ -130,3 +149,19 @@ def test_settings_are_validated():
         ss.Settings(momentum=1.5)
     with pytest.raises(ValueError, match="lambda_scale"):
         ss.Settings(lambda_scale=-1.0)
+    with pytest.raises(ValueError, match="descent"):
+        ss.Settings(solver="nnls", max_lambda=1.0)
+
+
+def test_momentum_descent_is_heavy_ball_sgd():
+    settings = ss.Settings()
+    ours, theirs = ss.momentum_descent(settings), optax.sgd(
+        optax.exponential_decay(settings.learning_rate, 1, settings.learning_rate_decay), momentum=settings.momentum
+    )
+    params = jnp.asarray([0.3, -0.2, 0.5])
+    state_ours, state_theirs = ours.init(params), theirs.init(params)
+    for step in range(5):
+        grads = jnp.asarray([1.0, -2.0, 0.5]) * (step + 1)
+        update_ours, state_ours = ours.update(grads, state_ours)
+        update_theirs, state_theirs = theirs.update(grads, state_theirs)
+        np.testing.assert_allclose(np.asarray(update_ours), np.asarray(update_theirs), rtol=1e-6)

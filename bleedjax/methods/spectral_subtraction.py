@@ -20,19 +20,28 @@ Beyond [1]:
       and every descent step costs O(J²) instead of a pass over the data.
     * The same cost is solved exactly as non-negative least squares (Lawson & Hanson 1974 [2],
       Ch. 23) with ``solver="nnls"``.
-    * Normalisation. ``γ(0)`` in [1] presumes some spectrogram scale; here the cost is rescaled
-      per target so that ``γ(0)`` times the largest eigenvalue of the Hessian ``2 G_{−i,−i}``
-      equals ``curvature`` (2 by default, inside heavy-ball stability ``2(1 + β) = 3.6``). λ is
-      unchanged by this rescaling (it is a ratio of spectrogram levels), so the same
-      hyperparameters converge for any input level and any gain. With ``γ`` decaying by 0.99,
-      the descent covers a total step ``γ(0) / ((1 − 0.99)(1 − β)) = 500 γ(0)``, so it converges
-      along every direction whose curvature is above about 1/100 of the largest; ill-conditioned
-      sessions (near-duplicate tracks) are where ``nnls`` differs.
+    * Normalisation. ``γ(0)`` in [1] presumes some spectrogram scale. Here each track's
+      spectrogram is first scaled to unit energy (Jacobi preconditioning: ``G`` becomes a
+      correlation matrix, so a quiet track or a track with a small gain converges as fast as a
+      loud one), and then the cost is scaled per target so that ``γ(0)`` times the largest
+      eigenvalue of the Hessian ``2 G_{−i,−i}`` equals ``curvature`` (2 by default, inside
+      heavy-ball stability ``2(1 + β) = 3.6``). λ is mapped back afterwards
+      (``λ_ij = λ̃_ij ‖X_i‖ / ‖X_j‖``), so the same hyperparameters converge for any input level
+      and any per-track gain. With ``γ`` decaying by 0.99 the descent covers a total step of
+      ``γ(0) / ((1 − 0.99)(1 − β)) = 500 γ(0)``, so it converges along every direction whose
+      curvature is above about 1/100 of the largest; near-duplicate tracks are where ``nnls``
+      differs.
     * Stopping: heavy-ball momentum makes the cost non-monotone, so the test is on the size of
       the change, ``|C(m) − C(m−1)| < δ C(0)``, with ``δ`` relative to the cost without
       subtraction. The change is computed exactly from the step ``d`` as ``∇Cᵀd + dᵀGd``
       rather than as a difference of two float32 costs, which would round to zero long before
       convergence.
+
+    * ``max_lambda`` (default ∞, i.e. [1]) extends the clamp to a box ``0 ≤ λ ≤ max_lambda``.
+      A close microphone hears its own source loudest, so bleed gains above 1 are unphysical;
+      they appear when a quiet or sparse track's microphone is mostly bleed of the target itself
+      (e.g. a timpani microphone that mostly hears the horn), and subtracting them removes part of
+      the target. ``benchmarks/quality_spectral_subtraction.py`` measures the effect.
 
 References:
     [1] F. Seipel, A. Lerch, "Multi-track crosstalk reduction", AES 144th Convention, 2018.
@@ -68,6 +77,7 @@ class Settings:
     max_iterations: int = 3000
     curvature: float = 2.0
     lambda_scale: float = 1.0
+    max_lambda: float = float("inf")
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -80,6 +90,10 @@ class Settings:
             raise ValueError("learning_rate must be > 0 and learning_rate_decay in (0, 1]")
         if self.lambda_scale < 0:
             raise ValueError(f"lambda_scale must be >= 0, got {self.lambda_scale}")
+        if not self.max_lambda > 0:
+            raise ValueError(f"max_lambda must be > 0, got {self.max_lambda}")
+        if self.solver == "nnls" and self.max_lambda != float("inf"):
+            raise ValueError("max_lambda (a box constraint) needs solver='descent'")
 
 
 class RowEstimate(NamedTuple):
@@ -118,10 +132,30 @@ def literal_row_cost(
     return jnp.sum(residual**2)
 
 
+class HeavyBallState(NamedTuple):
+    """State of :func:`momentum_descent`: the velocity ``v`` of Eqs. (2)–(6) and the step ``m``."""
+
+    velocity: Float[Array, " tracks"]
+    count: Int[Array, ""]
+
+
 def momentum_descent(settings: Settings) -> optax.GradientTransformation:
-    """Eqs. (2)–(6): heavy-ball momentum β with γ(m) = γ(0)·decay^m, then the clamp λ ≥ 0."""
+    """Eqs. (2)–(6) as an optax transformation: ``v ← β v + ∇C``, update ``−γ(m) v``,
+    ``γ(m) = γ(0)·decay^m``. Without projections it equals ``optax.sgd(schedule, momentum=β)``;
+    the velocity is exposed in the state so that :func:`descend_row` can drop the components
+    that the clamp cancels (projected heavy ball), which would otherwise keep pushing a clamped
+    coordinate outwards and stall it."""
     schedule = optax.exponential_decay(settings.learning_rate, 1, settings.learning_rate_decay)
-    return optax.sgd(schedule, momentum=settings.momentum)
+
+    def init(params):
+        return HeavyBallState(jnp.zeros_like(params), jnp.asarray(0))
+
+    def update(grads, state, params=None):
+        del params
+        velocity = settings.momentum * state.velocity + grads
+        return -schedule(state.count) * velocity, HeavyBallState(velocity, state.count + 1)
+
+    return optax.GradientTransformation(init, update)
 
 
 def descend_row(
@@ -139,16 +173,17 @@ def descend_row(
         cost in the units of ``gram``.
     """
     num_tracks = gram.shape[0]
-    others = _others(num_tracks, target)
-    hessian_max = 2.0 * jnp.linalg.eigvalsh(gram * others[:, None] * others[None, :])[-1]
-    scale = jnp.where(
-        hessian_max > 0,
-        settings.curvature / (settings.learning_rate * jnp.where(hessian_max > 0, hessian_max, 1.0)),
-        1.0,
-    )
-    scaled_gram = gram * scale
-    initial_cost = scaled_gram[target, target]
-    threshold = settings.tolerance * jnp.maximum(initial_cost, jnp.finfo(jnp.float32).tiny)
+    norms = jnp.sqrt(jnp.clip(jnp.diag(gram), 0.0, None))
+    audible = norms > 0
+    safe_norms = jnp.where(audible, norms, 1.0)
+    others = _others(num_tracks, target) * audible
+    unit_gram = gram / (safe_norms[:, None] * safe_norms[None, :])
+    hessian_max = 2.0 * jnp.linalg.eigvalsh(unit_gram * others[:, None] * others[None, :])[-1]
+    scale = settings.curvature / (settings.learning_rate * jnp.where(hessian_max > 0, hessian_max, 1.0))
+    scaled_gram = unit_gram * scale
+    to_lambda = safe_norms[target] / safe_norms
+    upper = settings.max_lambda / to_lambda
+    threshold = settings.tolerance * scaled_gram[target, target]
     optimiser = momentum_descent(settings)
 
     def condition(state):
@@ -156,17 +191,20 @@ def descend_row(
         return (step < settings.max_iterations) & ((step == 0) | (jnp.abs(change) >= threshold))
 
     def body(state):
-        lam, opt_state, _, step = state
-        grad = jax.grad(row_cost)(lam, scaled_gram, target)
-        updates, opt_state = optimiser.update(grad, opt_state, lam)
-        new_lam = optax.projections.projection_non_negative(optax.apply_updates(lam, updates)) * others
-        step_taken = new_lam - lam
+        unit_lam, opt_state, _, step = state
+        grad = jax.grad(row_cost)(unit_lam, scaled_gram, target)
+        updates, opt_state = optimiser.update(grad, opt_state, unit_lam)
+        unclamped = optax.apply_updates(unit_lam, updates)
+        new = optax.projections.projection_box(unclamped, jnp.zeros_like(unclamped), upper) * others
+        opt_state = opt_state._replace(velocity=jnp.where(new == unclamped, opt_state.velocity, 0.0))
+        step_taken = new - unit_lam
         change = grad @ step_taken + step_taken @ scaled_gram @ step_taken
-        return new_lam, opt_state, change, step + 1
+        return new, opt_state, change, step + 1
 
-    lam0 = jnp.zeros(num_tracks, jnp.float32)
-    state = (lam0, optimiser.init(lam0), initial_cost, jnp.asarray(0))
-    lam, _, _, steps = jax.lax.while_loop(condition, body, state)
+    start = jnp.zeros(num_tracks, jnp.float32)
+    state = (start, optimiser.init(start), jnp.asarray(0.0), jnp.asarray(0))
+    unit_lam, _, _, steps = jax.lax.while_loop(condition, body, state)
+    lam = unit_lam * to_lambda
     return RowEstimate(lam, steps, row_cost(lam, gram, target))
 
 
