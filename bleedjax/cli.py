@@ -26,9 +26,13 @@ def _enable_compilation_cache() -> None:
 def _method_config(args):
     from bleedjax import methods, reduce
 
-    config = (
-        reduce.load_config(args.config) if args.config else methods.get_method(args.method).default_config()
-    )
+    if args.config and args.preset:
+        raise ValueError("give either --config or --preset, not both")
+    method = methods.get_method(args.method)
+    if args.preset and args.preset not in method.presets:
+        choices = ", ".join(method.presets) or "none"
+        raise ValueError(f"--preset {args.preset}: {args.method} presets are {choices}")
+    config = reduce.load_config(args.config) if args.config else method.default_config(args.preset)
     return reduce.apply_overrides(config, args.set)
 
 
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser = commands.add_parser("reduce", help="remove bleed from session folders")
     reduce_parser.add_argument("sessions", nargs="+", help="session folders (one file per microphone)")
     reduce_parser.add_argument("--out", required=True, help="output folder")
-    reduce_parser.add_argument("--method", default="spectral-subtraction")
+    reduce_parser.add_argument("--method", default="spectral-subtraction",
+                               help="spectral-subtraction (Seipel & Lerch 2018) or kamir (Prätzlich et al. 2015)")
+    reduce_parser.add_argument("--preset", help="a preset of the method, e.g. K1-K5 for kamir")
     reduce_parser.add_argument("--config", help="a configs/*.py file with get_config()")
     reduce_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                                help="override one config value (repeatable)")

@@ -53,7 +53,7 @@ def run_demo(
     )
     echo(f"simulated {len(truth['tracks'])} tracks with up to {max_crosstalk_db:g} dB bleed "
          f"-> {simulated}")
-    config = methods.get_method(method).default_config()
+    config = methods.get_method(method).default_config(None)
     [result] = reduce.reduce_folders(
         [simulated / "session"], out / "cleaned", method=method, config=config,
         overwrite=True, progress=progress,

@@ -103,6 +103,7 @@ def reduce_folders(
     *,
     method: str = "spectral-subtraction",
     config: ml_collections.ConfigDict | None = None,
+    preset: str | None = None,
     pad: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -113,7 +114,8 @@ def reduce_folders(
         folders: session folders.
         out: output folder (``out`` itself for one session, ``out/<name>/`` for several).
         method: a name from :data:`bleedjax.methods.METHODS`.
-        config: the method's config; its default when ``None``.
+        config: the method's config; its default (or ``preset``) when ``None``.
+        preset: a preset of the method (e.g. KAMIR's ``K1``–``K5``) for the default config.
         pad: zero-pad files of unequal length within a session.
         overwrite: replace existing output files.
         progress: show a progress bar; by default only when stderr is a terminal.
@@ -125,23 +127,23 @@ def reduce_folders(
         SessionError: on any bad input or output location, before anything is written.
     """
     chosen = methods.get_method(method)
-    config = chosen.default_config() if config is None else config
+    config = chosen.default_config(preset) if config is None else config
     folders = [pathlib.Path(f) for f in folders]
     loaded = [sessions.read_session(f, pad=pad) for f in folders]
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
-    extra = ["bleed.json"]
     if not overwrite:
         for session, target in zip(loaded, targets):
-            sessions.refuse_overwrite(sessions.planned_outputs(session, target, extra))
+            sessions.refuse_overwrite(sessions.planned_outputs(session, target, chosen.artefacts))
 
-    by_tracks: dict[int, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for index, session in enumerate(loaded):
-        by_tracks.setdefault(session.num_tracks, []).append(index)
+        key = (session.num_tracks, chosen.batch_key(session.track_names, config))
+        groups.setdefault(key, []).append(index)
     samples_of = [s.audio.shape[1] for s in loaded]
     batches = [
         batch
-        for tracks, indices in by_tracks.items()
+        for (tracks, _), indices in groups.items()
         for batch in _batches(indices, samples_of, tracks)
     ]
     show = sys.stderr.isatty() if progress is None else progress
@@ -151,20 +153,25 @@ def reduce_folders(
         audio = np.stack(
             [np.pad(loaded[i].audio, ((0, 0), (0, longest - samples_of[i]))) for i in batch]
         )
-        cleaned, matrices = chosen.reduce_batch(audio, config)
+        lengths = np.asarray([samples_of[i] for i in batch])
+        output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names)
         for row, index in enumerate(batch):
             session, target = loaded[index], targets[index]
-            session_cleaned = cleaned[row, :, : samples_of[index]]
+            session_cleaned = output.cleaned[row, :, : samples_of[index]]
             sessions.write_session(session, session_cleaned, target)
-            sessions.write_json_atomic(
-                target / "bleed.json",
-                {
-                    "method": method,
-                    "tracks": session.track_names,
-                    "lambda": np.asarray(matrices[row], float).round(6).tolist(),
-                    "sample_rate": session.sample_rate,
-                    "config": _json_safe(config.to_dict()),
-                },
-            )
-            results[index] = SessionResult(session, target, session_cleaned, matrices[row])
+            payload = {
+                "method": method,
+                "tracks": session.track_names,
+                "lambda": np.asarray(output.matrices[row], float).round(6).tolist(),
+                "sample_rate": session.sample_rate,
+                "config": _json_safe(config.to_dict()),
+            }
+            if output.sources is not None and list(output.sources) != session.track_names:
+                payload["sources"] = list(output.sources)
+            sessions.write_json_atomic(target / "bleed.json", payload)
+            if output.arrays:
+                arrays = {name: value[row] for name, value in output.arrays.items()}
+                arrays["frequencies_hz"] = np.fft.rfftfreq(config.n_fft, 1.0 / session.sample_rate)
+                sessions.write_npz_atomic(target / "bleed.npz", arrays)
+            results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
     return [results[i] for i in range(len(loaded))]

@@ -190,6 +190,12 @@ def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
         temporary.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Writes arrays to an ``.npz`` file atomically."""
+    with _atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def planned_outputs(session: Session, out_dir: pathlib.Path, extra: Sequence[str] = ()) -> list[pathlib.Path]:
     """The files :func:`write_session` would write."""
     return [out_dir / f.name for f in session.files] + [out_dir / name for name in extra]

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax._types import Array, Complex, Float
+from bleedjax._types import Array, Complex, Float, Int
 
 WindowName = Literal["hann", "hamming"]
 
@@ -56,6 +56,17 @@ def num_frames(num_samples: int, n_fft: int, hop: int) -> int:
     padded = num_samples + 2 * (n_fft // 2)
     extra = (-(padded - n_fft) % hop) % n_fft
     return (padded + extra - n_fft) // hop + 1
+
+
+def frame_mask(
+    length: Int[Array, ""] | int, frames: int, *, n_fft: int, hop: int
+) -> Float[Array, " {frames}"]:
+    """1 for the frames that :func:`stft` of a ``length``-sample signal has, 0 for the extra
+    frames of its zero-padded version (``frames`` in all): how batches of sessions padded to a
+    common length exclude the padding from statistics over time. ``length`` may be traced."""
+    padded = length + 2 * (n_fft // 2)
+    valid = (padded - n_fft + hop - 1) // hop + 1
+    return (jnp.arange(frames) < valid).astype(jnp.float32)
 
 
 def _check_sizes(n_fft: int, hop: int) -> None:

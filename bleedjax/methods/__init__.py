@@ -1,45 +1,113 @@
-"""Bleed-reduction methods, each a batch function behind one registry that the CLI uses.
+"""Bleed-reduction methods behind one registry that :mod:`bleedjax.reduce` and the CLI use.
 
-A method takes a zero-padded batch ``(sessions, tracks, samples)`` and returns the cleaned batch
-and a ``(sessions, tracks, tracks)`` bleed matrix (λ_ij: how much of track j is in track i).
+A method runs on a zero-padded batch ``(sessions, tracks, samples)`` whose sessions share one
+batch key (the track count, and for KAMIR the channel selection) and returns the cleaned batch,
+a ``(sessions, tracks, sources)`` amplitude bleed matrix for ``bleed.json`` and any full-size
+arrays for ``bleed.npz``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bleedjax.methods import spectral_subtraction
+
+class BatchResult(NamedTuple):
+    """What a method returns for a batch of sessions."""
+
+    cleaned: np.ndarray
+    matrices: np.ndarray
+    sources: list[str] | None = None
+    arrays: dict[str, np.ndarray] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A registered method: its default config and its batch function."""
+    """A registered method.
+
+    Attributes:
+        name: the CLI name.
+        default_config: ``preset -> ConfigDict`` (``None`` picks the default preset).
+        presets: preset names (empty when the method has none).
+        run: ``(audio, lengths, config, track_names) -> BatchResult`` on a batch.
+        batch_key: ``(track_names, config) -> hashable``; sessions with equal keys batch together.
+        artefacts: the files written beside the cleaned audio.
+    """
 
     name: str
-    default_config: Callable[[], ml_collections.ConfigDict]
-    reduce_batch: Callable[[np.ndarray, ml_collections.ConfigDict], tuple[np.ndarray, np.ndarray]]
+    default_config: Callable[[str | None], ml_collections.ConfigDict]
+    presets: tuple[str, ...]
+    run: Callable[[np.ndarray, np.ndarray, ml_collections.ConfigDict, Sequence[str]], BatchResult]
+    batch_key: Callable[[Sequence[str], ml_collections.ConfigDict], Hashable] = lambda names, config: None
+    artefacts: tuple[str, ...] = ("bleed.json",)
 
 
-def _spectral_subtraction_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dataclasses.asdict(spectral_subtraction.Settings()))
+def _settings(cls, config: ml_collections.ConfigDict):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in config.to_dict().items() if k in fields})
 
 
-def _spectral_subtraction_batch(audio: np.ndarray, config: ml_collections.ConfigDict):
-    settings = spectral_subtraction.Settings(**config.to_dict())
-    result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings)
+def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    from bleedjax.configs import spectral_subtraction
+
+    if preset is not None:
+        raise ValueError("spectral-subtraction has no presets; use --set or --config")
+    return spectral_subtraction.get_config()
+
+
+def _spectral_subtraction_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import spectral_subtraction
+
+    settings = _settings(spectral_subtraction.Settings, config)
+    result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
     cleaned, lam = jax.device_get((result.cleaned, result.lam))
-    return np.asarray(cleaned), np.asarray(lam)
+    return BatchResult(np.asarray(cleaned), np.asarray(lam))
+
+
+def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    from bleedjax.configs import kamir
+
+    return kamir.get_config(kamir.DEFAULT_PRESET if preset is None else preset)
+
+
+def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
+    from bleedjax.channel_map import load_channel_map
+    from bleedjax.methods.kamir import identity_phi
+
+    if config.get("channel_map"):
+        return load_channel_map(config.channel_map, track_names)
+    return identity_phi(len(track_names)), list(track_names)
+
+
+def _kamir_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import kamir
+
+    phi, sources = _kamir_phi(track_names, config)
+    settings = _settings(kamir.Settings, config)
+    result = kamir.reduce_sessions(
+        jnp.asarray(audio, jnp.float32), jnp.asarray(phi), settings, jnp.asarray(lengths)
+    )
+    cleaned, lam, gains = jax.device_get((result.cleaned, result.lam, result.gains))
+    return BatchResult(np.asarray(cleaned), np.asarray(gains), sources, {"lambda": np.asarray(lam)})
+
+
+def _kamir_batch_key(track_names, config):
+    return _kamir_phi(track_names, config)[0].tobytes()
 
 
 METHODS = {
     "spectral-subtraction": Method(
-        "spectral-subtraction", _spectral_subtraction_config, _spectral_subtraction_batch
+        "spectral-subtraction", _spectral_subtraction_config, (), _spectral_subtraction_run
+    ),
+    "kamir": Method(
+        "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,
+        ("bleed.json", "bleed.npz"),
     ),
 }
 

@@ -264,14 +264,23 @@ def nnls_row(
 
 
 def estimate_lambda(
-    magnitudes: Float[Array, "tracks bins frames"], settings: Settings
+    magnitudes: Float[Array, "tracks bins frames"],
+    settings: Settings,
+    mask: Float[Array, " frames"] | None = None,
 ) -> tuple[Float[Array, "tracks tracks"], Int[Array, " tracks"]]:
     """λ for all targets of one session: the Gram once, then every row vmapped over targets.
+
+    Args:
+        magnitudes: ``(J, F, T)`` magnitude spectrograms.
+        settings: hyperparameters.
+        mask: optional ``(T,)`` frame weights (0 for the padding of a batched session).
 
     Returns:
         ``(J, J)`` λ with a zero diagonal (λ_ij: how much of track j is subtracted from track i)
         and the ``(J,)`` iterations used per row.
     """
+    if mask is not None:
+        magnitudes = magnitudes * mask[None, None, :]
     gram = magnitude_gram(magnitudes)
     solve = descend_row if settings.solver == "descent" else nnls_row
     rows = jax.vmap(solve, in_axes=(None, 0, None))(gram, jnp.arange(gram.shape[0]), settings)
@@ -300,29 +309,40 @@ class Result(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def reduce_session(audio: Float[Array, "tracks samples"], settings: Settings = Settings()) -> Result:
+def reduce_session(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings = Settings(),
+    length: Int[Array, ""] | None = None,
+) -> Result:
     """Removes bleed from one session: STFT, λ by Eq. (1)–(6), Eq. (7), iSTFT.
 
-    Zero padding at the end of ``audio`` (how batches of unequal lengths are masked) adds
-    nothing to the Gram matrix, so a padded session gives the same λ as the unpadded one.
-
     Args:
-        audio: ``(J, samples)`` microphone tracks.
+        audio: ``(J, samples)`` microphone tracks, possibly zero-padded at the end.
         settings: hyperparameters.
+        length: the session's true length when ``audio`` is padded; the padding's frames are
+            then left out of the Gram matrix, so λ equals that of the unpadded session.
 
     Returns:
         :class:`Result` with cleaned ``(J, samples)`` tracks and ``(J, J)`` λ.
     """
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     spectrogram = signal.stft(audio, **transform)
-    lam, iterations = estimate_lambda(jnp.abs(spectrogram), settings)
+    mask = None
+    if length is not None:
+        mask = signal.frame_mask(length, spectrogram.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+    lam, iterations = estimate_lambda(jnp.abs(spectrogram), settings, mask)
     cleaned = subtract(spectrogram, lam, settings.lambda_scale)
     return Result(signal.istft(cleaned, length=audio.shape[-1], **transform), lam, iterations)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def reduce_sessions(
-    audio: Float[Array, "sessions tracks samples"], settings: Settings = Settings()
+    audio: Float[Array, "sessions tracks samples"],
+    settings: Settings = Settings(),
+    lengths: Int[Array, " sessions"] | None = None,
 ) -> Result:
-    """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count."""
-    return jax.vmap(reduce_session, in_axes=(0, None))(audio, settings)
+    """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count,
+    each masked to its own ``lengths`` (all full when ``None``)."""
+    if lengths is None:
+        lengths = jnp.full(audio.shape[0], audio.shape[-1])
+    return jax.vmap(reduce_session, in_axes=(0, None, 0))(audio, settings, lengths)

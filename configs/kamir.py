@@ -1,0 +1,25 @@
+"""KAMIR (Prätzlich et al., ICASSP 2015): defaults and the paper's presets K1–K5.
+
+``bleedjax reduce --method kamir --preset K4`` picks a preset; ``--set key=value`` overrides single
+values. ``channel_map`` names a JSON or CSV file mapping sources to microphones (empty: microphone
+j belongs to source j).
+"""
+
+import dataclasses
+
+import ml_collections
+
+from bleedjax.methods.kamir import PRESETS, Settings
+
+DEFAULT_PRESET = "K4"
+
+
+def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown KAMIR preset {preset!r}; choose from {', '.join(PRESETS)}")
+    config = ml_collections.ConfigDict(dataclasses.asdict(Settings(**PRESETS[preset])))
+    config.n_fft = 4096  # 93 ms at 44.1 kHz, hop 1024 (75 % overlap)
+    config.hop = 1024
+    config.beta = 0.0  # Itakura-Saito
+    config.channel_map = ""
+    return config

@@ -1,0 +1,175 @@
+import itertools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bleedjax import cli, demo, sessions, signal, simulation
+from bleedjax.methods import kamir
+
+SECONDS = 4
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    stems = sessions.read_session(demo.bundled_stems())
+    audio = jnp.asarray(stems.audio[:, : SECONDS * stems.sample_rate])
+    return simulation.simulate_linear(audio, key=jax.random.key(0), max_crosstalk_db=-12, sample_rate=44100)
+
+
+def power_of(audio):
+    return jnp.abs(signal.stft(jnp.asarray(audio), n_fft=4096, hop=1024)) ** 2
+
+
+def test_itakura_saito_update_decreases_the_cost_every_iteration(simulated):
+    power = power_of(simulated.mics)
+    phi = jnp.asarray(kamir.identity_phi(5))
+    lam = kamir.initial_lambda(phi, power.shape[1], 0.1)
+    psd = kamir.update_psd(power, lam, power, phi)
+    costs = []
+    for _ in range(8):
+        costs.append(float(kamir.beta_divergence(power, kamir.model_power(lam, psd), 0.0)))
+        lam = kamir.update_lambda(lam, psd, power, 0.0)
+    costs.append(float(kamir.beta_divergence(power, kamir.model_power(lam, psd), 0.0)))
+    assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(costs))
+    assert costs[-1] < 0.9 * costs[0]
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_other_betas_also_decrease(simulated, beta):
+    power = power_of(simulated.mics[:, :44100])
+    phi = jnp.asarray(kamir.identity_phi(5))
+    lam = kamir.initial_lambda(phi, power.shape[1], 0.5)
+    psd = kamir.update_psd(power, lam, power, phi)
+    before = float(kamir.beta_divergence(power, kamir.model_power(lam, psd), beta))
+    after = float(kamir.beta_divergence(power, kamir.model_power(kamir.update_lambda(lam, psd, power, beta), psd), beta))
+    assert after <= before
+
+
+def test_wiener_filter_with_true_model_recovers_images():
+    rate, n = 8000, 16000
+    t = np.arange(n) / rate
+    sources = np.stack([np.sin(2 * np.pi * f * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.5 * t)) for f in (440, 1250, 2600)])
+    mixing = np.asarray([[1.0, 0.3, 0.2], [0.25, 1.0, 0.1], [0.15, 0.35, 1.0]])
+    mics = jnp.asarray(mixing @ sources, jnp.float32)
+    images = mixing[:, :, None] * sources[None]
+    spec = signal.stft(mics, n_fft=1024, hop=256)
+    psd = jnp.abs(signal.stft(jnp.asarray(sources, jnp.float32), n_fft=1024, hop=256)) ** 2
+    lam = jnp.broadcast_to(jnp.asarray(mixing**2, jnp.float32)[None], (513, 3, 3))
+    phi = jnp.asarray(kamir.identity_phi(3))
+    masks = kamir.output_masks(lam, psd, phi, kamir.Settings())
+    recovered = np.asarray(signal.istft(masks * spec, length=n, n_fft=1024, hop=256))
+    target = images[[0, 1, 2], [0, 1, 2]]
+    error_db = 10 * np.log10(np.sum((recovered - target) ** 2, axis=1) / np.sum(target**2, axis=1))
+    assert np.all(error_db < -30)
+
+
+def test_lambda_correlates_with_the_true_matrix(simulated):
+    result = kamir.reduce_session(simulated.mics, jnp.asarray(kamir.identity_phi(5)), kamir.Settings())
+    off = ~np.eye(5, dtype=bool)
+    gains = np.asarray(result.gains)
+    assert np.corrcoef(gains[off], np.asarray(simulated.gains)[off])[0, 1] >= 0.9
+    assert np.asarray(result.lam).shape == (2049, 5, 5)
+    assert np.all(np.asarray(result.lam) >= kamir.Settings().min_leakage)
+
+
+@pytest.mark.parametrize("preset", sorted(kamir.PRESETS))
+def test_presets_reduce_interference(simulated, preset):
+    settings = kamir.Settings(**kamir.PRESETS[preset])
+    result = kamir.reduce_session(simulated.mics, jnp.asarray(kamir.identity_phi(5)), settings)
+    cleaned, references = np.asarray(result.cleaned), np.asarray(simulated.references)
+    assert np.all(np.isfinite(cleaned))
+    bleed = np.asarray(simulated.mics) - references
+    before = np.sum(bleed**2)
+    # Interference left in the output: project the error onto the other sources' images.
+    after = np.sum((cleaned - references) ** 2)
+    assert after < before, preset
+
+
+def test_sigmoid_gain():
+    gain = kamir.sigmoid_gain(jnp.asarray([0.0, 0.25, 1.0]), 160.0, 0.25)
+    np.testing.assert_allclose(np.asarray(gain), [1 - 1 / (1 + np.exp(-40)), 0.5, 1 - 1 / (1 + np.exp(120))], atol=1e-6)
+
+
+def test_channel_normalisation_sums_to_one(simulated):
+    power = power_of(simulated.mics[:, :44100])
+    phi = jnp.asarray(kamir.identity_phi(5))
+    lam, _ = kamir.estimate(power, phi, kamir.Settings(normalisation="channel", min_leakage=1e-6))
+    np.testing.assert_allclose(np.asarray(lam).sum(axis=2), 1.0, atol=1e-4)
+
+
+def test_batch_equals_single_and_padding(simulated):
+    phi = jnp.asarray(kamir.identity_phi(5))
+    single = kamir.reduce_session(simulated.mics, phi, kamir.Settings())
+    padded = jnp.pad(simulated.mics, ((0, 0), (0, 4096)))
+    samples = simulated.mics.shape[-1]
+    batch = kamir.reduce_sessions(jnp.stack([padded, padded]), phi, kamir.Settings(), jnp.asarray([samples, samples]))
+    np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(single.lam), rtol=1e-4, atol=1e-6)
+    head = samples - 4096
+    np.testing.assert_allclose(np.asarray(batch.cleaned[1, :, :head]), np.asarray(single.cleaned[:, :head]), atol=1e-5)
+
+
+def test_gain_equalisation_changes_estimate_not_layout(simulated):
+    phi = jnp.asarray(kamir.identity_phi(5))
+    result = kamir.reduce_session(simulated.mics[:, :44100], phi, kamir.Settings(gain_equalisation=True))
+    assert np.all(np.isfinite(np.asarray(result.cleaned)))
+
+
+def test_settings_are_validated():
+    with pytest.raises((ValueError, TypeError), match="kernel"):
+        kamir.Settings(kernel="diagonal")
+    with pytest.raises(ValueError, match="rho"):
+        kamir.Settings(rho=0.0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        kamir.Settings(kernel="horizontal", kernel_size=4)
+
+
+def write_session(folder, tracks=3, rate=16000):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((tracks, rate)) * 0.1
+    mics = (np.eye(tracks) + 0.2) @ sources / 2
+    for i, mic in enumerate(mics):
+        sf.write(folder / f"mic{i}.wav", mic, rate)
+    return folder
+
+
+def test_cli_kamir_writes_matrix_and_full_lambda(tmp_path):
+    session = write_session(tmp_path / "s")
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o"), "--method", "kamir",
+                     "--preset", "K5", "--set", "n_fft=1024", "--set", "hop=256"]) == 0
+    bleed = json.loads((tmp_path / "o" / "bleed.json").read_text())
+    assert bleed["method"] == "kamir" and np.asarray(bleed["lambda"]).shape == (3, 3)
+    assert bleed["config"]["sigmoid"] is True
+    full = np.load(tmp_path / "o" / "bleed.npz")
+    assert full["lambda"].shape == (513, 3, 3) and full["frequencies_hz"][-1] == 8000
+
+
+def test_cli_kamir_channel_map(tmp_path, capsys):
+    session = write_session(tmp_path / "s", tracks=3)
+    good = tmp_path / "map.json"
+    good.write_text(json.dumps({"strings": ["mic0.wav", "mic1.wav"], "flute": ["mic2.wav"]}))
+    args = ["--method", "kamir", "--set", "n_fft=1024", "--set", "hop=256"]
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o"), *args, "--set", f"channel_map={good}"]) == 0
+    bleed = json.loads((tmp_path / "o" / "bleed.json").read_text())
+    assert bleed["sources"] == ["strings", "flute"] and np.asarray(bleed["lambda"]).shape == (3, 2)
+    csv_map = tmp_path / "map.csv"
+    csv_map.write_text("source,track\nstrings,mic0.wav\nflute,mic2.wav\n")
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "p"), *args, "--set", f"channel_map={csv_map}"]) == 2
+    assert "mic1.wav" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    csv_map.write_text("strings,mic0.wav\nstrings,mic9.wav\n")
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "p"), *args, "--set", f"channel_map={csv_map}"]) == 2
+    assert "mic9.wav" in capsys.readouterr().err
+
+
+def test_cli_kamir_bad_input(tmp_path, capsys):
+    session = write_session(tmp_path / "s")
+    sf.write(session / "mic1.wav", np.zeros(8000), 8000)
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o"), "--method", "kamir"]) == 2
+    assert "sample rate" in capsys.readouterr().err
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o"), "--method", "kamir", "--preset", "K9"]) == 2
+    assert "K9" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
