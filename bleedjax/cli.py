@@ -41,7 +41,7 @@ def _cmd_reduce(args) -> int:
 
     results = reduce.reduce_folders(
         args.sessions, args.out, method=args.method, config=_method_config(args), pad=args.pad,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, streaming_path=args.streaming,
     )
     for result in results:
         print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                                help="override one config value (repeatable)")
     reduce_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
     reduce_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
+                               help="force or forbid the bounded-memory path for long recordings "
+                                    "(kamir); by default it is used above 2^27 samples")
     reduce_parser.set_defaults(run=_cmd_reduce)
 
     simulate_parser = commands.add_parser("simulate", help="simulate bleed on a folder of stems")

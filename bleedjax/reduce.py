@@ -19,18 +19,22 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from bleedjax import methods, sessions
+from bleedjax import methods, sessions, streaming
 
 MAX_BATCH_SAMPLES = 1 << 26
+LONG_SESSION_SAMPLES = 1 << 27
+"""Sessions with more samples (tracks × length, e.g. 16 tracks × 3 min at 44.1 kHz) go through
+the method's streaming path, when it has one, instead of being loaded whole."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SessionResult:
-    """What :func:`reduce_folders` did for one session."""
+    """What :func:`reduce_folders` did for one session (``cleaned`` is ``None`` when the session
+    was streamed, ``session`` is then its :class:`~bleedjax.streaming.SessionReader`)."""
 
-    session: sessions.Session
+    session: sessions.Session | streaming.SessionReader
     out_dir: pathlib.Path
-    cleaned: np.ndarray
+    cleaned: np.ndarray | None
     matrix: np.ndarray
 
 
@@ -107,6 +111,7 @@ def reduce_folders(
     pad: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    streaming_path: bool | None = None,
 ) -> list[SessionResult]:
     """Cleans session folders into ``out``; validates all inputs before writing anything.
 
@@ -119,9 +124,12 @@ def reduce_folders(
         pad: zero-pad files of unequal length within a session.
         overwrite: replace existing output files.
         progress: show a progress bar; by default only when stderr is a terminal.
+        streaming_path: force (``True``) or forbid (``False``) the method's bounded-memory path;
+            by default it is taken for sessions above :data:`LONG_SESSION_SAMPLES`.
 
     Returns:
-        one :class:`SessionResult` per session, in input order.
+        one :class:`SessionResult` per session, in input order (``cleaned`` is ``None`` for
+        streamed sessions, whose audio never is in memory whole).
 
     Raises:
         SessionError: on any bad input or output location, before anything is written.
@@ -129,18 +137,29 @@ def reduce_folders(
     chosen = methods.get_method(method)
     config = chosen.default_config(preset) if config is None else config
     folders = [pathlib.Path(f) for f in folders]
-    loaded = [sessions.read_session(f, pad=pad) for f in folders]
+    headers = [streaming.SessionReader(f, pad=pad) for f in folders]
+    if streaming_path and chosen.run_long is None:
+        raise sessions.SessionError(f"--method {method} has no streaming path for long recordings")
+    streamed = [
+        chosen.run_long is not None
+        and (streaming_path if streaming_path is not None else h.num_tracks * h.length > LONG_SESSION_SAMPLES)
+        for h in headers
+    ]
+    loaded = [h if s else sessions.read_session(f, pad=pad) for f, h, s in zip(folders, headers, streamed)]
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
     if not overwrite:
         for session, target in zip(loaded, targets):
-            sessions.refuse_overwrite(sessions.planned_outputs(session, target, chosen.artefacts))
+            sessions.refuse_overwrite(sessions.planned_outputs(session.files, target, chosen.artefacts))
 
     groups: dict[tuple, list[int]] = {}
     for index, session in enumerate(loaded):
+        if streamed[index]:
+            chosen.batch_key(session.track_names, config)
+            continue
         key = (session.num_tracks, chosen.batch_key(session.track_names, config))
         groups.setdefault(key, []).append(index)
-    samples_of = [s.audio.shape[1] for s in loaded]
+    samples_of = [s.length if streamed[i] else s.audio.shape[1] for i, s in enumerate(loaded)]
     batches = [
         batch
         for (tracks, _), indices in groups.items()
@@ -159,19 +178,28 @@ def reduce_folders(
             session, target = loaded[index], targets[index]
             session_cleaned = output.cleaned[row, :, : samples_of[index]]
             sessions.write_session(session, session_cleaned, target)
-            payload = {
-                "method": method,
-                "tracks": session.track_names,
-                "lambda": np.asarray(output.matrices[row], float).round(6).tolist(),
-                "sample_rate": session.sample_rate,
-                "config": _json_safe(config.to_dict()),
-            }
-            if output.sources is not None and list(output.sources) != session.track_names:
-                payload["sources"] = list(output.sources)
-            sessions.write_json_atomic(target / "bleed.json", payload)
-            if output.arrays:
-                arrays = {name: value[row] for name, value in output.arrays.items()}
-                arrays["frequencies_hz"] = np.fft.rfftfreq(config.n_fft, 1.0 / session.sample_rate)
-                sessions.write_npz_atomic(target / "bleed.npz", arrays)
+            _write_artefacts(method, config, session, target, output, row)
             results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
+    for index in [i for i, s in enumerate(streamed) if s]:
+        session, target = loaded[index], targets[index]
+        output = chosen.run_long(folders[index], target, config, session.track_names, pad, show)
+        _write_artefacts(method, config, session, target, output, 0)
+        results[index] = SessionResult(session, target, None, output.matrices[0])
     return [results[i] for i in range(len(loaded))]
+
+
+def _write_artefacts(method, config, session, target: pathlib.Path, output: methods.BatchResult, row: int):
+    payload = {
+        "method": method,
+        "tracks": session.track_names,
+        "lambda": np.asarray(output.matrices[row], float).round(6).tolist(),
+        "sample_rate": session.sample_rate,
+        "config": _json_safe(config.to_dict()),
+    }
+    if output.sources is not None and list(output.sources) != session.track_names:
+        payload["sources"] = list(output.sources)
+    sessions.write_json_atomic(target / "bleed.json", payload)
+    if output.arrays:
+        arrays = {name: value[row] for name, value in output.arrays.items()}
+        arrays["frequencies_hz"] = np.fft.rfftfreq(config.n_fft, 1.0 / session.sample_rate)
+        sessions.write_npz_atomic(target / "bleed.npz", arrays)

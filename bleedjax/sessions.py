@@ -196,9 +196,11 @@ def write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
-def planned_outputs(session: Session, out_dir: pathlib.Path, extra: Sequence[str] = ()) -> list[pathlib.Path]:
-    """The files :func:`write_session` would write."""
-    return [out_dir / f.name for f in session.files] + [out_dir / name for name in extra]
+def planned_outputs(
+    files: Sequence[TrackFile], out_dir: pathlib.Path, extra: Sequence[str] = ()
+) -> list[pathlib.Path]:
+    """The files a session's ``files`` become in ``out_dir``, plus ``extra`` names."""
+    return [out_dir / f.name for f in files] + [out_dir / name for name in extra]
 
 
 def refuse_overwrite(paths: Sequence[pathlib.Path]) -> None:

@@ -176,3 +176,41 @@ def istft(
             f"{length} samples from {frames} frames (NOLA violated or too few frames)"
         )
     return signal[..., half : half + length] / _leading(norm.astype(np.float32), spec.ndim - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("n_fft", "hop", "window_name"))
+def stft_frames(
+    segment: Float[Array, "*batch samples"],
+    *,
+    n_fft: int = DEFAULT_N_FFT,
+    hop: int = DEFAULT_HOP,
+    window_name: WindowName = "hann",
+) -> Complex[Array, "*batch bins frames"]:
+    """The frames of :func:`stft` that lie wholly inside ``segment``, without any padding.
+
+    Frame ``u`` covers ``segment[u * hop : u * hop + n_fft]``; with the segment cut from a longer
+    signal at the right place these are exactly that signal's :func:`stft` frames (how
+    :mod:`bleedjax.streaming` computes an hour-long STFT block by block).
+    """
+    _check_sizes(n_fft, hop)
+    frames = (segment.shape[-1] - n_fft) // hop + 1
+    win = window(window_name, n_fft)
+    framed = _frame(segment[..., : (frames - 1) * hop + n_fft], n_fft, hop, frames)
+    framed = framed * _leading(win / win.sum(), segment.ndim + 1)
+    return jnp.swapaxes(jnp.fft.rfft(framed, axis=-1), -1, -2)
+
+
+@functools.partial(jax.jit, static_argnames=("n_fft", "hop", "window_name"))
+def overlap_add_frames(
+    spec: Complex[Array, "*batch bins frames"],
+    *,
+    n_fft: int = DEFAULT_N_FFT,
+    hop: int = DEFAULT_HOP,
+    window_name: WindowName = "hann",
+) -> Float[Array, "*batch samples"]:
+    """Windowed overlap-add of frames, ``((frames - 1) * hop + n_fft)`` samples, before the
+    division by the summed squared window that :func:`istft` applies."""
+    _check_sizes(n_fft, hop)
+    win = window(window_name, n_fft)
+    frames_td = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1)
+    return _overlap_add(frames_td * _leading(win * win.sum(), spec.ndim), hop)

@@ -78,8 +78,8 @@ def simulate_folder(
     session_dir, reference_dir = out / "session", out / "references"
     if not overwrite:
         sessions.refuse_overwrite(
-            sessions.planned_outputs(source, session_dir)
-            + sessions.planned_outputs(source, reference_dir)
+            sessions.planned_outputs(source.files, session_dir)
+            + sessions.planned_outputs(source.files, reference_dir)
             + [out / "truth.json"]
         )
     mics, references, truth = simulate_arrays(

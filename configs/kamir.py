@@ -10,6 +10,7 @@ import dataclasses
 import ml_collections
 
 from bleedjax.methods.kamir import PRESETS, Settings
+from bleedjax.methods.kamir_long import LongSettings
 
 DEFAULT_PRESET = "K4"
 
@@ -22,4 +23,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.hop = 1024
     config.beta = 0.0  # Itakura-Saito
     config.channel_map = ""
+    # Long recordings (bleedjax.methods.kamir_long): frames per streamed block, frames in the
+    # random sample that Λ is learned from, and "projection" (one pass) or "exact" (a pass per
+    # iteration, equal to the in-memory result).
+    config.update(dataclasses.asdict(LongSettings()))
     return config

@@ -38,6 +38,8 @@ class Method:
         run: ``(audio, lengths, config, track_names) -> BatchResult`` on a batch.
         batch_key: ``(track_names, config) -> hashable``; sessions with equal keys batch together.
         artefacts: the files written beside the cleaned audio.
+        run_long: ``(folder, out_dir, config, track_names, pad, progress) -> BatchResult`` of
+            one session, streamed with bounded memory (``None``: the method has no such path).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Method:
     run: Callable[[np.ndarray, np.ndarray, ml_collections.ConfigDict, Sequence[str]], BatchResult]
     batch_key: Callable[[Sequence[str], ml_collections.ConfigDict], Hashable] = lambda names, config: None
     artefacts: tuple[str, ...] = ("bleed.json",)
+    run_long: Callable | None = None
 
 
 def _settings(cls, config: ml_collections.ConfigDict):
@@ -97,6 +100,16 @@ def _kamir_run(audio, lengths, config, track_names) -> BatchResult:
     return BatchResult(np.asarray(cleaned), np.asarray(gains), sources, {"lambda": np.asarray(lam)})
 
 
+def _kamir_run_long(folder, out_dir, config, track_names, pad, progress) -> BatchResult:
+    from bleedjax.methods import kamir, kamir_long
+
+    phi, sources = _kamir_phi(track_names, config)
+    settings = _settings(kamir.Settings, config)
+    long = _settings(kamir_long.LongSettings, config)
+    lam, gains = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress)
+    return BatchResult(None, gains[None], sources, {"lambda": lam[None]})
+
+
 def _kamir_batch_key(track_names, config):
     return _kamir_phi(track_names, config)[0].tobytes()
 
@@ -107,7 +120,7 @@ METHODS = {
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,
-        ("bleed.json", "bleed.npz"),
+        ("bleed.json", "bleed.npz"), _kamir_run_long,
     ),
 }
 

@@ -1,0 +1,188 @@
+"""Frame-exact streaming STFT and iSTFT over session files, with bounded memory.
+
+A recording of an hour does not fit a spectrogram in memory, but every STFT frame only needs its
+own ``n_fft`` samples. :class:`SessionReader` validates a session from the file headers alone and
+reads any sample range (zeros outside the recording), :func:`stft_block` computes exactly the
+frames ``[t0, t1)`` of :func:`bleedjax.signal.stft` of the whole recording, and
+:class:`OverlapAddWriter` turns cleaned frame blocks, given in order, back into samples of exactly
+:func:`bleedjax.signal.istft` and streams them into temporary files that are renamed into place
+only when everything succeeded. Peak memory depends on the block size, not on the length.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import soundfile as sf
+
+from bleedjax import signal
+from bleedjax.sessions import SessionError, TrackFile, audio_files
+
+
+class SessionReader:
+    """A session checked from its headers (rates, lengths, track count), read range by range.
+
+    Attributes:
+        folder, sample_rate, files, num_tracks, length (samples of the longest file).
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2):
+        self.folder = pathlib.Path(folder)
+        files = []
+        for path in audio_files(self.folder):
+            try:
+                info = sf.info(str(path))
+            except (sf.SoundFileError, RuntimeError, OSError) as error:
+                raise SessionError(f"{path}: unreadable audio file ({' '.join(str(error).split())})") from None
+            files.append((path, info))
+        if not files or sum(info.channels for _, info in files) < min_tracks:
+            count = sum(info.channels for _, info in files)
+            raise SessionError(f"{self.folder}: has {count} microphone track(s) in WAV/FLAC files, "
+                               f"needs at least {min_tracks}")
+        first_path, first = files[0]
+        for path, info in files[1:]:
+            if info.samplerate != first.samplerate:
+                raise SessionError(f"{path}: sample rate {info.samplerate} Hz differs from "
+                                   f"{first_path.name} ({first.samplerate} Hz)")
+            if info.frames != first.frames and not pad:
+                raise SessionError(f"{path}: length {info.frames} samples differs from "
+                                   f"{first.frames} samples of {first_path.name} (use --pad to zero-pad)")
+        self.sample_rate = int(first.samplerate)
+        self.files = tuple(TrackFile(p, i.channels, i.frames, i.format, i.subtype) for p, i in files)
+        self.num_tracks = sum(f.channels for f in self.files)
+        self.length = max(f.frames for f in self.files)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def track_names(self) -> list[str]:
+        return [name for f in self.files for name in f.track_names()]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` of every track, ``(tracks, stop - start)`` float32, zero
+        outside each file; raises :class:`SessionError` on NaN or infinite samples."""
+        out = np.zeros((self.num_tracks, stop - start), np.float32)
+        row = 0
+        for track in self.files:
+            lo, hi = max(start, 0), min(stop, track.frames)
+            if hi > lo:
+                with sf.SoundFile(str(track.path)) as handle:
+                    handle.seek(lo)
+                    data = handle.read(hi - lo, dtype="float32", always_2d=True)
+                if not np.all(np.isfinite(data)):
+                    raise SessionError(f"{track.path}: contains NaN or infinite samples")
+                out[row : row + track.channels, lo - start : lo - start + data.shape[0]] = data.T
+            row += track.channels
+        return out
+
+
+def num_frames(length: int, n_fft: int, hop: int) -> int:
+    """Frames of the whole recording's STFT (as :func:`bleedjax.signal.num_frames`)."""
+    return signal.num_frames(length, n_fft, hop)
+
+
+def stft_block(reader: SessionReader, first: int, last: int, *, n_fft: int, hop: int, window: str):
+    """Frames ``[first, last)`` of the whole recording's STFT, ``(tracks, bins, last - first)``."""
+    half = n_fft // 2
+    segment = reader.read(first * hop - half, (last - 1) * hop + half + (n_fft - 2 * half))
+    return signal.stft_frames(segment, n_fft=n_fft, hop=hop, window_name=window)
+
+
+def window_norm(start: int, stop: int, total_frames: int, *, n_fft: int, hop: int, window: str) -> np.ndarray:
+    """``Σ_t w²`` of the frames covering samples ``[start, stop)`` (the iSTFT normalisation)."""
+    win2 = np.float64(signal.window(window, n_fft)) ** 2
+    half = n_fft // 2
+    samples = np.arange(start, stop) + half
+    norm = np.zeros(stop - start)
+    for back in range(-(-n_fft // hop) + 1):
+        frame = samples // hop - back
+        offset = samples - frame * hop
+        valid = (frame >= 0) & (frame < total_frames) & (offset >= 0) & (offset < n_fft)
+        norm[valid] += win2[offset[valid]]
+    return norm
+
+
+class OverlapAddWriter:
+    """Streams cleaned frame blocks back to audio files, exactly as one :func:`istft` would.
+
+    Feed blocks of frames in order with :meth:`add`; :meth:`commit` renames the temporary files
+    into place, :meth:`abort` removes them.
+    """
+
+    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, total_frames: int, *,
+                 n_fft: int, hop: int, window: str):
+        self.reader, self.out_dir, self.total_frames = reader, out_dir, total_frames
+        self.n_fft, self.hop, self.window = n_fft, hop, window
+        self.done = 0
+        self.tail = np.zeros((reader.num_tracks, 0), np.float64)
+        self.tail_start = -(n_fft // 2)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.handles, self.temporaries = [], []
+        for track in reader.files:
+            fd, temporary = tempfile.mkstemp(prefix=f".{track.name}.", suffix=".tmp", dir=out_dir)
+            os.close(fd)
+            subtype = track.subtype if sf.check_format(track.format, track.subtype) else None
+            self.temporaries.append(pathlib.Path(temporary))
+            self.handles.append(sf.SoundFile(temporary, "w", samplerate=reader.sample_rate,
+                                             channels=track.channels, subtype=subtype, format=track.format))
+
+    def add(self, first: int, cleaned_frames: np.ndarray) -> None:
+        """Adds frames ``[first, first + B)`` (``(tracks, bins, B)`` complex) of the cleaned STFT."""
+        count = cleaned_frames.shape[-1]
+        pieces = np.asarray(signal.overlap_add_frames(cleaned_frames, n_fft=self.n_fft, hop=self.hop,
+                                                       window_name=self.window), np.float64)
+        start = first * self.hop - self.n_fft // 2
+        end = start + pieces.shape[-1]
+        buffer = np.zeros((pieces.shape[0], end - self.tail_start))
+        buffer[:, : self.tail.shape[1]] += self.tail
+        buffer[:, start - self.tail_start :] += pieces
+        complete = (first + count) * self.hop - self.n_fft // 2
+        if first + count == self.total_frames:
+            complete = end
+        self._write(buffer[:, : complete - self.tail_start], self.tail_start)
+        self.tail = buffer[:, complete - self.tail_start :]
+        self.tail_start = complete
+
+    def _write(self, samples: np.ndarray, start: int) -> None:
+        lo, hi = max(start, self.done), min(start + samples.shape[1], self.reader.length)
+        if hi <= lo:
+            return
+        norm = window_norm(lo, hi, self.total_frames, n_fft=self.n_fft, hop=self.hop, window=self.window)
+        block = (samples[:, lo - start : hi - start] / norm).astype(np.float32)
+        row = 0
+        for track, handle in zip(self.reader.files, self.handles):
+            part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]
+            if subtype_is_integer(handle.subtype):
+                part = np.clip(part, -1.0, 1.0)
+            handle.write(part.T)
+            row += track.channels
+        self.done = hi
+
+    def commit(self) -> list[pathlib.Path]:
+        written = []
+        for handle, temporary, track in zip(self.handles, self.temporaries, self.reader.files):
+            handle.close()
+            os.replace(temporary, self.out_dir / track.name)
+            written.append(self.out_dir / track.name)
+        return written
+
+    def abort(self) -> None:
+        for handle, temporary in zip(self.handles, self.temporaries):
+            if not handle.closed:
+                handle.close()
+            temporary.unlink(missing_ok=True)
+
+
+def subtype_is_integer(subtype: str) -> bool:
+    return subtype.startswith("PCM")
+
+
+def block_ranges(total_frames: int, block_frames: int) -> Sequence[tuple[int, int]]:
+    """``[(first, last), ...]`` blocks of at most ``block_frames`` frames covering all frames."""
+    return [(t, min(t + block_frames, total_frames)) for t in range(0, total_frames, block_frames)]
