@@ -1,9 +1,7 @@
 """Quality of Seipel & Lerch spectral subtraction on hard cases, side by side in one run.
 
-Pieces: the bundled Bach chorale (flute, oboe, horn, cello and a sparse timpani derived from the
-bass line), a Mozart string quartet (two violins: similar instruments), and 1 s of real anechoic
-orchestra recordings (PHENICX, six instruments). Conditions: Seipel's linear bleed at -6/-12/-18 dB
-with free-field delays, and a shoebox room (RT60 0.4 s). Several seeds each.
+Pieces and conditions are those of ``benchmarks/_quality.py`` (a chorale with a sparse timpani,
+a string quartet, real PHENICX stems; linear bleed at -6/-12/-18 dB and a room), several seeds each.
 
 Reported per condition: SDR/SIR/SAR gain (output minus unprocessed microphone), mean and worst
 track, for the paper's settings and with the box ``max_lambda=1``; the Table 3 correlation of A^-1 and (I - L) (all entries, and off-diagonal only); the
@@ -22,20 +20,15 @@ import json
 import pathlib
 import sys
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _quality import CONDITIONS, condition_name, cross_check, load_pieces, score_gains, simulate
 
-from bleedjax import demo, evaluate, metrics, sessions
+from bleedjax import metrics
 from bleedjax.methods import spectral_subtraction as ss
-from bleedjax.simulate_folder import simulate_arrays
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-PHENICX = REPO.parent / "shared" / "data" / "phenicx-anechoic-excerpt"
-PHENICX_TRACKS = ["violin1", "viola1", "cello", "oboe1", "clarinet1", "horn1"]
-CONDITIONS = [("linear", -6.0), ("linear", -12.0), ("linear", -18.0), ("room", None)]
 VARIANTS = {"paper": ss.Settings(), "max λ 1": ss.Settings(max_lambda=1.0)}
 
 # Seipel & Lerch report their Table 3 (correlation) and Table 4 (SIR/SDR/SAR) on the PHENICX
@@ -44,39 +37,17 @@ VARIANTS = {"paper": ss.Settings(), "max λ 1": ss.Settings(max_lambda=1.0)}
 PAPER_TABLES: dict[str, dict[str, float]] = {}
 
 
-def load_pieces() -> dict[str, sessions.Session]:
-    pieces = {
-        "bach-bwv80 (5 tr, timpani)": sessions.read_session(demo.bundled_stems()),
-        "mozart-k458 (2 violins)": sessions.read_session(REPO / "benchmarks" / "audio" / "string_quartet"),
-    }
-    if PHENICX.is_dir():
-        folder = pathlib.Path("/tmp/bleedjax-phenicx-subset")
-        folder.mkdir(exist_ok=True)
-        for name in PHENICX_TRACKS:
-            target = folder / f"{name}.wav"
-            if not target.exists():
-                target.symlink_to(PHENICX / f"{name}.wav")
-        pieces["phenicx real (6 tr, 1 s)"] = sessions.read_session(folder)
-    return pieces
-
-
 def run_condition(session, bleed, db, seed, settings):
-    mics, references, truth = simulate_arrays(
-        session.audio, sample_rate=session.sample_rate, bleed=bleed,
-        max_crosstalk_db=-12.0 if db is None else db, seed=seed,
-    )
+    mics, references, mixing = simulate(session, bleed, db, seed)
     result = ss.reduce_session(jnp.asarray(mics), settings)
     lam = np.asarray(result.lam)
     if np.isfinite(settings.max_lambda):
         lam_exact = np.full_like(lam, np.nan)
     else:
         lam_exact = np.asarray(ss.reduce_session(jnp.asarray(mics), ss.Settings(solver="nnls")).lam)
-    before = evaluate.score(references, mics)
-    after = evaluate.score(references, np.asarray(result.cleaned))
-    mixing = np.asarray(truth["matrix"])
     bleed_true = mixing - np.eye(len(mixing))
     return {
-        "gain": {m: after[m] - before[m] for m in ("sdr", "sir", "sar")},
+        "gain": score_gains(references, mics, result.cleaned),
         "corr": float(metrics.table3_correlation(jnp.asarray(mixing), jnp.asarray(lam))),
         "corr_off": float(metrics.table3_correlation(jnp.asarray(mixing), jnp.asarray(lam), off_diagonal_only=True)),
         "frobenius": float(metrics.frobenius_distance(jnp.asarray(lam), jnp.asarray(bleed_true), relative=True)),
@@ -84,19 +55,6 @@ def run_condition(session, bleed, db, seed, settings):
         "iterations": int(np.asarray(result.iterations).max()),
         "arrays": (references, np.asarray(result.cleaned)),
     }
-
-
-def cross_check(references, estimates) -> float:
-    """Largest |bleedjax - mir_eval| over SDR/SIR/SAR of every track, in dB."""
-    import mir_eval
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = mir_eval.separation.bss_eval_sources(
-            np.asarray(references, np.float64), np.asarray(estimates, np.float64), compute_permutation=False
-        )
-    ours = evaluate.score(references, estimates)
-    return float(max(np.nanmax(np.abs(ours[m] - t)) for m, t in zip(("sdr", "sir", "sar"), theirs[:3])))
 
 
 def main(argv=None) -> int:
@@ -119,7 +77,7 @@ def main(argv=None) -> int:
             gains = {m: np.concatenate([r["gain"][m] for r in runs]) for m in ("sdr", "sir", "sar")}
             row = {
                 "piece": piece,
-                "bleed": bleed if db is None else f"{db:g} dB",
+                "bleed": condition_name(bleed, db),
                 "variant": variant,
                 "sdr_gain_mean": float(np.nanmean(gains["sdr"])), "sdr_gain_worst": float(np.nanmin(gains["sdr"])),
                 "sir_gain_mean": float(np.nanmean(gains["sir"])), "sir_gain_worst": float(np.nanmin(gains["sir"])),

@@ -9,7 +9,8 @@ Algorithm 1 of [1], on power spectrograms ``V_i = |X_i|²``:
 
     initialise λ_ij = 1 for i ∈ φ(j), else ρ;  Ŷ_ij = X_i
     repeat L times:
-      1. P_j = mean_{i ∈ φ(j)} |Ŷ_ij|² / λ_ij
+      1. P_j = mean_{i ∈ φ(j)} |Ŷ_ij|² / λ_ij   (Ŷ = X in the first iteration, then the Wiener
+         images of step 5)
       2. optionally P_j ← median filter of P_j with a kernel (KAM [2])
       3. λ_ij(f) ← λ_ij(f) (Σ_t P_j V_i V̂_i^(β−2) / Σ_t P_j V̂_i^(β−1))^γ(β), V̂_i = Σ_j λ_ij P_j
          (β-divergence multiplicative update [3], β = 0 Itakura–Saito; γ(β) = 1/(2 − β) for
@@ -262,9 +263,9 @@ def estimate(
     psd = jnp.einsum("ij,ift->jft", owned, power) / jnp.maximum(jnp.sum(owned, axis=0), 1)[:, None, None]
     footprint = settings.footprint()
 
-    def step(_, carry):
+    def step(iteration, carry):
         lam, psd = carry
-        psd = update_psd(psd, lam, power, phi)
+        psd = jax.lax.cond(iteration > 0, lambda p: update_psd(p, lam, power, phi), lambda p: p, psd)
         if footprint is not None:
             psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
         if settings.update_lambda:

@@ -96,12 +96,14 @@ def replay_psd(
     upto: int,
 ) -> Float[Array, "sources bins frames"]:
     """``P`` after ``upto`` iterations of Algorithm 1 on one block, with the Λ of each
-    iteration taken from ``history`` (the P update of iteration k uses ``history[k - 1]``)."""
+    iteration taken from ``history`` (iteration ``k > 0`` re-estimates P from the Wiener images
+    of ``history[k]``, the Λ after ``k`` updates; iteration 0 starts from the microphones)."""
     owned = phi.astype(jnp.float32)
     psd = jnp.einsum("ij,ift->jft", owned, power) / jnp.maximum(jnp.sum(owned, axis=0), 1)[:, None, None]
     footprint = settings.footprint()
     for step in range(upto):
-        psd = kamir.update_psd(psd, history[step], power, phi)
+        if step > 0:
+            psd = kamir.update_psd(psd, history[step], power, phi)
         if footprint is not None:
             psd = jax.vmap(kamir.kernels.median_filter, in_axes=(0, None))(psd, footprint)
     return psd

@@ -1,0 +1,108 @@
+"""Peak memory of KAMIR on long recordings: 16 tracks × 5, 15 and 30 minutes through `reduce`.
+
+For each duration a 16-track session is written to disk block by block (the bundled stems and the
+quartet, tiled with per-track offsets and mixed with a Seipel matrix at -12 dB, 44.1 kHz, 16-bit
+WAV), then `bleedjax reduce --method kamir --streaming` runs in a fresh process and its peak
+resident set size (``ru_maxrss`` of the child) and wall time are reported. Bounded memory means
+the peak does not grow with the duration.
+
+    .venv/bin/python benchmarks/memory_kamir_long.py [--minutes 5 15 30] [--preset K4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import scipy.signal
+import soundfile as sf
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RATE = 44100
+TRACKS = 16
+BLOCK = RATE * 10
+
+
+def stem_pool() -> list[np.ndarray]:
+    stems = [sf.read(p, dtype="float32")[0] for p in sorted((REPO / "bleedjax" / "assets" / "demo").glob("*.flac"))]
+    for path in sorted((REPO / "benchmarks" / "audio" / "string_quartet").glob("*.flac")):
+        stems.append(scipy.signal.resample_poly(sf.read(path, dtype="float32")[0], 2, 1).astype(np.float32))
+    return stems
+
+
+def write_session(folder: pathlib.Path, minutes: float, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    pool = stem_pool()
+    choice = [pool[i % len(pool)] for i in range(TRACKS)]
+    offsets = rng.integers(0, RATE * 10, TRACKS)
+    upper = 10 ** (-12 / 20)
+    mixing = np.triu(rng.uniform(0, upper, (TRACKS, TRACKS)), 1)
+    mixing = (mixing + mixing.T + np.eye(TRACKS)) / (1 + upper * TRACKS / 2)
+    folder.mkdir(parents=True)
+    handles = [sf.SoundFile(folder / f"mic{i:02d}.wav", "w", RATE, 1, "PCM_16") for i in range(TRACKS)]
+    total = int(minutes * 60 * RATE)
+    for start in range(0, total, BLOCK):
+        count = min(BLOCK, total - start)
+        index = (start + offsets[:, None] + np.arange(count)[None, :])
+        sources = np.stack([stem[i % len(stem)] for stem, i in zip(choice, index)])
+        mics = np.clip(mixing @ sources * 0.9, -1, 1)
+        for handle, mic in zip(handles, mics):
+            handle.write(mic)
+    for handle in handles:
+        handle.close()
+
+
+def run_reduce(session: pathlib.Path, out: pathlib.Path, preset: str, cache: str) -> tuple[float, int]:
+    command = [str(REPO / ".venv" / "bin" / "bleedjax"), "reduce", str(session), "--out", str(out),
+               "--method", "kamir", "--preset", preset, "--streaming"]
+    env = dict(os.environ, BLEEDJAX_CACHE_DIR=cache)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(process.stderr.read())
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 30])
+    parser.add_argument("--preset", default="K4")
+    parser.add_argument("--workdir", type=pathlib.Path, default=None)
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bleedjax-long-", dir=args.workdir))
+    rows = []
+    print(f"{'minutes':>8} {'tracks':>6} {'input GB':>9} {'wall s':>8} {'x real time':>11} {'peak RSS GiB':>12}")
+    try:
+        for minutes in args.minutes:
+            session, out = work / f"s{minutes:g}", work / f"o{minutes:g}"
+            write_session(session, minutes)
+            size = sum(p.stat().st_size for p in session.iterdir()) / 1e9
+            elapsed, peak = run_reduce(session, out, args.preset, str(work / "cache"))
+            written = sorted(p.name for p in out.glob("*.wav"))
+            assert len(written) == TRACKS and sf.info(out / written[0]).frames == int(minutes * 60 * RATE)
+            rows.append({"minutes": minutes, "tracks": TRACKS, "input_gb": size, "seconds": elapsed,
+                         "peak_rss_bytes": peak, "preset": args.preset})
+            print(f"{minutes:8g} {TRACKS:6d} {size:9.2f} {elapsed:8.1f} {minutes * 60 / elapsed:11.2f} "
+                  f"{peak / 2**30:12.2f}", flush=True)
+            shutil.rmtree(session)
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
