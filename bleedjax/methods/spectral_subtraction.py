@@ -288,13 +288,14 @@ def estimate_lambda(
 
 
 def subtract(
-    spectrogram: Complex[Array, "tracks bins frames"],
+    spectrogram: Complex[Array, "tracks *time_frequency"],
     lam: Float[Array, "tracks tracks"],
     lambda_scale: float = 1.0,
-) -> Complex[Array, "tracks bins frames"]:
-    """Eq. (7): magnitude subtraction floored at zero, with the mixture phase."""
+) -> Complex[Array, "tracks *time_frequency"]:
+    """Eq. (7): magnitude subtraction floored at zero, with the mixture phase (either layout of
+    the time-frequency axes)."""
     magnitudes = jnp.abs(spectrogram)
-    bleed = jnp.einsum("ij,jkn->ikn", lam * lambda_scale, magnitudes)
+    bleed = jnp.einsum("ij,j...->i...", lam * lambda_scale, magnitudes)
     cleaned = jnp.maximum(magnitudes - bleed, 0.0)
     gain = cleaned / jnp.where(magnitudes > 0, magnitudes, 1.0)
     return spectrogram * gain
@@ -326,12 +327,16 @@ def reduce_session(
         :class:`Result` with cleaned ``(J, samples)`` tracks and ``(J, J)`` λ.
     """
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
-    spectrogram = signal.stft(audio, **transform)
-    mask = None
+    # λ and Eq. (7) do not care whether bins or frames come first; working in the rfft's own
+    # (frames, bins) order lets XLA cancel the two transposes of stft/istft (1.75x -> ~1.4x of
+    # the transforms' time in benchmarks/speed_spectral_subtraction.py).
+    spectrogram = jnp.swapaxes(signal.stft(audio, **transform), -1, -2)
+    magnitudes = jnp.abs(spectrogram)
     if length is not None:
-        mask = signal.frame_mask(length, spectrogram.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
-    lam, iterations = estimate_lambda(jnp.abs(spectrogram), settings, mask)
-    cleaned = subtract(spectrogram, lam, settings.lambda_scale)
+        mask = signal.frame_mask(length, spectrogram.shape[-2], n_fft=settings.n_fft, hop=settings.hop)
+        magnitudes = magnitudes * mask[None, :, None]
+    lam, iterations = estimate_lambda(magnitudes, settings)
+    cleaned = jnp.swapaxes(subtract(spectrogram, lam, settings.lambda_scale), -1, -2)
     return Result(signal.istft(cleaned, length=audio.shape[-1], **transform), lam, iterations)
 
 
