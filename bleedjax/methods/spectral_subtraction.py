@@ -288,10 +288,10 @@ def estimate_lambda(
 
 
 def subtract(
-    spectrogram: Complex[Array, "tracks *time_frequency"],
+    spectrogram: Complex[Array, "tracks ..."],
     lam: Float[Array, "tracks tracks"],
     lambda_scale: float = 1.0,
-) -> Complex[Array, "tracks *time_frequency"]:
+) -> Complex[Array, "tracks ..."]:
     """Eq. (7): magnitude subtraction floored at zero, with the mixture phase (either layout of
     the time-frequency axes)."""
     magnitudes = jnp.abs(spectrogram)
