@@ -48,8 +48,24 @@ class TrackFile:
         return [f"{self.name}[{c}]" for c in range(self.channels)]
 
 
+class TrackLayout:
+    """Names derived from a session's ``folder`` and ``files`` (shared by :class:`Session` and
+    :class:`bleedjax.streaming.SessionReader`)."""
+
+    folder: pathlib.Path
+    files: tuple[TrackFile, ...]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def track_names(self) -> list[str]:
+        return [name for f in self.files for name in f.track_names()]
+
+
 @dataclasses.dataclass(frozen=True)
-class Session:
+class Session(TrackLayout):
     """A loaded session.
 
     Attributes:
@@ -63,14 +79,6 @@ class Session:
     sample_rate: int
     files: tuple[TrackFile, ...]
     audio: np.ndarray
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-    @property
-    def track_names(self) -> list[str]:
-        return [name for f in self.files for name in f.track_names()]
 
     @property
     def num_tracks(self) -> int:

@@ -20,10 +20,10 @@ import numpy as np
 import soundfile as sf
 
 from bleedjax import signal
-from bleedjax.sessions import SessionError, TrackFile, audio_files
+from bleedjax.sessions import SessionError, TrackFile, TrackLayout, audio_files
 
 
-class SessionReader:
+class SessionReader(TrackLayout):
     """A session checked from its headers (rates, lengths, track count), read range by range.
 
     Attributes:
@@ -55,14 +55,6 @@ class SessionReader:
         self.files = tuple(TrackFile(p, i.channels, i.frames, i.format, i.subtype) for p, i in files)
         self.num_tracks = sum(f.channels for f in self.files)
         self.length = max(f.frames for f in self.files)
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-    @property
-    def track_names(self) -> list[str]:
-        return [name for f in self.files for name in f.track_names()]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of every track, ``(tracks, stop - start)`` float32, zero
