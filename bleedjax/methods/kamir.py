@@ -29,7 +29,10 @@ Implementation notes: powers are divided by their peak over the session first, s
 constant that guards divisions (``EPS``, −120 dB) means the same at any input level and zero
 padding changes nothing. ``|Ŷ_ij|² = W_ij² V_i``, so step 1 is
 ``P_j ← P_j² / |φ(j)| Σ_{i ∈ φ(j)} λ_ij V_i / V̂_i²`` and no ``(I, J, F, T)`` array of images is
-ever formed; the iteration is a ``lax.fori_loop`` on one session, vmapped over sessions.
+ever formed; the iteration is a ``lax.fori_loop`` on one session, vmapped over sessions. For
+speed on CPU, sums over the (few) sources or microphones are unrolled into elementwise loops
+that XLA fuses, the λ update's sums over frames are one batched matrix product, and β ∈ {0, 1, 2}
+use products instead of general powers.
 
 References:
     [1] T. Prätzlich, R. M. Bittner, A. Liutkus, M. Müller, "Kernel additive modeling for
@@ -149,6 +152,39 @@ def identity_phi(num_tracks: int) -> np.ndarray:
     return np.eye(num_tracks, dtype=bool)
 
 
+def _mix(
+    weights: Float[Array, "bins mics sources"], psd: Float[Array, "sources bins frames"]
+) -> Float[Array, "mics bins frames"]:
+    """``Σ_j w_ij(f) P_j(f, t)``, unrolled over the (few, static) sources: one elementwise loop
+    that XLA fuses with its neighbours. (An einsum becomes a batched product of tiny matrices
+    with transposes around it, and a broadcast-and-reduce over a non-minor axis is slow on CPU.)"""
+    per_bin = jnp.transpose(weights, (1, 2, 0))[..., None]
+    total = per_bin[:, 0] * psd[0][None]
+    for j in range(1, psd.shape[0]):
+        total = total + per_bin[:, j] * psd[j][None]
+    return total
+
+
+def _project(
+    weights: Float[Array, "bins mics sources"], values: Float[Array, "mics bins frames"]
+) -> Float[Array, "sources bins frames"]:
+    """``Σ_i w_ij(f) X_i(f, t)``, the transpose of :func:`_mix`, unrolled over the microphones."""
+    per_bin = jnp.transpose(weights, (1, 2, 0))[..., None]
+    total = per_bin[0] * values[0][None]
+    for i in range(1, values.shape[0]):
+        total = total + per_bin[i] * values[i][None]
+    return total
+
+
+def _correlate(
+    psd: Float[Array, "sources bins frames"], values: Float[Array, "rows bins frames"]
+) -> Float[Array, "bins rows sources"]:
+    """``Σ_t P_j(f, t) X_r(f, t)``: one batched matrix product over bins. (A broadcast
+    multiply-and-sum over frames is about as fast, but XLA's CPU backend in jax 0.10.2
+    miscompiles it when an elementwise step is fused after the sum, e.g. with 2049 bins.)"""
+    return jnp.einsum("jft,rft->frj", psd, values)
+
+
 def initial_lambda(
     phi: Bool[Array, "mics sources"], num_bins: int, rho: float
 ) -> Float[Array, "bins mics sources"]:
@@ -157,11 +193,22 @@ def initial_lambda(
     return jnp.broadcast_to(start[None], (num_bins, *phi.shape))
 
 
+def initial_psd(
+    power: Float[Array, "mics bins frames"], phi: Bool[Array, "mics sources"]
+) -> Float[Array, "sources bins frames"]:
+    """The first iteration's ``P_j``: the mean power of source ``j``'s own microphones
+    (``Ŷ_ij = X_i``, λ_ij = 1 for ``i ∈ φ(j)``)."""
+    owned = phi.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(owned, axis=0), 1.0)
+    weights = jnp.broadcast_to((owned / count[None, :])[None], (power.shape[1], *phi.shape))
+    return _project(weights, power)
+
+
 def model_power(
     lam: Float[Array, "bins mics sources"], psd: Float[Array, "sources bins frames"]
 ) -> Float[Array, "mics bins frames"]:
     """``V̂_i(f, t) = Σ_j λ_ij(f) P_j(f, t)``."""
-    return jnp.einsum("fij,jft->ift", lam, psd) + EPS
+    return _mix(lam, psd) + EPS
 
 
 def update_psd(
@@ -171,9 +218,9 @@ def update_psd(
     phi: Bool[Array, "mics sources"],
 ) -> Float[Array, "sources bins frames"]:
     """Step 1: ``P_j = mean_{i∈φ(j)} |Ŷ_ij|² / λ_ij`` with ``Ŷ_ij`` the current Wiener images."""
-    modelled = model_power(lam, psd)
+    inverse = 1.0 / model_power(lam, psd)
     owned = jnp.where(phi[None], lam, 0.0)
-    ratio = jnp.einsum("fij,ift->jft", owned, power / modelled**2)
+    ratio = _project(owned, power * inverse * inverse)
     count = jnp.maximum(jnp.sum(phi, axis=0), 1).astype(jnp.float32)
     return psd**2 * ratio / count[:, None, None]
 
@@ -189,6 +236,60 @@ def mm_exponent(beta: float) -> float:
     return 1.0 / (beta - 1.0)
 
 
+def _update_weights(
+    power: Float[Array, "mics bins frames"], modelled: Float[Array, "mics bins frames"], beta: float
+) -> tuple[Float[Array, "mics bins frames"], Float[Array, "mics bins frames"] | None]:
+    """``V V̂^(β−2)`` and ``V̂^(β−1)`` (``None`` for β = 1, where it is 1): products instead
+    of a general power (slow on CPU) for β ∈ {0, 1, 2}, one power otherwise."""
+    if beta == 0.0:
+        inverse = 1.0 / modelled
+        return power * inverse * inverse, inverse
+    if beta == 1.0:
+        return power / modelled, None
+    if beta == 2.0:
+        return power, modelled
+    scaled = modelled ** (beta - 1.0)
+    return power * scaled / modelled, scaled
+
+
+def lambda_sums(
+    lam: Float[Array, "bins mics sources"],
+    psd: Float[Array, "sources bins frames"],
+    power: Float[Array, "mics bins frames"],
+    beta: float,
+    mask: Float[Array, " frames"] | None = None,
+) -> tuple[Float[Array, "bins mics sources"], Float[Array, "bins mics sources"]]:
+    """The sums over time in the λ update, ``Σ_t P_j V_i V̂_i^(β−2)`` and ``Σ_t P_j V̂_i^(β−1)``,
+    over the frames that ``mask`` keeps (so sums over blocks of frames add up)."""
+    weighted, modelled_weights = _update_weights(power, model_power(lam, psd), beta)
+    if mask is not None:
+        psd = psd * mask[None, None, :]
+    if modelled_weights is None:
+        numerator = _correlate(psd, weighted)
+        return numerator, jnp.broadcast_to(jnp.sum(psd, axis=-1).T[:, None, :], numerator.shape)
+    # Both sums in one product, so that P is read once.
+    both = _correlate(psd, jnp.concatenate([weighted, modelled_weights], axis=0))
+    mics = power.shape[0]
+    return both[:, :mics], both[:, mics:]
+
+
+def apply_lambda_sums(
+    lam: Float[Array, "bins mics sources"],
+    numerator: Float[Array, "bins mics sources"],
+    denominator: Float[Array, "bins mics sources"],
+    beta: float,
+) -> Float[Array, "bins mics sources"]:
+    """``λ (numerator / denominator)^γ(β)`` with γ of :func:`mm_exponent` (a square root for
+    β = 0, nothing for 1 ≤ β ≤ 2)."""
+    ratio = numerator / (denominator + EPS)
+    exponent = mm_exponent(beta)
+    if exponent == 0.5:
+        return lam * jnp.sqrt(ratio)
+    if exponent == 1.0:
+        return lam * ratio
+    return lam * ratio**exponent
+
+
 def update_lambda(
     lam: Float[Array, "bins mics sources"],
     psd: Float[Array, "sources bins frames"],
@@ -198,12 +299,7 @@ def update_lambda(
 ) -> Float[Array, "bins mics sources"]:
     """Step 3: the β-divergence multiplicative update of λ with P fixed ([3] Eq. 4.1 with the
     exponent of :func:`mm_exponent`), ``λ ← λ (Σ_t P_j V_i V̂_i^(β−2) / Σ_t P_j V̂_i^(β−1))^γ``."""
-    modelled = model_power(lam, psd)
-    if mask is not None:
-        psd = psd * mask[None, None, :]
-    numerator = jnp.einsum("jft,ift->fij", psd, power * modelled ** (beta - 2.0))
-    denominator = jnp.einsum("jft,ift->fij", psd, modelled ** (beta - 1.0))
-    return lam * (numerator / (denominator + EPS)) ** mm_exponent(beta)
+    return apply_lambda_sums(lam, *lambda_sums(lam, psd, power, beta, mask), beta)
 
 
 def beta_divergence(
@@ -257,10 +353,8 @@ def estimate(
 ) -> tuple[Float[Array, "bins mics sources"], Float[Array, "sources bins frames"]]:
     """Algorithm 1 of [1] on power spectrograms: returns Λ and the source PSDs P. ``mask``
     (``(T,)``, 0 for the padding of a batched session) leaves frames out of the Λ update."""
-    num_bins = power.shape[1]
-    lam = initial_lambda(phi, num_bins, settings.rho)
-    owned = phi.astype(jnp.float32)
-    psd = jnp.einsum("ij,ift->jft", owned, power) / jnp.maximum(jnp.sum(owned, axis=0), 1)[:, None, None]
+    lam = initial_lambda(phi, power.shape[1], settings.rho)
+    psd = initial_psd(power, phi)
     footprint = settings.footprint()
 
     def step(iteration, carry):
@@ -283,7 +377,7 @@ def output_masks(
 ) -> Float[Array, "mics bins frames"]:
     """Step 5 for each microphone's own sources: ``Σ_{j: i∈φ(j)} λ_ij P_j / V̂_i``, or its
     sigmoid gain in the fast variant."""
-    own = jnp.einsum("fij,jft->ift", jnp.where(phi[None], lam, 0.0), psd)
+    own = _mix(jnp.where(phi[None], lam, 0.0), psd)
     mask = own / model_power(lam, psd)
     if settings.sigmoid:
         mask = sigmoid_gain(mask, settings.sigmoid_slope, settings.sigmoid_threshold)
@@ -298,15 +392,21 @@ def separate(
 ) -> tuple[
     Complex[Array, "mics bins frames"], Float[Array, "bins mics sources"], Float[Array, "sources bins frames"]
 ]:
-    """KAMIR on one STFT: the cleaned STFT of every microphone, Λ and the source PSDs."""
-    magnitude = jnp.abs(spectrogram)
+    """KAMIR on one STFT: the cleaned STFT of every microphone, Λ and the source PSDs.
+
+    The complex spectrogram is only read in the frames-major layout that the FFT produces
+    (``swapaxes`` here cancels the one in :func:`bleedjax.signal.stft` under ``jit``, and the one
+    on the result cancels that of :func:`bleedjax.signal.istft`): only the real power
+    (``re² + im²``, no square root) and the masks are transposed, not the complex array."""
+    frames_major = jnp.swapaxes(spectrogram, -1, -2)
+    power = jnp.swapaxes(jnp.real(frames_major) ** 2 + jnp.imag(frames_major) ** 2, -1, -2)
     if settings.gain_equalisation:
-        magnitude = magnitude / equalisation_gains(magnitude, settings.equalisation_quantile)
-    power = magnitude**2
+        power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile) ** 2
     peak = jnp.max(power)
     power = power / jnp.where(peak > 0, peak, 1.0)
     lam, psd = estimate(power, phi, settings, mask)
-    return output_masks(lam, psd, phi, settings) * spectrogram, lam, psd
+    masks = jnp.swapaxes(output_masks(lam, psd, phi, settings), -1, -2)
+    return jnp.swapaxes(masks * frames_major, -1, -2), lam, psd
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

@@ -98,8 +98,7 @@ def replay_psd(
     """``P`` after ``upto`` iterations of Algorithm 1 on one block, with the Λ of each
     iteration taken from ``history`` (iteration ``k > 0`` re-estimates P from the Wiener images
     of ``history[k]``, the Λ after ``k`` updates; iteration 0 starts from the microphones)."""
-    owned = phi.astype(jnp.float32)
-    psd = jnp.einsum("ij,ift->jft", owned, power) / jnp.maximum(jnp.sum(owned, axis=0), 1)[:, None, None]
+    psd = kamir.initial_psd(power, phi)
     footprint = settings.footprint()
     for step in range(upto):
         if step > 0:
@@ -111,15 +110,12 @@ def replay_psd(
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def _lambda_sums(power, phi, lam, psd, settings: kamir.Settings):
-    modelled = kamir.model_power(lam, psd)
-    numerator = jnp.einsum("jft,ift->fij", psd, power * modelled ** (settings.beta - 2.0))
-    denominator = jnp.einsum("jft,ift->fij", psd, modelled ** (settings.beta - 1.0))
-    return numerator, denominator
+    return kamir.lambda_sums(lam, psd, power, settings.beta)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def _finish_update(lam, numerator, denominator, phi, settings: kamir.Settings):
-    updated = lam * (numerator / (denominator + kamir.EPS)) ** kamir.mm_exponent(settings.beta)
+    updated = kamir.apply_lambda_sums(lam, numerator, denominator, settings.beta)
     return kamir.normalise_lambda(updated, phi, settings)
 
 
@@ -164,8 +160,7 @@ def learn_lambda(
         sample.add(first, np.asarray(jnp.abs(spec) ** 2))
     peak = sample.peak if sample.peak > 0 else 1.0
     summary = jnp.asarray(sample.frames) / peak
-    owned = phi.astype(np.float32)
-    summary_psd = jnp.einsum("ij,ifk->jfk", owned, summary) / np.maximum(owned.sum(axis=0), 1)[:, None, None]
+    summary_psd = kamir.initial_psd(summary, phi_j)
     steps = settings.iterations + 1
     if long.learn == "projection" or not settings.update_lambda:
         summary_settings = dataclasses.replace(settings, kernel="none", gain_equalisation=False)
