@@ -203,6 +203,17 @@ def test_simulate_room(tmp_path):
     assert np.abs(mics - refs).max() > 1e-3
 
 
+def test_evaluate_framewise(tmp_path):
+    refs = write_session(tmp_path / "refs", samples=2 * RATE)
+    estimates = write_session(tmp_path / "est", samples=2 * RATE, seed=1)
+    assert run("evaluate", refs, estimates, "--framewise", "--json", tmp_path / "v4.json") == 0
+    scores = json.loads((tmp_path / "v4.json").read_text())
+    assert set(scores["mean"]) == {"sdr", "isr", "sir", "sar"}
+    assert run("evaluate", refs, estimates, "--json", tmp_path / "v3.json") == 0
+    whole = json.loads((tmp_path / "v3.json").read_text())
+    assert scores["tracks"]["mic0.wav"]["sdr"] != whole["tracks"]["mic0.wav"]["sdr"]
+
+
 def test_evaluate_reports_missing_estimate(tmp_path, capsys):
     refs = write_session(tmp_path / "refs")
     estimates = tmp_path / "est"

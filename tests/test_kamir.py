@@ -77,14 +77,13 @@ def test_lambda_correlates_with_the_true_matrix(simulated):
 
 
 @pytest.mark.parametrize("preset", sorted(kamir.PRESETS))
-def test_presets_reduce_interference(simulated, preset):
+def test_presets_reduce_the_error_to_the_references(simulated, preset):
     settings = kamir.Settings(**kamir.PRESETS[preset])
     result = kamir.reduce_session(simulated.mics, jnp.asarray(kamir.identity_phi(5)), settings)
     cleaned, references = np.asarray(result.cleaned), np.asarray(simulated.references)
     assert np.all(np.isfinite(cleaned))
     bleed = np.asarray(simulated.mics) - references
     before = np.sum(bleed**2)
-    # Interference left in the output: project the error onto the other sources' images.
     after = np.sum((cleaned - references) ** 2)
     assert after < before, preset
 
