@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     # --rir-bank` and stored under data_dir.
     config.rir_rooms = 64
     config.rir_seconds = 1.0
-    config.rir_rt60 = (0.2, 0.6)
+    config.rir_rt60 = (0.25, 0.6)
     config.rir_seed = 0
 
     # Grain pipeline (bleedjax.data.pipeline). global_batch_size is split evenly over processes.

@@ -21,7 +21,7 @@ from bleedjax.sessions import SessionError
 BUILDERS = {"multitrack_stems": MultitrackStems, "musdb18hq": Musdb18hq}
 
 
-def _data_dir(data_dir) -> str | None:
+def resolve_data_dir(data_dir) -> str | None:
     return str(pathlib.Path(data_dir).expanduser()) if data_dir else None
 
 
@@ -32,7 +32,7 @@ def get_builder(
     if name not in BUILDERS:
         raise ValueError(f"unknown builder {name!r}; choose from {', '.join(BUILDERS)}")
     config = stem_blocks.make_config(sample_rate, channels, block_seconds)
-    return BUILDERS[name](config=config, data_dir=_data_dir(data_dir), file_format="array_record")
+    return BUILDERS[name](config=config, data_dir=resolve_data_dir(data_dir), file_format="array_record")
 
 
 def builder_from_config(data_config) -> tfds.core.DatasetBuilder:
@@ -96,7 +96,7 @@ def prepare_from_config(data_config, *, overwrite: bool = False) -> pathlib.Path
         block_seconds=data_config.block_seconds, overwrite=overwrite,
     )
     if data_config.augmentation == "room":
-        rir_bank.prepare(rir_bank.config_from(data_config), _data_dir(data_config.data_dir))
+        rir_bank.prepare(rir_bank.config_from(data_config), resolve_data_dir(data_config.data_dir))
     return path
 
 
@@ -116,6 +116,6 @@ def data_source(data_config, split: str):
     if split not in dataset.info.splits:
         raise ValueError(f"{dataset.data_dir}: no split {split!r} (has {', '.join(dataset.info.splits)})")
     return tfds.data_source(
-        data_config.builder, split=split, data_dir=_data_dir(data_config.data_dir), download=False,
+        data_config.builder, split=split, data_dir=resolve_data_dir(data_config.data_dir), download=False,
         builder_kwargs={"config": dataset.builder_config, "file_format": "array_record"},
     )

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 
@@ -30,7 +31,7 @@ def stem_audio(rng: np.random.Generator, *, samples: int, sample_rate: int, chan
 
 
 def write_session(
-    folder: str | pathlib.Path,
+    folder: str | os.PathLike,
     names: Sequence[str],
     *,
     seconds: float,
@@ -50,7 +51,7 @@ def write_session(
 
 
 def write_sessions(
-    root: str | pathlib.Path,
+    root: str | os.PathLike,
     *,
     sessions: int = 2,
     stems: int = 4,
@@ -69,7 +70,7 @@ def write_sessions(
 
 
 def write_musdb(
-    root: str | pathlib.Path,
+    root: str | os.PathLike,
     *,
     train: Sequence[str] = ("Fake Artist - Train Song", "Actions - One Minute Smile"),
     test: Sequence[str] = ("Fake Artist - Test Song",),

@@ -14,6 +14,7 @@ any number of stems, the pipeline picks ``num_tracks`` of them per example.
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import ClassVar
 
@@ -30,7 +31,7 @@ def _sessions_in(folder: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def find_sessions(manual_dir: str | pathlib.Path) -> dict[str, list[pathlib.Path]]:
+def find_sessions(manual_dir: str | os.PathLike) -> dict[str, list[pathlib.Path]]:
     """Split name -> session folders, for the layouts in the module docstring.
 
     Raises:

@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import shutil
 from typing import ClassVar
@@ -53,7 +54,7 @@ VALIDATION_TRACKS = (
 )
 
 
-def find_tracks(manual_dir: str | pathlib.Path) -> dict[str, list[pathlib.Path]]:
+def find_tracks(manual_dir: str | os.PathLike) -> dict[str, list[pathlib.Path]]:
     """Split name -> track folders (WAV layout) or ``.stem.mp4`` files (compressed layout).
 
     Raises:

@@ -129,6 +129,29 @@ def _cpu_only_worker(worker_index: int, worker_count: int) -> None:
     jax.config.update("jax_platforms", "cpu")
 
 
+def block_stream(
+    data_config,
+    *,
+    seed: int,
+    split: str,
+    num_epochs: int | None = None,
+    shuffle: bool | None = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
+) -> grain.MapDataset:
+    """This process's ``(position, record)`` pairs: the globally shuffled, repeated stream of
+    stored blocks, every ``process_count``-th from ``process_index`` (arguments as
+    :func:`make_iterator`)."""
+    shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    shuffle = split == "train" if shuffle is None else shuffle
+    order_seed = data_config.shuffle_seed if data_config.shuffle_seed >= 0 else seed
+    dataset = grain.MapDataset.source(datasets.data_source(data_config, split))
+    if shuffle:
+        dataset = dataset.shuffle(seed=order_seed)
+    dataset = dataset.repeat(num_epochs)
+    dataset = dataset.map_with_index(_with_position)
+    return dataset[shard.shard_index :: shard.shard_count]
+
+
 def make_iterator(
     data_config,
     *,
@@ -160,22 +183,15 @@ def make_iterator(
                          f"the {shard.shard_count} processes")
     local_batch = data_config.global_batch_size // shard.shard_count
     settings = augment.Settings.from_config(data_config)
-    shuffle = split == "train" if shuffle is None else shuffle
-    order_seed = data_config.shuffle_seed if data_config.shuffle_seed >= 0 else seed
-
-    dataset = grain.MapDataset.source(datasets.data_source(data_config, split))
-    if shuffle:
-        dataset = dataset.shuffle(seed=order_seed)
-    dataset = dataset.repeat(num_epochs)
-    dataset = dataset.map_with_index(_with_position)
-    dataset = dataset[shard.shard_index :: shard.shard_count]
+    dataset = block_stream(data_config, seed=seed, split=split, num_epochs=num_epochs,
+                           shuffle=shuffle, shard_options=shard)
     dataset = dataset.map(SelectTracks(data_config.num_tracks, seed))
 
     rir = None
     if settings.kind == "room":
         rir = rir_bank.config_from(data_config)
-        rir_bank.load(rir, datasets._data_dir(data_config.data_dir))  # fail early if missing
-    augment_batch = AugmentBatch(settings, seed, rir, datasets._data_dir(data_config.data_dir))
+        rir_bank.load(rir, datasets.resolve_data_dir(data_config.data_dir))  # fail early if missing
+    augment_batch = AugmentBatch(settings, seed, rir, datasets.resolve_data_dir(data_config.data_dir))
     read_options = grain.ReadOptions(num_threads=data_config.read_threads,
                                      prefetch_buffer_size=max(1, data_config.prefetch_batches * local_batch))
     if data_config.drop_silent:

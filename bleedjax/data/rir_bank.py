@@ -11,7 +11,7 @@ whole by :func:`load` (a few tens of MB) for :func:`bleedjax.data.augment.room_b
 from __future__ import annotations
 
 import dataclasses
-import pathlib
+import os
 from typing import ClassVar
 
 import numpy as np
@@ -38,7 +38,7 @@ class RirBankConfig(tfds.core.BuilderConfig):
         return round(self.rir_seconds * self.sample_rate)
 
 
-def make_config(
+def _new_config(
     *, num_tracks: int, sample_rate: int, rooms: int, rir_seconds: float,
     rt60: tuple[float, float], seed: int,
 ) -> RirBankConfig:
@@ -52,6 +52,16 @@ def make_config(
         num_tracks=num_tracks, sample_rate=sample_rate, rooms=rooms, rir_seconds=rir_seconds,
         rt60=(low, high), seed=seed,
     )
+
+
+DEFAULT_CONFIG = _new_config(num_tracks=4, sample_rate=22050, rooms=64, rir_seconds=1.0,
+                             rt60=(0.25, 0.6), seed=0)
+
+
+def make_config(**settings) -> RirBankConfig:
+    """The bank config of these settings (keywords of ``_new_config``)."""
+    config = _new_config(**settings)
+    return DEFAULT_CONFIG if config.name == DEFAULT_CONFIG.name else config
 
 
 def config_from(data_config) -> RirBankConfig:
@@ -90,13 +100,17 @@ def fixed_length(responses: list[list[np.ndarray]], samples: int) -> np.ndarray:
     return out
 
 
+def exact(shape, dtype) -> tfds.features.Tensor:
+    """A tensor stored as raw bytes (tf.Example floats would round float64 to float32)."""
+    return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
+
+
 class RirBank(LocalBuilder):
     """Room impulse responses from pyroomacoustics shoebox rooms."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS: ClassVar[list] = [make_config(num_tracks=4, sample_rate=22050, rooms=64, rir_seconds=1.0,
-                                   rt60=(0.25, 0.6), seed=0)]
+    BUILDER_CONFIGS: ClassVar[list] = [DEFAULT_CONFIG]
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
@@ -108,10 +122,10 @@ class RirBank(LocalBuilder):
                 "rirs": tfds.features.Tensor(shape=(tracks, tracks, config.rir_samples), dtype=np.float32),
                 "rir_lengths": tfds.features.Tensor(shape=(tracks, tracks), dtype=np.int64),
                 "room": np.int64,
-                "rt60": np.float32,
-                "dimensions": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                "source_positions": tfds.features.Tensor(shape=(tracks, 3), dtype=np.float32),
-                "mic_positions": tfds.features.Tensor(shape=(tracks, 3), dtype=np.float32),
+                "rt60": exact((), np.float64),
+                "dimensions": exact((3,), np.float64),
+                "source_positions": exact((tracks, 3), np.float64),
+                "mic_positions": exact((tracks, 3), np.float64),
             }),
         )
 
@@ -128,10 +142,10 @@ class RirBank(LocalBuilder):
                 "rirs": fixed_length(responses, config.rir_samples),
                 "rir_lengths": np.array([[len(h) for h in row] for row in responses], np.int64),
                 "room": index,
-                "rt60": geometry.rt60,
-                "dimensions": np.asarray(geometry.dimensions, np.float32),
-                "source_positions": np.asarray(geometry.source_positions, np.float32),
-                "mic_positions": np.asarray(geometry.mic_positions, np.float32),
+                "rt60": np.float64(geometry.rt60),
+                "dimensions": np.asarray(geometry.dimensions, np.float64),
+                "source_positions": np.asarray(geometry.source_positions, np.float64),
+                "mic_positions": np.asarray(geometry.mic_positions, np.float64),
             }
 
 
@@ -144,14 +158,14 @@ def geometry_of(example: dict) -> room.RoomGeometry:
     )
 
 
-def prepare(config: RirBankConfig, data_dir: str | pathlib.Path | None) -> RirBank:
+def prepare(config: RirBankConfig, data_dir: str | os.PathLike | None) -> RirBank:
     builder = RirBank(config=config, data_dir=None if data_dir is None else str(data_dir),
                       file_format="array_record")
     builder.download_and_prepare()
     return builder
 
 
-def load(config: RirBankConfig, data_dir: str | pathlib.Path | None) -> np.ndarray:
+def load(config: RirBankConfig, data_dir: str | os.PathLike | None) -> np.ndarray:
     """The whole bank, ``(rooms, J, J, rir_samples)`` float32 in room order.
 
     Raises:

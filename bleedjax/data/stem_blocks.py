@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import os
 import pathlib
 from collections.abc import Iterator, Sequence
 
@@ -43,7 +44,7 @@ def config_name(sample_rate: int, channels: int, block_seconds: float) -> str:
     return f"{int(sample_rate)}hz-{layout}-{round(block_seconds * 1000)}ms"
 
 
-def make_config(sample_rate: int, channels: int, block_seconds: float) -> StemBlocksConfig:
+def _new_config(sample_rate: int, channels: int, block_seconds: float) -> StemBlocksConfig:
     if sample_rate <= 0 or block_seconds <= 0:
         raise ValueError(f"sample_rate and block_seconds must be positive, got {sample_rate}, {block_seconds}")
     return StemBlocksConfig(
@@ -56,8 +57,15 @@ def make_config(sample_rate: int, channels: int, block_seconds: float) -> StemBl
 
 
 STANDARD_CONFIGS = [
-    make_config(rate, channels, 10.0) for rate in (44100, 22050) for channels in (2, 1)
+    _new_config(rate, channels, 10.0) for rate in (44100, 22050) for channels in (2, 1)
 ]
+
+
+def make_config(sample_rate: int, channels: int, block_seconds: float) -> StemBlocksConfig:
+    """The builder config of these settings (TFDS wants the listed object for a standard one)."""
+    standard = {config.name: config for config in STANDARD_CONFIGS}
+    name = config_name(sample_rate, channels, block_seconds)
+    return standard.get(name) or _new_config(sample_rate, channels, block_seconds)
 
 
 def features(config: StemBlocksConfig) -> tfds.features.FeaturesDict:
@@ -129,7 +137,7 @@ def blocks(
         }
 
 
-def check_manual_dir(manual_dir: str | pathlib.Path | None) -> pathlib.Path:
+def check_manual_dir(manual_dir: str | os.PathLike | None) -> pathlib.Path:
     if not manual_dir:
         raise SessionError("no manual_dir given: pass the folder that holds the stems (--manual-dir)")
     path = pathlib.Path(manual_dir).expanduser()
