@@ -124,9 +124,20 @@ def _with_position(position: int, record: dict) -> tuple[int, dict]:
     return position, record
 
 
+def _absl_flags_parsed() -> None:
+    """Grain reads an absl flag when it starts worker processes; programs that do not run
+    ``absl.app`` never parse flags, so take the defaults then."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(["bleedjax"], known_only=True)
+
+
 def _cpu_only_worker(worker_index: int, worker_count: int) -> None:
+    """Augmentation in worker processes runs on the host CPU, never on the accelerators."""
     del worker_index, worker_count
     jax.config.update("jax_platforms", "cpu")
+    _absl_flags_parsed()
 
 
 def block_stream(
@@ -202,6 +213,7 @@ def make_iterator(
         dataset = dataset.batch(local_batch, drop_remainder=True).map(augment_batch)
         iterable = dataset.to_iter_dataset(read_options)
     if data_config.worker_count > 0:
+        _absl_flags_parsed()
         iterable = iterable.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=data_config.worker_count,
                                          per_worker_buffer_size=data_config.worker_buffer_size),
