@@ -120,7 +120,7 @@ def test_phenicx_excerpt_as_one_session(tmp_path, shared_data):
 def test_prepare_reuses_and_refuses_other_sources(tmp_path):
     first = fake_trees.write_sessions(tmp_path / "one", sessions=1, seconds=0.5)
     second = fake_trees.write_sessions(tmp_path / "two", sessions=1, seconds=0.5, seed=1)
-    settings = dict(data_dir=tmp_path / "tfds", sample_rate=8000, block_seconds=BLOCK)
+    settings = {"data_dir": tmp_path / "tfds", "sample_rate": 8000, "block_seconds": BLOCK}
     path = datasets.prepare("multitrack_stems", manual_dir=first, **settings)
     stamp = (path / "dataset_info.json").stat().st_mtime_ns
     assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == path

@@ -54,8 +54,8 @@ def _duration(seconds: float) -> str:
 def format_summary(info: dict) -> str:
     lines = [
         f"{info['dataset']}",
-        f"  {info['config']}: {info['block_seconds']:g} s blocks at {info['sample_rate']} Hz, "
-        f"{info['channels']} channel(s) per stem",
+        (f"  {info['config']}: {info['block_seconds']:g} s blocks at {info['sample_rate']} Hz, "
+         f"{info['channels']} channel(s) per stem"),
         f"  {'split':<12}{'tracks':>8}{'duration':>12}{'blocks':>9}{'in blocks':>12}{'stems':>7}",
     ]
     for name, split in info["splits"].items():
