@@ -188,3 +188,18 @@ def test_stem_mp4_without_decoder_says_so(tmp_path):
     track.write_bytes(b"not decoded")
     with pytest.raises(SessionError, match=r"A - B\.stem\.mp4: .* needs the optional decoder stempeg"):
         datasets.prepare("musdb18hq", manual_dir=tmp_path / "musdb", data_dir=tmp_path / "tfds")
+
+
+def test_configs_unpickle_as_the_listed_objects():
+    """Grain worker processes unpickle the data source; TFDS accepts a standard config only as
+    the object listed in BUILDER_CONFIGS."""
+    import pickle
+
+    from bleedjax.data import rir_bank
+
+    standard = stem_blocks.make_config(22050, 1, 10.0)
+    assert standard in multitrack_stems.MultitrackStems.BUILDER_CONFIGS
+    assert pickle.loads(pickle.dumps(standard)) is standard
+    assert pickle.loads(pickle.dumps(rir_bank.DEFAULT_CONFIG)) is rir_bank.DEFAULT_CONFIG
+    custom = stem_blocks.make_config(8000, 2, 0.5)
+    assert pickle.loads(pickle.dumps(custom)).name == custom.name == "8000hz-stereo-500ms"
