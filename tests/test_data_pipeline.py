@@ -8,7 +8,7 @@ import pytest
 from bleedjax.configs import data as data_configs
 from jax.sharding import PartitionSpec
 
-from bleedjax.data import datasets, fake_trees, pipeline
+from bleedjax.data import augment, datasets, fake_trees, pipeline
 
 RATE, BLOCK, SESSIONS, BLOCKS_PER_SESSION = 8000, 0.25, 3, 4
 
@@ -178,3 +178,18 @@ def test_worker_processes_give_the_same_batches(data_dir):
     iterator = pipeline.make_iterator(config, seed=5, split="train")
     assert_same(expected, take(iterator, 3))
     iterator.close()
+
+
+def test_device_augmentation_gives_the_host_batches(data_dir):
+    config = tiny_config(data_dir)
+    host = take(pipeline.make_iterator(config, seed=4, split="train"), 2)
+    config.augment_on = "device"
+    inputs = take(pipeline.make_iterator(config, seed=4, split="train"), 2)
+    assert inputs[0].keys() == {"stems", "present", "position"}
+    mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+    settings = augment.Settings.from_config(config)
+    step = jax.jit(lambda batch: pipeline.augment_batch(batch, settings=settings, seed=4))
+    device = [jax.tree.map(np.asarray, step(pipeline.to_global(batch, mesh))) for batch in inputs]
+    for want, got in zip(host, device):
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
