@@ -97,8 +97,9 @@ def _cmd_data_prepare(args) -> int:
     config = _data_config(args)
     if args.rir_bank:
         config.augmentation = "room"
-    path = datasets.prepare_from_config(config, overwrite=args.overwrite)
-    print(f"{config.builder} prepared in {path}")
+    data_dir = datasets.prepare_from_config(config, overwrite=args.overwrite)
+    config.data_dir = str(data_dir)
+    print(f"{config.builder} prepared in {datasets.builder_from_config(config).data_dir}")
     return 0
 
 

@@ -121,10 +121,11 @@ def test_prepare_reuses_and_refuses_other_sources(tmp_path):
     first = fake_trees.write_sessions(tmp_path / "one", sessions=1, seconds=0.5)
     second = fake_trees.write_sessions(tmp_path / "two", sessions=1, seconds=0.5, seed=1)
     settings = {"data_dir": tmp_path / "tfds", "sample_rate": 8000, "block_seconds": BLOCK}
-    path = datasets.prepare("multitrack_stems", manual_dir=first, **settings)
-    stamp = (path / "dataset_info.json").stat().st_mtime_ns
-    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == path
-    assert (path / "dataset_info.json").stat().st_mtime_ns == stamp
+    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == tmp_path / "tfds"
+    info = tmp_path / "tfds" / "multitrack_stems" / "8000hz-mono-250ms" / "1.0.0" / "dataset_info.json"
+    stamp = info.stat().st_mtime_ns
+    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == tmp_path / "tfds"
+    assert info.stat().st_mtime_ns == stamp
     with pytest.raises(SessionError, match="prepared already from .*one"):
         datasets.prepare("multitrack_stems", manual_dir=second, **settings)
     datasets.prepare("multitrack_stems", manual_dir=second, overwrite=True, **settings)

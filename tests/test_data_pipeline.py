@@ -1,5 +1,7 @@
 """The Grain pipeline: batch contract, determinism, resume, sharding over processes, global arrays."""
 
+import pathlib
+
 import grain
 import jax
 import numpy as np
@@ -22,11 +24,9 @@ def tiny_config(data_dir, **overrides):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    stems = fake_trees.write_sessions(tmp / "stems", sessions=SESSIONS, stems=5, seconds=1.0, sample_rate=RATE)
-    datasets.prepare("multitrack_stems", manual_dir=stems, data_dir=tmp / "tfds", sample_rate=RATE,
-                     block_seconds=BLOCK)
-    return tmp / "tfds"
+    config = fake_trees.tiny_dataset(tmp_path_factory.mktemp("pipeline"), sessions=SESSIONS, stems=5,
+                                     sample_rate=RATE, block_seconds=BLOCK)
+    return pathlib.Path(config.data_dir)
 
 
 def take(iterator, count):
