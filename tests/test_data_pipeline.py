@@ -193,3 +193,12 @@ def test_device_augmentation_gives_the_host_batches(data_dir):
     for want, got in zip(host, device):
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
+
+
+def test_sessions_with_fewer_stems_are_padded_inactive(tmp_path):
+    config = fake_trees.tiny_dataset(tmp_path, sessions=1, stems=3, seconds=0.5, sample_rate=RATE,
+                                     block_seconds=BLOCK, global_batch_size=4)
+    batch = next(pipeline.make_iterator(config, seed=0, split="train"))
+    assert not batch["active"][:, 3].any() and batch["active"][:, :3].any()
+    assert not batch["targets"][:, 3].any() and not batch["mics"][:, 3].any()
+    assert not batch["matrix"][:, 3].any() and not batch["matrix"][:, :, 3].any()
