@@ -46,6 +46,53 @@ def _excerpt(noise: np.ndarray, length: int, sample_rate: int, rng: np.random.Ge
     return excerpt, start
 
 
+def add_events(
+    music: np.ndarray,
+    noises: Sequence[np.ndarray],
+    sample_rate: int,
+    *,
+    snr_db: float,
+    events: int,
+    event_seconds: float,
+    names: Sequence[str],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[dict]]:
+    """The interference for ``(tracks, samples)`` music (module docstring), as arrays.
+
+    Returns:
+        ``(tracks, samples)`` float32 interference and, per track, ``{"gain", "events"}``.
+    """
+    if events < 1 or event_seconds <= 0:
+        raise ValueError(f"need events >= 1 and event_seconds > 0, got {events} and {event_seconds}")
+    samples = music.shape[1]
+    length = min(samples, int(round(event_seconds * sample_rate)))
+    interference = np.zeros(music.shape, np.float32)
+    truth = []
+    for index in range(music.shape[0]):
+        covered = np.zeros(samples, bool)
+        placed = []
+        for _ in range(events):
+            which = int(rng.integers(len(noises)))
+            excerpt, source_start = _excerpt(noises[which], length, sample_rate, rng)
+            at = int(rng.integers(samples - length + 1))
+            interference[index, at : at + length] += excerpt
+            covered[at : at + length] = True
+            placed.append({
+                "file": names[which],
+                "source_start_s": source_start / sample_rate,
+                "start_s": at / sample_rate,
+                "length_s": length / sample_rate,
+            })
+        music_energy = np.sum(music[index, covered].astype(np.float64) ** 2)
+        if music_energy <= 0:
+            music_energy = np.sum(music[index].astype(np.float64) ** 2)
+        noise_energy = np.sum(interference[index, covered].astype(np.float64) ** 2)
+        gain = float(np.sqrt(music_energy / noise_energy * 10 ** (-snr_db / 10))) if noise_energy > 0 else 0.0
+        interference[index] *= gain
+        truth.append({"gain": gain, "events": placed})
+    return interference, truth
+
+
 def simulate_interference(
     music_dir: str | os.PathLike,
     noise_files: Sequence[str | os.PathLike],
@@ -66,8 +113,6 @@ def simulate_interference(
         SessionError / ValueError: unreadable or empty inputs, no noise files, a sample-rate
             mismatch, bad sizes, or outputs that exist already (without ``overwrite``).
     """
-    if events < 1 or event_seconds <= 0:
-        raise ValueError(f"need events >= 1 and event_seconds > 0, got {events} and {event_seconds}")
     music = sessions.read_session(music_dir, min_tracks=1)
     noises, noise_rate = dictionary.read_mono(noise_files)
     if noise_rate != music.sample_rate:
@@ -81,33 +126,12 @@ def simulate_interference(
     if not overwrite:
         planned = [p for folder in folders.values() for p in sessions.planned_outputs(music.files, folder)]
         sessions.refuse_overwrite(planned + [out / "truth.json"])
-    rng = np.random.default_rng(seed)
-    samples = music.audio.shape[1]
-    length = min(samples, int(round(event_seconds * music.sample_rate)))
-    interference = np.zeros_like(music.audio)
-    tracks = {}
-    for index, name in enumerate(music.track_names):
-        covered = np.zeros(samples, bool)
-        placed = []
-        for _ in range(events):
-            which = int(rng.integers(len(noises)))
-            excerpt, source_start = _excerpt(noises[which], length, music.sample_rate, rng)
-            at = int(rng.integers(samples - length + 1))
-            interference[index, at : at + length] += excerpt
-            covered[at : at + length] = True
-            placed.append({
-                "file": pathlib.Path(noise_files[which]).name,
-                "source_start_s": source_start / music.sample_rate,
-                "start_s": at / music.sample_rate,
-                "length_s": length / music.sample_rate,
-            })
-        music_energy = np.sum(music.audio[index, covered] ** 2)
-        if music_energy <= 0:
-            music_energy = np.sum(music.audio[index] ** 2)
-        noise_energy = np.sum(interference[index, covered] ** 2)
-        gain = float(np.sqrt(music_energy / noise_energy * 10 ** (-snr_db / 10))) if noise_energy > 0 else 0.0
-        interference[index] *= gain
-        tracks[name] = {"gain": gain, "events": placed}
+    interference, events_of = add_events(
+        music.audio, noises, music.sample_rate, snr_db=snr_db, events=events,
+        event_seconds=event_seconds, names=[pathlib.Path(p).name for p in noise_files],
+        rng=np.random.default_rng(seed),
+    )
+    tracks = dict(zip(music.track_names, events_of))
     sessions.write_session(music, music.audio + interference, folders["session"])
     sessions.write_session(music, music.audio, folders["references"])
     sessions.write_session(music, interference, folders["interference"])
