@@ -61,6 +61,10 @@ def load_music(seconds: float) -> tuple[list[str], np.ndarray]:
     return names, np.stack(tracks)
 
 
+def fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def bss(references: np.ndarray, estimates: np.ndarray) -> tuple[float, float]:
     """Music SDR and SIR with sources (music, interference)."""
     scores = evaluate.score(references, estimates)
@@ -137,7 +141,6 @@ def main(argv=None) -> int:
                 "nsir_mean": float(nsir.mean()), "nsir_worst": float(nsir.min()),
                 "paper_nsdr": paper_sdr, "paper_nsir": paper_sir, "cases": len(nsdr),
             }
-            fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
             print(f"{variant:9} {snr:5g} | {nsdr.mean():9.2f} {nsdr.min():7.2f} {fmt(paper_sdr):>6} | "
                   f"{nsir.mean():9.2f} {nsir.min():7.2f} {fmt(paper_sir):>6}")
     print(f"bleedjax vs mir_eval on one case: largest |difference| {checked:.2e} dB")

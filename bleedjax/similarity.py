@@ -98,7 +98,7 @@ def nearest_frames(
         Ties go to the lower index.
     """
     _check(k, min_separation, block)
-    dims, frames = features.shape
+    frames = features.shape[1]
     block, count = _blocks(frames, block)
     norms = jnp.sum(features * features, axis=0)
     candidate = jnp.ones(frames, bool) if valid is None else valid > 0

@@ -65,7 +65,7 @@ def add_events(
     if events < 1 or event_seconds <= 0:
         raise ValueError(f"need events >= 1 and event_seconds > 0, got {events} and {event_seconds}")
     samples = music.shape[1]
-    length = min(samples, int(round(event_seconds * sample_rate)))
+    length = min(samples, round(event_seconds * sample_rate))
     interference = np.zeros(music.shape, np.float32)
     truth = []
     for index in range(music.shape[0]):

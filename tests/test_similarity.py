@@ -53,6 +53,8 @@ def test_padding_frames_are_never_neighbours():
     neighbours = similarity.nearest_frames(jnp.asarray(features), k=3, valid=jnp.asarray(valid), block=8)
     np.testing.assert_array_equal(neighbours, expected_neighbours)
     assert np.all(np.asarray(neighbours)[:24] < 24)
+    got = similarity.similarity_median(jnp.asarray(values), jnp.asarray(features), k=3, valid=jnp.asarray(valid))
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
 
 
 def test_repeated_frames_replace_an_outlier():
