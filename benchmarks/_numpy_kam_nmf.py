@@ -24,12 +24,12 @@ def _istft(X, n_fft, hop, length):
 
 
 def nmf_kl(V, W, H, fixed, iterations):
-    ones = np.ones_like(V)
+    """KL multiplicative updates; ``1 Hᵀ`` and ``Wᵀ 1`` as sums, as in bleedjax and scikit-learn."""
     for _ in range(iterations):
         ratio = V / np.maximum(W @ H, EPS)
-        W[:, fixed:] *= (ratio @ H[fixed:].T) / np.maximum(ones @ H[fixed:].T, EPS)
+        W[:, fixed:] *= (ratio @ H[fixed:].T) / np.maximum(H[fixed:].sum(axis=1)[None, :], EPS)
         ratio = V / np.maximum(W @ H, EPS)
-        H *= (W.T @ ratio) / np.maximum(W.T @ ones, EPS)
+        H *= (W.T @ ratio) / np.maximum(W.sum(axis=0)[:, None], EPS)
     return W, H
 
 

@@ -95,19 +95,26 @@ def beta_divergence(
 
 
 def _ratios(V, Lam, beta, weights):
-    """``m ⊙ V ⊙ Λ^(β−2)`` and ``m ⊙ Λ^(β−1)`` (products instead of powers for β ∈ {0, 1, 2})."""
+    """``m ⊙ V ⊙ Λ^(β−2)`` and ``m ⊙ Λ^(β−1)`` (products instead of powers for β ∈ {0, 1, 2});
+    for β = 1 the second is ``m`` broadcast over bins, returned as ``None`` so that the callers
+    replace its matrix product by a sum (as scikit-learn does)."""
     if beta == 2:
         num, den = V, Lam
     else:
         Lam = jnp.maximum(Lam, EPS)
         if beta == 1:
-            num, den = V / Lam, jnp.ones_like(Lam)
+            num, den = V / Lam, None
         else:
             inverse = 1.0 / Lam
             num, den = V * inverse * inverse, inverse
     if weights is not None:
-        num, den = num * weights[None, :], den * weights[None, :]
+        num = num * weights[None, :]
+        den = None if den is None else den * weights[None, :]
     return num, den
+
+
+def _frame_weights(weights, frames: int):
+    return jnp.ones(frames) if weights is None else weights
 
 
 def _matmul(a, b):
@@ -126,7 +133,11 @@ def update_W(
     """One multiplicative update of the free columns ``W[:, fixed:]`` ([1] Sec. 4)."""
     num, den = _ratios(V, _matmul(W, H), beta, weights)
     H_free = H[fixed:]
-    delta = _matmul(num, H_free.T) / jnp.maximum(_matmul(den, H_free.T), EPS)
+    if den is None:
+        weighted = jnp.sum(H_free * _frame_weights(weights, V.shape[1])[None, :], axis=1)[None, :]
+    else:
+        weighted = _matmul(den, H_free.T)
+    delta = _matmul(num, H_free.T) / jnp.maximum(weighted, EPS)
     delta = delta ** _gamma(beta) if beta < 1 else delta
     return jnp.concatenate([W[:, :fixed], W[:, fixed:] * delta], axis=1)
 
@@ -143,7 +154,11 @@ def update_H(
     """One multiplicative update of ``H`` with the L1 penalty ``sparsity`` ([1] Sec. 4)."""
     num, den = _ratios(V, _matmul(W, H), beta, weights)
     penalty = sparsity if weights is None else sparsity * weights[None, :]
-    delta = _matmul(W.T, num) / jnp.maximum(_matmul(W.T, den) + penalty, EPS)
+    if den is None:
+        weighted = jnp.sum(W, axis=0)[:, None] * _frame_weights(weights, V.shape[1])[None, :]
+    else:
+        weighted = _matmul(W.T, den)
+    delta = _matmul(W.T, num) / jnp.maximum(weighted + penalty, EPS)
     delta = delta ** _gamma(beta) if beta < 1 else delta
     return H * delta
 
