@@ -33,7 +33,12 @@ def _method_config(args):
         choices = ", ".join(method.presets) or "none"
         raise ValueError(f"--preset {args.preset}: {args.method} presets are {choices}")
     config = reduce.load_config(args.config) if args.config else method.default_config(args.preset)
-    return reduce.apply_overrides(config, args.set)
+    config = reduce.apply_overrides(config, args.set)
+    if getattr(args, "dictionary", None):
+        if "dictionary" not in config:
+            raise ValueError(f"--dictionary is for --method kam-nmf, not {args.method}")
+        config.dictionary = args.dictionary
+    return config
 
 
 def _cmd_reduce(args) -> int:
@@ -144,6 +149,29 @@ def _add_data_parsers(commands) -> None:
             sub.add_argument("--seed", type=int, default=0)
 
 
+def _cmd_learn_dictionary(args) -> int:
+    from bleedjax import dictionary
+
+    learned = dictionary.learn_from_files(
+        args.noise_files, components=args.components, n_fft=args.n_fft, hop=args.hop,
+        iterations=args.iterations, seed=args.seed,
+    )
+    dictionary.save(learned, args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {learned.components} components, {learned.bins} bins, {learned.sample_rate} Hz")
+    return 0
+
+
+def _cmd_simulate_interference(args) -> int:
+    from bleedjax import simulate_interference
+
+    truth = simulate_interference.simulate_interference(
+        args.music_dir, args.noise_files, args.out, snr_db=args.snr, events=args.events,
+        event_seconds=args.event_seconds, seed=args.seed, overwrite=args.overwrite,
+    )
+    print(f"{args.out}: {len(truth['tracks'])} tracks, {args.events} events each at {args.snr} dB (seed {args.seed})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bleedjax", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("sessions", nargs="+", help="session folders (one file per microphone)")
     reduce_parser.add_argument("--out", required=True, help="output folder")
     reduce_parser.add_argument("--method", default="spectral-subtraction",
-                               help="spectral-subtraction (Seipel & Lerch 2018) or kamir (Prätzlich et al. 2015)")
+                               help="spectral-subtraction (Seipel & Lerch 2018), kamir (Prätzlich et al. 2015) "
+                                    "or kam-nmf (Fano Yela et al. 2017)")
     reduce_parser.add_argument("--preset", help="a preset of the method, e.g. K1-K5 for kamir")
     reduce_parser.add_argument("--config", help="a configs/*.py file with get_config()")
     reduce_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -162,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
                                help="force or forbid the bounded-memory path for long recordings "
                                     "(kamir); by default it is used above 2^27 samples")
+    reduce_parser.add_argument("--dictionary", help="interference dictionary .npz (kam-nmf)")
     reduce_parser.set_defaults(run=_cmd_reduce)
 
     simulate_parser = commands.add_parser("simulate", help="simulate bleed on a folder of stems")
@@ -189,6 +219,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.set_defaults(run=_cmd_demo)
     _add_data_parsers(commands)
+
+    learn_parser = commands.add_parser("learn-dictionary", help="learn an NMF dictionary of an interference")
+    learn_parser.add_argument("noise_files", nargs="+", help="example recordings of the interference")
+    learn_parser.add_argument("--out", required=True, help="the dictionary .npz to write")
+    learn_parser.add_argument("--components", type=int, default=32)
+    learn_parser.add_argument("--n-fft", type=int, default=2048)
+    learn_parser.add_argument("--hop", type=int, default=512)
+    learn_parser.add_argument("--iterations", type=int, default=200)
+    learn_parser.add_argument("--seed", type=int, default=0)
+    learn_parser.add_argument("--overwrite", action="store_true")
+    learn_parser.set_defaults(run=_cmd_learn_dictionary)
+
+    interfere_parser = commands.add_parser("simulate-interference",
+                                           help="add coughs, knocks, ... to clean music at random times")
+    interfere_parser.add_argument("music_dir", help="folder of clean music files")
+    interfere_parser.add_argument("noise_files", nargs="+", help="interference recordings")
+    interfere_parser.add_argument("--out", required=True)
+    interfere_parser.add_argument("--snr", type=float, default=0.0, help="music-to-interference ratio (dB)")
+    interfere_parser.add_argument("--events", type=int, default=3, help="events per track")
+    interfere_parser.add_argument("--event-seconds", type=float, default=1.0)
+    interfere_parser.add_argument("--seed", type=int, default=0)
+    interfere_parser.add_argument("--overwrite", action="store_true")
+    interfere_parser.set_defaults(run=_cmd_simulate_interference)
     return parser
 
 

@@ -137,7 +137,7 @@ def reduce_folders(
     chosen = methods.get_method(method)
     config = chosen.default_config(preset) if config is None else config
     folders = [pathlib.Path(f) for f in folders]
-    headers = [streaming.SessionReader(f, pad=pad) for f in folders]
+    headers = [streaming.SessionReader(f, pad=pad, min_tracks=chosen.min_tracks) for f in folders]
     if streaming_path and chosen.run_long is None:
         raise sessions.SessionError(f"--method {method} has no streaming path for long recordings")
     streamed = [
@@ -145,7 +145,16 @@ def reduce_folders(
         and (streaming_path if streaming_path is not None else h.num_tracks * h.length > LONG_SESSION_SAMPLES)
         for h in headers
     ]
-    loaded = [h if s else sessions.read_session(f, pad=pad) for f, h, s in zip(folders, headers, streamed)]
+    loaded = [
+        h if s else sessions.read_session(f, pad=pad, min_tracks=chosen.min_tracks)
+        for f, h, s in zip(folders, headers, streamed)
+    ]
+    if chosen.validate is not None:
+        for header in headers:
+            try:
+                chosen.validate(config, header.sample_rate)
+            except ValueError as error:
+                raise sessions.SessionError(f"{header.folder}: {error}") from None
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
     if not overwrite:
@@ -203,3 +212,5 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         arrays = {name: value[row] for name, value in output.arrays.items()}
         arrays["frequencies_hz"] = np.fft.rfftfreq(config.n_fft, 1.0 / session.sample_rate)
         sessions.write_npz_atomic(target / "bleed.npz", arrays)
+    if output.interference is not None:
+        sessions.write_session(session, output.interference[row, :, : session.audio.shape[1]], target / "interference")

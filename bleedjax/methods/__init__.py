@@ -25,6 +25,7 @@ class BatchResult(NamedTuple):
     matrices: np.ndarray
     sources: list[str] | None = None
     arrays: dict[str, np.ndarray] | None = None
+    interference: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Method:
         artefacts: the files written beside the cleaned audio.
         run_long: ``(folder, out_dir, config, track_names, pad, progress) -> BatchResult`` of
             one session, streamed with bounded memory (``None``: the method has no such path).
+        min_tracks: the fewest tracks a session may have.
+        validate: ``(config, sample_rate) -> None``, raises ``ValueError`` on a config that does
+            not fit a session; called for every session before anything is written.
     """
 
     name: str
@@ -49,6 +53,8 @@ class Method:
     batch_key: Callable[[Sequence[str], ml_collections.ConfigDict], Hashable] = lambda names, config: None
     artefacts: tuple[str, ...] = ("bleed.json",)
     run_long: Callable | None = None
+    min_tracks: int = 2
+    validate: Callable[[ml_collections.ConfigDict, int], None] | None = None
 
 
 def _settings(cls, config: ml_collections.ConfigDict):
@@ -114,6 +120,44 @@ def _kamir_batch_key(track_names, config):
     return _kamir_phi(track_names, config)[0].tobytes()
 
 
+def _kam_nmf_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    from bleedjax.configs import kam_nmf
+
+    if preset is not None:
+        raise ValueError("kam-nmf has no presets; use --set or --config")
+    return kam_nmf.get_config()
+
+
+def _kam_nmf_dictionary(config):
+    from bleedjax import dictionary
+
+    if not config.get("dictionary"):
+        raise ValueError("--method kam-nmf needs an interference dictionary: --dictionary dict.npz "
+                         "(from bleedjax learn-dictionary)")
+    return dictionary.load(config.dictionary)
+
+
+def _kam_nmf_validate(config, sample_rate: int) -> None:
+    _kam_nmf_dictionary(config).check(sample_rate, config.n_fft, where=str(config.dictionary))
+
+
+def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import kam_nmf
+
+    learned = _kam_nmf_dictionary(config)
+    settings = _settings(kam_nmf.Settings, config)
+    sessions, tracks, samples = audio.shape
+    result = kam_nmf.reduce_tracks(
+        jnp.asarray(audio.reshape(-1, samples), jnp.float32), jnp.asarray(learned.W), settings,
+        jnp.asarray(np.repeat(lengths, tracks)),
+    )
+    cleaned, interference, share = (np.asarray(a) for a in jax.device_get(result))
+    return BatchResult(
+        cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None,
+        {"corruption": share.reshape(sessions, tracks, -1)}, interference.reshape(audio.shape),
+    )
+
+
 METHODS = {
     "spectral-subtraction": Method(
         "spectral-subtraction", _spectral_subtraction_config, (), _spectral_subtraction_run
@@ -121,6 +165,10 @@ METHODS = {
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,
         ("bleed.json", "bleed.npz"), _kamir_run_long,
+    ),
+    "kam-nmf": Method(
+        "kam-nmf", _kam_nmf_config, (), _kam_nmf_run, artefacts=("bleed.json", "bleed.npz", "interference"),
+        min_tracks=1, validate=_kam_nmf_validate,
     ),
 }
 
