@@ -1,0 +1,83 @@
+"""Settings shared by the neural model configs (``tunet.py``, ``cae.py``): data, optimiser,
+training loop, and the ``runlocal`` (tiny CPU run) and ``bundled`` variants."""
+
+import ml_collections
+
+
+def parse_variant(arg: str, variants: tuple[str, ...]) -> str:
+    """The config argument (``configs/tunet.py:runlocal`` gives ``"runlocal"``); ``""`` is the paper."""
+    if arg and arg not in variants:
+        raise ValueError(f"unknown config variant {arg!r}; choose from {', '.join(variants)} or none")
+    return arg
+
+
+def data_config() -> ml_collections.ConfigDict:
+    """The issue-5 data config (``bleedjax.configs.data``), or its documented fields until the
+    pipeline is merged."""
+    try:
+        from bleedjax.configs import data
+    except ImportError:
+        data = None
+    if data is not None:
+        return data.get_config()
+    config = ml_collections.ConfigDict()
+    config.builder = "multitrack_stems"
+    config.data_dir = ""
+    config.sample_rate = 22050
+    config.block_seconds = 10.0
+    config.num_tracks = 4
+    config.augmentation = "linear"
+    config.global_batch_size = 16
+    return config
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.learning_rate = 1e-3  # peak, after warm-up
+    config.warmup_steps = 1000
+    config.schedule = "cosine"  # "cosine" decays to 0 at num_train_steps; "constant"
+    config.clip_norm = 1.0  # global gradient norm; 0 turns clipping off
+    config.weight_decay = 0.0  # > 0 gives AdamW
+    return config
+
+
+def training_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.num_train_steps = 100_000
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 3
+    config.log_every = 100
+    config.eval_every = 5000
+    config.eval_batches = 8
+    config.seed = 0
+    config.distributed = False  # jax.distributed.initialize() (also BLEEDJAX_DISTRIBUTED=1)
+    return config
+
+
+def make_runlocal(config: ml_collections.ConfigDict) -> None:
+    """A few fast steps on CPU: short blocks at a low rate, a batch that divides 8 devices."""
+    config.data.sample_rate = 8000
+    config.data.block_seconds = 0.5
+    config.data.global_batch_size = 8
+    config.optimizer.warmup_steps = 2
+    config.training.num_train_steps = 20
+    config.training.checkpoint_every = 5
+    config.training.keep_checkpoints = 2
+    config.training.log_every = 1
+    config.training.eval_every = 10
+    config.training.eval_batches = 1
+
+
+def make_bundled(config: ml_collections.ConfigDict) -> None:
+    """The shipped model: the project's rendered stems, 22.05 kHz, a CPU budget of ~20 minutes."""
+    config.data.sample_rate = 22050
+    config.data.block_seconds = 3.0
+    config.data.global_batch_size = 8
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 50
+    config.training.num_train_steps = 2000
+    config.training.checkpoint_every = 250
+    config.training.keep_checkpoints = 2
+    config.training.log_every = 25
+    config.training.eval_every = 500
+    config.training.eval_batches = 2
