@@ -49,6 +49,8 @@ def training_config() -> ml_collections.ConfigDict:
     config.log_every = 100
     config.eval_every = 5000
     config.eval_batches = 8
+    config.eval_split = "validation"  # held-out split of the data pipeline
+    config.eval_filter_length = 512  # BSS Eval distortion filter taps for SDR/SIR
     config.seed = 0
     config.distributed = False  # jax.distributed.initialize() (also BLEEDJAX_DISTRIBUTED=1)
     return config
@@ -66,6 +68,7 @@ def make_runlocal(config: ml_collections.ConfigDict) -> None:
     config.training.log_every = 1
     config.training.eval_every = 10
     config.training.eval_batches = 1
+    config.training.eval_filter_length = 32
 
 
 def make_bundled(config: ml_collections.ConfigDict) -> None:
