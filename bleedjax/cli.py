@@ -39,8 +39,13 @@ def _method_config(args):
 def _cmd_reduce(args) -> int:
     from bleedjax import reduce
 
+    config = _method_config(args)
+    if args.checkpoint is not None:
+        from bleedjax.methods import neural
+
+        config = neural.with_checkpoint(args.method, config, args.checkpoint)
     results = reduce.reduce_folders(
-        args.sessions, args.out, method=args.method, config=_method_config(args), pad=args.pad,
+        args.sessions, args.out, method=args.method, config=config, pad=args.pad,
         overwrite=args.overwrite, streaming_path=args.streaming,
     )
     for result in results:
@@ -86,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("sessions", nargs="+", help="session folders (one file per microphone)")
     reduce_parser.add_argument("--out", required=True, help="output folder")
     reduce_parser.add_argument("--method", default="spectral-subtraction",
-                               help="spectral-subtraction (Seipel & Lerch 2018) or kamir (Prätzlich et al. 2015)")
+                               help="spectral-subtraction (Seipel & Lerch 2018), kamir (Prätzlich et al. "
+                                    "2015), tunet or cae (Rajesh R & Rajan 2023)")
     reduce_parser.add_argument("--preset", help="a preset of the method, e.g. K1-K5 for kamir")
     reduce_parser.add_argument("--config", help="a configs/*.py file with get_config()")
     reduce_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -96,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
                                help="force or forbid the bounded-memory path for long recordings "
                                     "(kamir); by default it is used above 2^27 samples")
+    reduce_parser.add_argument("--checkpoint", metavar="DIR",
+                               help="tunet/cae: a model trained by `bleedjax train` (default: the bundled one)")
     reduce_parser.set_defaults(run=_cmd_reduce)
 
     simulate_parser = commands.add_parser("simulate", help="simulate bleed on a folder of stems")

@@ -40,6 +40,8 @@ class Method:
         artefacts: the files written beside the cleaned audio.
         run_long: ``(folder, out_dir, config, track_names, pad, progress) -> BatchResult`` of
             one session, streamed with bounded memory (``None``: the method has no such path).
+        uses_sample_rate: ``run`` and ``batch_key`` take the sessions' ``sample_rate=`` keyword
+            (and sessions batch only with sessions of the same rate).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Method:
     batch_key: Callable[[Sequence[str], ml_collections.ConfigDict], Hashable] = lambda names, config: None
     artefacts: tuple[str, ...] = ("bleed.json",)
     run_long: Callable | None = None
+    uses_sample_rate: bool = False
 
 
 def _settings(cls, config: ml_collections.ConfigDict):
@@ -123,6 +126,31 @@ METHODS = {
         ("bleed.json", "bleed.npz"), _kamir_run_long,
     ),
 }
+
+
+def _neural(name: str) -> Method:
+    """``tunet`` and ``cae``: trained models (:mod:`bleedjax.methods.neural`)."""
+
+    def default_config(preset=None):
+        from bleedjax.methods import neural
+
+        return neural.default_config(name, preset)
+
+    def run(audio, lengths, config, track_names, *, sample_rate):
+        from bleedjax.methods import neural
+
+        return neural.run(name, audio, lengths, config, track_names, sample_rate=sample_rate)
+
+    def batch_key(track_names, config, *, sample_rate):
+        from bleedjax.methods import neural
+
+        return neural.batch_key(name, track_names, config, sample_rate=sample_rate)
+
+    return Method(name, default_config, (), run, batch_key, uses_sample_rate=True)
+
+
+METHODS["tunet"] = _neural("tunet")
+METHODS["cae"] = _neural("cae")
 
 
 def get_method(name: str) -> Method:
