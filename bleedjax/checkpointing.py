@@ -93,8 +93,8 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
         )
 
 
-def save(manager: ocp.CheckpointManager, step: int, *, model_state: nnx.State,
-         optimizer_state: nnx.State, iterator: Any, config: ml_collections.ConfigDict,
+def save(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
+         optimizer_state: Any, iterator: Any, config: ml_collections.ConfigDict,
          force: bool = False) -> bool:
     """Saves all four items at ``step`` when the manager's interval asks for it (or ``force``).
 
@@ -133,9 +133,9 @@ def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
     return restored["config"]
 
 
-def restore(manager: ocp.CheckpointManager, step: int, *, model_state: nnx.State,
-            optimizer_state: nnx.State, iterator: Any, config: ml_collections.ConfigDict,
-            sharding: jax.sharding.Sharding) -> tuple[nnx.State, nnx.State]:
+def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
+            optimizer_state: Any, iterator: Any, config: ml_collections.ConfigDict,
+            sharding: jax.sharding.Sharding) -> tuple[Any, Any]:
     """Restores ``step``: returns the model and optimiser states, and sets ``iterator`` in place.
 
     Args:

@@ -82,7 +82,7 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
 class TrainState:
     """Graph definitions (static) and states (replicated arrays) of the model and optimiser."""
 
-    def __init__(self, model_def, optimizer_def, model_state: nnx.State, optimizer_state: nnx.State):
+    def __init__(self, model_def, optimizer_def, model_state: Any, optimizer_state: Any):
         self.model_def, self.optimizer_def = model_def, optimizer_def
         self.model_state, self.optimizer_state = model_state, optimizer_state
 
@@ -137,7 +137,7 @@ def make_train_step(state: TrainState, config: ml_collections.ConfigDict, mesh: 
             lambda m: models.loss_fn(m, batch, config), has_aux=True
         )(model)
         optimizer.update(model, grads)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "learning_rate": learning_rate} | dict(aux)
         return nnx.state(model), nnx.state(optimizer), metrics
 
@@ -182,7 +182,7 @@ def _default_make_iterator() -> MakeIterator:
     return pipeline.make_iterator
 
 
-def evaluate(eval_step, model_state: nnx.State, batches: Iterator[dict], mesh,
+def evaluate(eval_step, model_state: Any, batches: Iterator[dict], mesh,
              num_batches: int) -> dict[str, float]:
     """Mean of :func:`make_eval_step`'s metrics over ``num_batches`` batches (NaN-skipping)."""
     collected = []
@@ -219,8 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             ``active``); default :func:`bleedjax.data.pipeline.make_iterator`.
 
     Returns:
-        ``{"train": last logged train metrics, "eval": last evaluation metrics}`` (empty dicts when
-        nothing was left to do).
+        ``{"train": last logged train metrics, "eval": last evaluation metrics, "start_step":
+        the step it resumed from (0 for a fresh run)}``; the metrics are empty dicts when nothing
+        was left to do.
     """
     parallel.initialize_distributed(config.training.distributed)
     make_iterator = make_iterator or _default_make_iterator()
@@ -243,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     writer = training_log.MetricsWriter(workdir, start_step=start)
     train_step = make_train_step(state, config, mesh)
     eval_step = make_eval_step(state, config, mesh)
-    last = {"train": {}, "eval": {}}
+    last = {"train": {}, "eval": {}, "start_step": start}
     try:
         for step in range(start + 1, training.num_train_steps + 1):
             batch = parallel.to_global(next(train_batches), mesh)
@@ -253,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if step % training.log_every == 0 or final:
                 last["train"] = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 writer.write(step, "train", last["train"])
-            if step % training.eval_every == 0 or final:
+            if training.eval_batches and (step % training.eval_every == 0 or final):
                 held_out = make_iterator(config.data, seed=training.seed,
                                          split=training.eval_split, num_epochs=1)
                 last["eval"] = evaluate(eval_step, state.model_state, iter(held_out), mesh,
