@@ -77,6 +77,32 @@ def random_geometry(
     return RoomGeometry(dimensions, rt60, as_tuples(sources), as_tuples(mics))
 
 
+def shoebox(
+    geometry: RoomGeometry, *, sample_rate: int, signals: np.ndarray | None = None
+) -> pra.ShoeBox:
+    """The pyroomacoustics room of ``geometry`` (absorption and image order from the RT60 by
+    inverse Sabine), with its sources (carrying ``signals`` when given) and microphones."""
+    absorption, max_order = pra.inverse_sabine(geometry.rt60, geometry.dimensions)
+    room = pra.ShoeBox(
+        geometry.dimensions,
+        fs=sample_rate,
+        materials=pra.Material(absorption),
+        max_order=max_order,
+    )
+    for index, position in enumerate(geometry.source_positions):
+        room.add_source(position, signal=None if signals is None else signals[index])
+    room.add_microphone_array(np.asarray(geometry.mic_positions).T)
+    return room
+
+
+def impulse_responses(geometry: RoomGeometry, *, sample_rate: int) -> list[list[np.ndarray]]:
+    """Impulse responses ``[mic][source]`` of the room (varying lengths), as
+    :func:`simulate_room` convolves them."""
+    room = shoebox(geometry, sample_rate=sample_rate)
+    room.compute_rir()
+    return [[np.asarray(h) for h in row] for row in room.rir]
+
+
 def simulate_room(sources: np.ndarray, *, sample_rate: int, geometry: RoomGeometry) -> RoomBleed:
     """Renders ``(J, samples)`` dry sources in a shoebox room, normalised by the loudest mic.
 
@@ -92,16 +118,7 @@ def simulate_room(sources: np.ndarray, *, sample_rate: int, geometry: RoomGeomet
     num_sources, samples = sources.shape
     if len(geometry.source_positions) != num_sources or len(geometry.mic_positions) != num_sources:
         raise ValueError("the room needs one source and one microphone position per track")
-    absorption, max_order = pra.inverse_sabine(geometry.rt60, geometry.dimensions)
-    room = pra.ShoeBox(
-        geometry.dimensions,
-        fs=sample_rate,
-        materials=pra.Material(absorption),
-        max_order=max_order,
-    )
-    for position, signal in zip(geometry.source_positions, sources):
-        room.add_source(position, signal=signal)
-    room.add_microphone_array(np.asarray(geometry.mic_positions).T)
+    room = shoebox(geometry, sample_rate=sample_rate, signals=sources)
     premix = room.simulate(return_premix=True)
     images = np.transpose(premix, (1, 0, 2))[..., :samples]
     if images.shape[-1] < samples:

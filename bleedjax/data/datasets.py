@@ -1,0 +1,121 @@
+"""Preparing and opening the stem datasets: builder by name, ``prepare`` and ``data_source``.
+
+``prepare`` writes ArrayRecord files under ``data_dir/<builder>/<config>/1.0.0``; ``data_source``
+reads them back with ``tfds.data_source`` (random access, no TensorFlow needed). A dataset
+remembers the ``manual_dir`` it was prepared from; preparing the same settings again from
+another folder is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import tensorflow_datasets as tfds
+
+from bleedjax.data import rir_bank, stem_blocks
+from bleedjax.data.multitrack_stems import MultitrackStems
+from bleedjax.data.musdb18hq import Musdb18hq
+from bleedjax.sessions import SessionError
+
+BUILDERS = {"multitrack_stems": MultitrackStems, "musdb18hq": Musdb18hq}
+
+
+def resolve_data_dir(data_dir) -> str | None:
+    return str(pathlib.Path(data_dir).expanduser()) if data_dir else None
+
+
+def get_builder(
+    name: str, *, data_dir=None, sample_rate: int = 22050, channels: int = 1, block_seconds: float = 10.0
+) -> tfds.core.DatasetBuilder:
+    """The TFDS builder ``name`` with the config of these settings (nothing is read or written)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown builder {name!r}; choose from {', '.join(BUILDERS)}")
+    config = stem_blocks.make_config(sample_rate, channels, block_seconds)
+    return BUILDERS[name](config=config, data_dir=resolve_data_dir(data_dir), file_format="array_record")
+
+
+def builder_from_config(data_config) -> tfds.core.DatasetBuilder:
+    return get_builder(
+        data_config.builder, data_dir=data_config.data_dir, sample_rate=data_config.sample_rate,
+        channels=data_config.channels, block_seconds=data_config.block_seconds,
+    )
+
+
+def prepare(
+    builder: str = "multitrack_stems",
+    *,
+    manual_dir,
+    data_dir=None,
+    sample_rate: int = 22050,
+    channels: int = 1,
+    block_seconds: float = 10.0,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Prepares a stem dataset from ``manual_dir`` (a no-op when it is prepared already).
+
+    Args:
+        builder: ``"multitrack_stems"`` or ``"musdb18hq"``.
+        manual_dir: the folder of stems in the builder's layout.
+        data_dir: where TFDS datasets live (default ``~/tensorflow_datasets``).
+        sample_rate, channels, block_seconds: the builder config.
+        overwrite: replace a dataset with these settings prepared from another folder.
+
+    Returns:
+        The dataset folder ``data_dir/<builder>/<config>/<version>``.
+
+    Raises:
+        SessionError: naming the path, for a missing or empty ``manual_dir``, missing stems,
+            differing sample rates or lengths, or a dataset prepared from another folder.
+    """
+    root = stem_blocks.check_manual_dir(manual_dir)
+    dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
+                          block_seconds=block_seconds)
+    target = pathlib.Path(dataset.data_dir)
+    if dataset.is_prepared():
+        previous = dataset.info.metadata.get("manual_dir") if dataset.info.metadata else None
+        if previous == str(root.resolve()):
+            return target
+        if not overwrite:
+            raise SessionError(
+                f"{target}: prepared already from {previous}; use another data_dir, or overwrite"
+            )
+        shutil.rmtree(target)
+        dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
+                              block_seconds=block_seconds)
+    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    return target
+
+
+def prepare_from_config(data_config, *, overwrite: bool = False) -> pathlib.Path:
+    """:func:`prepare` with the settings of a ``configs/data.py`` config, plus the RIR bank when
+    ``augmentation == "room"``."""
+    path = prepare(
+        data_config.builder, manual_dir=data_config.manual_dir, data_dir=data_config.data_dir or None,
+        sample_rate=data_config.sample_rate, channels=data_config.channels,
+        block_seconds=data_config.block_seconds, overwrite=overwrite,
+    )
+    if data_config.augmentation == "room":
+        rir_bank.prepare(rir_bank.config_from(data_config), resolve_data_dir(data_config.data_dir))
+    return path
+
+
+def data_source(data_config, split: str):
+    """``tfds.data_source`` of a prepared dataset's split (random access, decoded NumPy dicts).
+
+    Raises:
+        ValueError: naming the folder, when the dataset or the split is not prepared.
+    """
+    dataset = builder_from_config(data_config)
+    if not dataset.is_prepared():
+        raise ValueError(
+            f"{dataset.data_dir}: dataset not prepared; run `bleedjax data prepare --builder "
+            f"{data_config.builder} --manual-dir PATH` with the same data_dir, sample rate, "
+            "channels and block length"
+        )
+    if split not in dataset.info.splits:
+        raise ValueError(f"{dataset.data_dir}: no split {split!r} (has {', '.join(dataset.info.splits)})")
+    return tfds.data_source(
+        data_config.builder, split=split, data_dir=resolve_data_dir(data_config.data_dir), download=False,
+        builder_kwargs={"config": dataset.builder_config, "file_format": "array_record"},
+    )
