@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from bleedjax import signal
-from bleedjax._types import Array, Float, Int
+from bleedjax._types import Array, Complex, Float, Int
 
 EPS = 1e-8
 
@@ -196,7 +196,14 @@ def clean_track(
     scale = track_scale(magnitudes, mask)
     windows = context_windows(magnitudes / scale, model.context_frames, np.arange(frames))
     predicted = jax.lax.map(lambda w: model(w[None], use_running_average=True)[0], windows, batch_size=chunk)
-    cleaned = merge_windows(predicted) * scale
-    phase = spectrogram / jnp.where(magnitudes > 0, magnitudes, 1.0)
-    phase = jnp.where(magnitudes > 0, phase, 1.0)
-    return signal.istft(cleaned * phase, length=audio.shape[-1], n_fft=n_fft, hop=hop)
+    cleaned = with_mixture_phase(spectrogram, merge_windows(predicted) * scale)
+    return signal.istft(cleaned, length=audio.shape[-1], n_fft=n_fft, hop=hop)
+
+
+def with_mixture_phase(
+    spectrogram: Complex[Array, "*batch bins frames"], magnitudes: Float[Array, "*batch bins frames"]
+) -> Complex[Array, "*batch bins frames"]:
+    """``magnitudes · e^{i∠X}`` ([1], ``CAE/test.py``); phase 0 where ``X`` is 0."""
+    mixture = jnp.abs(spectrogram)
+    phase = jnp.where(mixture > 0, spectrogram / jnp.where(mixture > 0, mixture, 1.0), 1.0)
+    return magnitudes * phase

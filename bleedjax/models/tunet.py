@@ -20,6 +20,10 @@ Beyond [1]:
   whose receptive field lies inside the signal count, :func:`valid_length`).
 * The input is divided by its RMS over all tracks, so Λ̂ (like its target ``X · pinv(S)``) does
   not change with the recording level.
+* The last layer's bias starts at the identity with ``INITIAL_BLEED`` (0.05) off the diagonal: Λ̂
+  starts as a well-conditioned matrix (which ``pinv`` in the signal loss needs) with every output
+  in ReLU's active range (with a zero bias about half of the J² outputs start at 0, where ReLU
+  passes no gradient, and stay there).
 * ``frequency_bands > 1``: the last layer has ``bands · J²`` outputs and Λ̂ is frequency
   dependent, ``(bands, J, J)``, one matrix per band of STFT bins (:mod:`bleedjax.models.inference`).
 
@@ -36,12 +40,18 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.linen import max_pool
 
 from bleedjax._types import Array, Float, Int
 
 EPS = 1e-8
+INITIAL_BLEED = 0.05
+
+
+def _constant(value: np.ndarray):
+    return lambda key, shape, dtype=jnp.float32: jnp.asarray(value, dtype).reshape(shape)
 
 
 def valid_length(length: Int[Array, "*batch"] | int, *, kernel_size: int, pool: int, stages: int):
@@ -101,7 +111,9 @@ class TUNet(nnx.Module):
             ]
         )
         sizes = (num_tracks * channels[-1], *dense, frequency_bands * num_tracks**2)
-        self.head = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
+        start = np.tile(np.eye(num_tracks) + INITIAL_BLEED * (1 - np.eye(num_tracks)), (frequency_bands, 1, 1))
+        self.head = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes[:-1])])
+        self.head.append(nnx.Linear(sizes[-2], sizes[-1], bias_init=_constant(start.reshape(-1)), rngs=rngs))
 
     @property
     def min_samples(self) -> int:
