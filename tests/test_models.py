@@ -7,11 +7,11 @@ import numpy as np
 import optax
 import pytest
 import scipy.signal
+from bleedjax.configs import cae as cae_config
+from bleedjax.configs import tunet as tunet_config
 from flax import nnx
 
 from bleedjax import models, signal
-from bleedjax.configs import cae as cae_config
-from bleedjax.configs import tunet as tunet_config
 from bleedjax.models import cae, inference, losses, tunet
 from bleedjax.simulation import seipel_mixing_matrix
 
@@ -106,7 +106,7 @@ def test_banded_interference_matrix_of_linear_bleed_is_the_matrix():
     batch = linear_batch(config, batch=1, samples=4000)
     n_fft, hop = config.model.n_fft, config.model.hop
     band_index = inference.band_of_bin(4, n_fft=n_fft, sample_rate=8000, model_n_fft=n_fft, model_rate=8000)
-    spec = lambda x: signal.stft(jnp.asarray(x[0]), n_fft=n_fft, hop=hop)  # noqa: E731
+    spec = lambda x: signal.stft(jnp.asarray(x[0]), n_fft=n_fft, hop=hop)
     lam = losses.banded_interference_matrix(spec(batch["mics"]), spec(batch["targets"]), jnp.asarray(band_index), 4)
     np.testing.assert_allclose(lam, np.broadcast_to(batch["matrix"][0], (4, 3, 3)), atol=1e-4)
 
