@@ -83,6 +83,18 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from bleedjax import train
+
+    config = train.apply_overrides(train.load_config(args.config), args.set)
+    result = train.train_and_evaluate(config, args.workdir)
+    for split in ("train", "eval"):
+        if result[split]:
+            values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result[split].items()))
+            print(f"{args.workdir}: {split}: {values}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bleedjax", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--max-crosstalk-db", type=float, default=-12.0)
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.set_defaults(run=_cmd_demo)
+
+    train_parser = commands.add_parser("train", help="train a neural bleed model (t-UNet, CAE)")
+    train_parser.add_argument("--config", required=True,
+                              help="a config file, optionally with its argument: configs/tunet.py:runlocal")
+    train_parser.add_argument("--workdir", required=True,
+                              help="checkpoints, metrics.jsonl and TensorBoard files (local or gs://); "
+                                   "an existing workdir is resumed")
+    train_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                              help="override one config value, e.g. data.manual_dir=stems (repeatable)")
+    train_parser.set_defaults(run=_cmd_train)
     return parser
 
 

@@ -12,8 +12,6 @@ There is no pmap: the train step is one ``jax.jit`` with these shardings.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
@@ -81,16 +79,6 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
         )
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     return global_batch_size // devices * local
-
-
-def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Process-local NumPy batch (each entry ``(local_batch, ...)``) → global ``jax.Array``s,
-    sharded over ``'data'`` along the batch axis."""
-    sharding = batch_sharding(mesh)
-    return {
-        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-        for name, value in batch.items()
-    }
 
 
 def replicate(tree, mesh: Mesh):

@@ -31,7 +31,8 @@ import optax
 from etils import epath
 from flax import nnx
 
-from bleedjax import checkpointing, parallel, training_log
+from bleedjax import checkpointing, parallel, reduce, training_log
+from bleedjax.data import datasets, pipeline
 from bleedjax.metrics import bss_eval_sources
 
 MakeIterator = Callable[..., Iterator[dict[str, np.ndarray]]]
@@ -48,6 +49,39 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+    """``section.key=value`` strings (``data.manual_dir=stems``, ``training.num_train_steps=50``);
+    values are Python literals or bare strings, as ``bleedjax reduce --set``."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        *sections, key = path.split(".")
+        parent = config
+        for section in sections:
+            if section not in parent or not isinstance(parent[section], ml_collections.ConfigDict):
+                raise ValueError(f"--set {item}: no config section {section!r} in {path!r}")
+            parent = parent[section]
+        if not sep or key not in parent:
+            known = ", ".join(sorted(parent.keys()))
+            raise ValueError(f"--set {item}: expected section.key=value with key one of {known}")
+        updated = reduce.apply_overrides(parent, [f"{key}{sep}{value}"])
+        parent.update(updated)
+    return config
+
+
+def prepare_data(data_config: ml_collections.ConfigDict) -> None:
+    """Prepares the dataset from ``data_config.manual_dir`` when it is not prepared yet (process 0
+    writes, the others wait); nothing to do without a ``manual_dir``."""
+    if not data_config.get("manual_dir"):
+        return
+    if jax.process_index() == 0:
+        datasets.prepare_from_config(data_config)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("bleedjax prepare_data")
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
@@ -176,12 +210,6 @@ def make_eval_step(state: TrainState, config: ml_collections.ConfigDict, mesh: j
     return jax.jit(evaluate, in_shardings=(replicated, split), out_shardings=replicated)
 
 
-def _default_make_iterator() -> MakeIterator:
-    from bleedjax.data import pipeline
-
-    return pipeline.make_iterator
-
-
 def evaluate(eval_step, model_state: Any, batches: Iterator[dict], mesh,
              num_batches: int) -> dict[str, float]:
     """Mean of :func:`make_eval_step`'s metrics over ``num_batches`` batches (NaN-skipping)."""
@@ -191,7 +219,7 @@ def evaluate(eval_step, model_state: Any, batches: Iterator[dict], mesh,
             batch = next(batches)
         except StopIteration:
             break
-        collected.append(jax.device_get(eval_step(model_state, parallel.to_global(batch, mesh))))
+        collected.append(jax.device_get(eval_step(model_state, pipeline.to_global(batch, mesh))))
     if not collected:
         raise ValueError("the evaluation split gave no batches")
     return {name: float(np.nanmean([c[name] for c in collected])) for name in collected[0]}
@@ -224,7 +252,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         was left to do.
     """
     parallel.initialize_distributed(config.training.distributed)
-    make_iterator = make_iterator or _default_make_iterator()
+    if make_iterator is None:
+        make_iterator = pipeline.make_iterator
+        prepare_data(config.data)
     training = config.training
     workdir = epath.Path(workdir)
     _write_config(workdir, config)
@@ -247,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     last = {"train": {}, "eval": {}, "start_step": start}
     try:
         for step in range(start + 1, training.num_train_steps + 1):
-            batch = parallel.to_global(next(train_batches), mesh)
+            batch = pipeline.to_global(next(train_batches), mesh)
             state.model_state, state.optimizer_state, metrics = train_step(
                 state.model_state, state.optimizer_state, batch)
             final = step == training.num_train_steps
@@ -256,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 writer.write(step, "train", last["train"])
             if training.eval_batches and (step % training.eval_every == 0 or final):
                 held_out = make_iterator(config.data, seed=training.seed,
-                                         split=training.eval_split, num_epochs=1)
+                                         split=training.eval_split, num_epochs=None)
                 last["eval"] = evaluate(eval_step, state.model_state, iter(held_out), mesh,
                                         training.eval_batches)
                 writer.write(step, "eval", last["eval"])
@@ -301,7 +331,7 @@ def measure_step_time(config: ml_collections.ConfigDict, steps: int = 10) -> dic
     rows = parallel.local_batch_size(config.data.global_batch_size, mesh)
     local = {k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows]
              for k, v in synthetic_batch(config.data).items()}
-    batch = parallel.to_global(local, mesh)
+    batch = pipeline.to_global(local, mesh)
     model_state, optimizer_state = state.model_state, state.optimizer_state
     begin = time.perf_counter()
     model_state, optimizer_state, metrics = train_step(model_state, optimizer_state, batch)

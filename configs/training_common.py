@@ -1,6 +1,8 @@
 """Settings shared by the neural model configs (``tunet.py``, ``cae.py``): data, optimiser,
 training loop, and the ``runlocal`` (tiny CPU run) and ``bundled`` variants."""
 
+import pathlib
+
 import ml_collections
 
 
@@ -12,23 +14,10 @@ def parse_variant(arg: str, variants: tuple[str, ...]) -> str:
 
 
 def data_config() -> ml_collections.ConfigDict:
-    """The issue-5 data config (``bleedjax.configs.data``), or its documented fields until the
-    pipeline is merged."""
-    try:
-        from bleedjax.configs import data
-    except ImportError:
-        data = None
-    if data is not None:
-        return data.get_config()
-    config = ml_collections.ConfigDict()
-    config.builder = "multitrack_stems"
-    config.data_dir = ""
-    config.sample_rate = 22050
-    config.block_seconds = 10.0
-    config.num_tracks = 4
-    config.augmentation = "linear"
-    config.global_batch_size = 16
-    return config
+    """The issue-5 data config (``configs/data.py``): builder, bleed augmentation, batch size."""
+    from bleedjax.configs import data
+
+    return data.get_config()
 
 
 def optimizer_config() -> ml_collections.ConfigDict:
@@ -56,11 +45,23 @@ def training_config() -> ml_collections.ConfigDict:
     return config
 
 
+def demo_stems() -> str:
+    """The rendered stems shipped with the package (``bleedjax/assets/demo``: Bach, BWV 80/8)."""
+    import bleedjax.assets
+
+    return str(pathlib.Path(bleedjax.assets.__file__).parent / "demo")
+
+
 def make_runlocal(config: ml_collections.ConfigDict) -> None:
-    """A few fast steps on CPU: short blocks at a low rate, a batch that divides 8 devices."""
+    """A few fast steps on CPU: short blocks at a low rate, a batch that divides 8 devices, the
+    package's demo stems (prepared on first use; no held-out split, so evaluation reads the train
+    split)."""
+    config.data.manual_dir = demo_stems()
     config.data.sample_rate = 8000
     config.data.block_seconds = 0.5
     config.data.global_batch_size = 8
+    config.data.read_threads = 1
+    config.data.prefetch_batches = 0
     config.optimizer.warmup_steps = 2
     config.training.num_train_steps = 20
     config.training.checkpoint_every = 5
@@ -69,10 +70,17 @@ def make_runlocal(config: ml_collections.ConfigDict) -> None:
     config.training.eval_every = 10
     config.training.eval_batches = 1
     config.training.eval_filter_length = 32
+    config.training.eval_split = "train"
 
 
 def make_bundled(config: ml_collections.ConfigDict) -> None:
-    """The shipped model: the project's rendered stems, 22.05 kHz, a CPU budget of ~20 minutes."""
+    """The shipped model: the project's rendered stems, 22.05 kHz, a CPU budget of ~20 minutes.
+
+    ``data.manual_dir`` is a folder with ``train/bach`` (the demo stems) and
+    ``validation/quartet`` (``benchmarks/audio/string_quartet``); ``bleedjax/assets/tunet/README.md``
+    has the commands that make it.
+    """
+    config.data.manual_dir = "bundled_stems"
     config.data.sample_rate = 22050
     config.data.block_seconds = 3.0
     config.data.global_batch_size = 8

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from bleedjax import cli, parallel, train, training_log
+from bleedjax.data import pipeline
+from tests import train_helpers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,15 +60,17 @@ def test_load_config_variant_and_errors(tmp_path):
 
 
 def test_sigkill_and_resume_continue_the_loss_curve_exactly(tmp_path):
-    """Killed with SIGKILL while reading batch 12 (after the checkpoint at step 10 was started), a
-    restart in the same workdir ends with the same metrics.jsonl as an uninterrupted run."""
-    killed = _run_helper(tmp_path / "run", "--steps", "16", "--kill-at", "12")
+    """A training process killed with SIGKILL while reading batch 12 (the checkpoint at step 10
+    may still be in flight) and restarted in the same workdir ends with the same metrics.jsonl
+    as an uninterrupted run."""
+    killed = _run_helper(tmp_path / "run", "--steps", "16", "--kill-at", "12", devices=8)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = _run_helper(tmp_path / "run", "--steps", "16")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(resumed.stdout.splitlines()[-1])["start_step"] in (5, 10)
-    reference = _run_helper(tmp_path / "reference", "--steps", "16")
-    assert reference.returncode == 0, reference.stderr[-2000:]
+    assert _train_curve(tmp_path / "run")[-1][0] >= 10
+    config = train.load_config("configs/tunet.py:runlocal")
+    config.training.num_train_steps, config.training.eval_batches = 16, 0
+    resumed = train.train_and_evaluate(config, tmp_path / "run", make_iterator=train_helpers.make_iterator)
+    assert resumed["start_step"] in (5, 10)
+    train.train_and_evaluate(config, tmp_path / "reference", make_iterator=train_helpers.make_iterator)
     curve = _train_curve(tmp_path / "run")
     assert [step for step, _ in curve] == list(range(1, 17))
     assert curve == _train_curve(tmp_path / "reference")  # bitwise: same program, same batches
@@ -86,7 +90,7 @@ def test_one_and_eight_devices_give_the_same_training():
         model_state, optimizer_state, losses = state.model_state, state.optimizer_state, []
         for batch in batches:
             model_state, optimizer_state, metrics = step(model_state, optimizer_state,
-                                                         parallel.to_global(batch, mesh))
+                                                         pipeline.to_global(batch, mesh))
             losses.append(float(metrics["loss"]))
         results.append((losses, jax.tree.leaves(jax.device_get(model_state))))
     (losses_1, weights_1), (losses_8, weights_8) = results
@@ -99,3 +103,39 @@ def test_batch_must_divide_over_devices():
     mesh = parallel.make_mesh()
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
         parallel.local_batch_size(12, mesh)
+
+
+def test_cli_trains_on_prepared_stems_and_resumes_exactly(tmp_path, capsys):
+    """`bleedjax train` with the Grain pipeline on a small stem tree: stopped at step 6 and
+    continued to 10 in the same workdir, it gives the losses of one 10-step run (the iterator
+    state comes back with the checkpoint: the same next batch)."""
+    from bleedjax.data import fake_trees
+
+    stems = tmp_path / "stems"
+    fake_trees.write_sessions(stems / "train", sessions=2, seconds=2.0, sample_rate=8000)
+    fake_trees.write_sessions(stems / "validation", sessions=1, seconds=1.0, sample_rate=8000, seed=1)
+    common = ["--config", "configs/tunet.py:runlocal", "--set", f"data.manual_dir={stems}",
+              "--set", f"data.data_dir={tmp_path / 'tfds'}", "--set", "optimizer.schedule=constant",
+              "--set", "training.eval_split=validation", "--set", "training.eval_every=6",
+              "--set", "training.checkpoint_every=3"]
+    assert cli.main(["train", *common, "--workdir", str(tmp_path / "a"),
+                     "--set", "training.num_train_steps=6"]) == 0
+    assert cli.main(["train", *common, "--workdir", str(tmp_path / "a"),
+                     "--set", "training.num_train_steps=10"]) == 0
+    assert cli.main(["train", *common, "--workdir", str(tmp_path / "b"),
+                     "--set", "training.num_train_steps=10"]) == 0
+    assert "eval: loss" in capsys.readouterr().out
+    curve = _train_curve(tmp_path / "a")
+    assert [step for step, _ in curve] == list(range(1, 11))
+    np.testing.assert_array_equal(curve, _train_curve(tmp_path / "b"))
+    records = training_log.read_metrics(tmp_path / "b")
+    evals = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [6, 10]
+    assert all(np.isfinite([r["sdr"], r["sir"], r["sdr_input"], r["sir_input"]]).all() for r in evals)
+    assert list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_cli_train_bad_config_is_one_line_error(tmp_path, capsys):
+    assert cli.main(["train", "--config", "configs/tunet.py:runlocal", "--workdir", str(tmp_path),
+                     "--set", "model.nonsense=1"]) == cli.EXIT_BAD_INPUT
+    assert "model.nonsense=1" in capsys.readouterr().err
