@@ -261,12 +261,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     mesh = parallel.make_mesh()
     parallel.local_batch_size(config.data.global_batch_size, mesh)
 
-    state = init_state(config, mesh)
-    train_batches = make_iterator(config.data, seed=training.seed, split="train", num_epochs=None)
     manager = checkpointing.make_manager(workdir / checkpointing.CHECKPOINTS,
                                          save_every=training.checkpoint_every,
                                          keep=training.keep_checkpoints)
     start = manager.latest_step() or 0
+    if start:
+        checkpointing.check_compatible(checkpointing.saved_config(manager, start), config,
+                                       str(manager.directory / str(start)))
+    state = init_state(config, mesh)
+    train_batches = make_iterator(config.data, seed=training.seed, split="train", num_epochs=None)
     if start:
         state.model_state, state.optimizer_state = checkpointing.restore(
             manager, start, model_state=state.model_state, optimizer_state=state.optimizer_state,
