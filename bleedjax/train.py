@@ -257,6 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         prepare_data(config.data)
     training = config.training
     workdir = epath.Path(workdir)
+    if not str(workdir).startswith("gs://"):
+        workdir = epath.Path(os.path.abspath(workdir))  # Orbax wants absolute paths
     _write_config(workdir, config)
     mesh = parallel.make_mesh()
     parallel.local_batch_size(config.data.global_batch_size, mesh)

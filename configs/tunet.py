@@ -41,7 +41,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.model.hop = 64
         training_common.make_runlocal(config)
     elif variant == "bundled":
-        config.model.channels = (16, 32, 64, 128, 128)
+        config.model.channels = (8, 16, 32, 64, 128)
         config.model.dense = (128, 64, 32)
         training_common.make_bundled(config)
     return config
