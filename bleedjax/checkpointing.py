@@ -209,3 +209,38 @@ def restore_model(
         ) from None
     manager.close()
     return nnx.merge(graphdef, restored["model"]), config
+
+
+def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None,
+                 overwrite: bool = False) -> epath.Path:
+    """Writes the model and config of a training checkpoint, without optimiser or data state, as
+    a checkpoint folder that :func:`restore_model` reads (how ``bleedjax/assets/tunet`` is made).
+
+    Args:
+        path: a training workdir or its ``checkpoints`` folder.
+        out: the new checkpoint folder (one step sub-folder inside).
+        step: which step (default: the latest).
+        overwrite: replace an existing, non-empty ``out``.
+
+    Returns:
+        the step folder written.
+    """
+    out = epath.Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
+        out.rmtree()
+    model, config = restore_model(path, step=step)
+    directory = checkpoint_dir(path)
+    if step is None:
+        reader = make_manager(directory, save_every=1, keep=1, read_only=True)
+        step = reader.latest_step()
+        reader.close()
+    writer = make_manager(out, save_every=1, keep=1)
+    writer.save(step, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(nnx.state(model)),
+        config=ocp.args.JsonSave(config_to_json(config))), force=True)
+    writer.wait_until_finished()
+    writer.close()
+    return out / str(step)
+

@@ -92,6 +92,11 @@ def _cmd_train(args) -> int:
         if result[split]:
             values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result[split].items()))
             print(f"{args.workdir}: {split}: {values}")
+    if args.export:
+        from bleedjax import checkpointing
+
+        written = checkpointing.export_model(args.workdir, args.export, overwrite=args.overwrite)
+        print(f"{args.workdir} -> {written} (model and config only)")
     return 0
 
 
@@ -151,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an existing workdir is resumed")
     train_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                               help="override one config value, e.g. data.manual_dir=stems (repeatable)")
+    train_parser.add_argument("--export", metavar="DIR",
+                              help="afterwards, write the model and config alone to DIR (for "
+                                   "reduce --checkpoint DIR, or bleedjax/assets/tunet)")
+    train_parser.add_argument("--overwrite", action="store_true", help="replace an existing --export DIR")
     train_parser.set_defaults(run=_cmd_train)
     return parser
 

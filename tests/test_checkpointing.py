@@ -95,3 +95,17 @@ def test_checkpoint_of_another_config_is_a_clear_error(trained, tmp_path):
         checkpointing.restore_model(tmp_path)
     with pytest.raises(ValueError, match="checkpoint folder not found"):
         checkpointing.restore_model(tmp_path / "missing")
+
+
+def test_export_keeps_model_and_config_only(trained, tmp_path):
+    from flax import nnx
+
+    written = checkpointing.export_model(trained["workdir"], tmp_path / "export")
+    assert written.name == "3"
+    assert sorted(p.name for p in written.iterdir() if not p.name.startswith("_")) == [
+        "commit_success.txt", "config", "model"]
+    model, config = checkpointing.restore_model(tmp_path / "export", model_name="tunet")
+    _assert_trees_equal(nnx.state(model), trained["model_state"])
+    assert config.to_dict() == trained["config"].to_dict()
+    with pytest.raises(ValueError, match="not empty"):
+        checkpointing.export_model(trained["workdir"], tmp_path / "export")
