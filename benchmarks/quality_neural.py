@@ -13,10 +13,11 @@ least-squares ``X · pinv(Ŝ)`` of its output).
 Which pieces are held out depends on the data a model was trained on: the bundled t-UNet's
 training data is documented in ``bleedjax/assets/tunet/README.md``.
 
-    .venv/bin/python benchmarks/quality_neural.py [--tunet DIR] [--cae DIR] [--seeds 2]
+    .venv/bin/python benchmarks/quality_neural.py [--tunet [LABEL=]DIR ...] [--cae DIR] [--seeds 2]
         [--seconds 10] [--json out.json]
 
-Without ``--tunet`` the bundled model is used; without ``--cae`` the CAE is left out.
+Without ``--tunet`` the bundled model is used; several t-UNets (e.g. the loss and band variants)
+are compared side by side; without ``--cae`` the CAE is left out.
 """
 
 from __future__ import annotations
@@ -40,14 +41,17 @@ from bleedjax.models import inference, losses
 from bleedjax.simulate_folder import simulate_arrays
 
 
-def load_models(tunet_dir: str | None, cae_dir: str | None) -> dict:
+def load_models(tunets: list[str], cae_dir: str | None) -> dict:
+    """``label -> (kind, inference config, graphdef, state, training config)``; a t-UNet is
+    ``DIR`` or ``LABEL=DIR`` (no entry: the bundled model)."""
+    entries = [("tunet", *(t.split("=", 1) if "=" in t else (f"tunet {t}", t))) for t in tunets]
+    entries = entries or [("tunet", "tunet (bundled)", None)]
+    if cae_dir is not None:
+        entries.append(("cae", "cae", cae_dir))
     models = {}
-    for name, folder in (("tunet", tunet_dir), ("cae", cae_dir)):
-        if name == "cae" and folder is None:
-            continue
-        config = neural.with_checkpoint(name, neural.default_config(name), folder)
-        graphdef, state, training = neural.load(config, name)
-        models[name] = (config, graphdef, state, training)
+    for kind, label, folder in entries:
+        config = neural.with_checkpoint(kind, neural.default_config(kind), folder)
+        models[label] = (kind, config, *neural.load(config, kind))
     return models
 
 
@@ -59,9 +63,9 @@ def run(method: str, mics: np.ndarray, rate: float, models: dict):
         settings = kamir.Settings(**kamir.PRESETS[kamir_config.DEFAULT_PRESET])
         result = kamir.reduce_session(jnp.asarray(mics), jnp.asarray(kamir.identity_phi(len(mics))), settings)
         return np.asarray(result.cleaned), np.asarray(result.gains)
-    config, graphdef, state, training = models[method]
+    kind, config, graphdef, state, training = models[method]
     batch, lengths = mics[None].astype(np.float32), np.asarray([mics.shape[-1]])
-    if method == "tunet":
+    if kind == "tunet":
         cleaned, lam = neural.reduce_tunet(graphdef, state, training, batch, lengths, rate, config)
         lam = np.asarray(lam)[0]
         return np.asarray(cleaned)[0], lam if lam.ndim == 2 else lam.mean(axis=0)
@@ -81,21 +85,23 @@ def prepare(session, tracks: int, rate: float, seconds: float) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tunet", help="t-UNet checkpoint or workdir (default: the bundled model)")
+    parser.add_argument("--tunet", nargs="*", default=[], metavar="[LABEL=]DIR",
+                        help="t-UNet checkpoints or workdirs, side by side (default: the bundled model)")
     parser.add_argument("--cae", help="CAE checkpoint or workdir (default: no CAE)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     models = load_models(args.tunet, args.cae)
-    training = models["tunet"][3]
+    training = next(iter(models.values()))[-1]
     tracks, rate = training.model.num_tracks, losses.model_rate(training)
-    if "cae" in models and losses.model_rate(models["cae"][3]) != rate:
-        raise SystemExit("the CAE and the t-UNet must share a sample rate (the inputs are resampled to it)")
+    for label, entry in models.items():
+        if losses.model_rate(entry[-1]) != rate or (entry[0] == "tunet" and entry[-1].model.num_tracks != tracks):
+            raise SystemExit(f"{label}: all models must share the sample rate and J (the inputs are prepared for them)")
     methods = [*models, "kamir", "spectral-subtraction"]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}; "
           f"{tracks} tracks at {rate:g} Hz, {args.seconds:g} s; KAMIR preset {kamir_config.DEFAULT_PRESET}\n")
-    header = (f"{'piece':<28} {'bleed':<8} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
+    header = (f"{'piece':<28} {'bleed':<8} {'method':<24} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
               f"{'worst':>7} {'ΔSAR mean':>9} {'‖Λ̂−A‖F':>8}")
     print(header)
     print("-" * len(header))
@@ -128,14 +134,14 @@ def main(argv=None) -> int:
                     "sar_gain_mean": float(np.nanmean(flat["sar"])), "frobenius": float(np.mean(errors[method])),
                 }
                 rows.append(row)
-                print(f"{piece:<28} {row['bleed']:<8} {method:<21} {row['sdr_gain_mean']:>9.2f} "
+                print(f"{piece:<28} {row['bleed']:<8} {method:<24} {row['sdr_gain_mean']:>9.2f} "
                       f"{row['sdr_gain_worst']:>7.2f} {row['sir_gain_mean']:>9.2f} {row['sir_gain_worst']:>7.2f} "
                       f"{row['sar_gain_mean']:>9.2f} {row['frobenius']:>8.3f}")
     print(f"\n{time.perf_counter() - started:.0f} s")
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         if mine:
-            print(f"{method:<21} mean ΔSDR {np.mean([r['sdr_gain_mean'] for r in mine]):6.2f} dB, "
+            print(f"{method:<24} mean ΔSDR {np.mean([r['sdr_gain_mean'] for r in mine]):6.2f} dB, "
                   f"ΔSIR {np.mean([r['sir_gain_mean'] for r in mine]):6.2f} dB, "
                   f"worst ΔSDR {min(r['sdr_gain_worst'] for r in mine):6.2f} dB, "
                   f"mean ‖Λ̂−A‖F {np.mean([r['frobenius'] for r in mine]):.3f}")

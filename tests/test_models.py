@@ -10,6 +10,7 @@ import scipy.signal
 from bleedjax.configs import cae as cae_config
 from bleedjax.configs import tunet as tunet_config
 from flax import nnx
+from flax.linen import max_pool
 
 from bleedjax import models, signal
 from bleedjax.models import cae, inference, losses, tunet
@@ -70,6 +71,15 @@ def test_paper_tunet_shapes_and_nonnegative_lambda():
     assert lam.shape == (2, 3, 3) and bool(jnp.all(lam >= 0))
     with pytest.raises(ValueError, match="at least 81192 samples"):
         model(mics[..., :-1])
+
+
+@pytest.mark.parametrize("pool,size", [(9, 4), (4, 4), (3, 2)])
+def test_fused_first_block_equals_conv_and_max_pool(pool, size):
+    conv = nnx.Conv(1, 5, (size,), padding="VALID", rngs=nnx.Rngs(jax.random.key(1, impl="rbg")))
+    x = jax.random.normal(jax.random.key(2), (3, 10 * pool + 7))
+    expected = max_pool(jax.nn.relu(conv(x[..., None])), (pool,), strides=(pool,), padding="VALID")
+    got = tunet.conv_pool_mono(x, conv.kernel[...], conv.bias[...], pool)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_valid_length_matches_the_authors_ten_second_input():

@@ -62,6 +62,35 @@ def valid_length(length: Int[Array, "*batch"] | int, *, kernel_size: int, pool: 
     return length
 
 
+def conv_pool_mono(
+    x: Float[Array, "batch samples"],
+    kernel: Float[Array, "kernel 1 channels"],
+    bias: Float[Array, " channels"],
+    pool: int,
+) -> Float[Array, "batch pooled channels"]:
+    """``max_pool(relu(conv(x)), pool)`` of a one-channel signal as one matrix product per pooling
+    window: each window's ``pool + kernel − 1`` samples times a banded ``(pool + kernel − 1,
+    pool · channels)`` matrix give its ``pool`` convolution outputs at once, then the maximum.
+
+    The same numbers as ``nnx.Conv`` (valid) followed by ``max_pool`` (valid, stride ``pool``), but
+    about twice as fast on CPU (needs ``kernel ≤ pool + 1``) for the t-UNet's first block, which sees every input sample and
+    dominates its cost (a dense product instead of a 1-input-channel convolution and a
+    separate pooling pass over 16 channels at the full sample rate).
+    """
+    size = kernel.shape[0]
+    batch, samples = x.shape
+    pooled = (samples - size + 1) // pool
+    span = pool + size - 1
+    head = x[:, : pooled * pool].reshape(batch, pooled, pool)
+    tail = jnp.pad(x[:, pool : pooled * pool + size - 1], ((0, 0), (0, pool - size + 1)))
+    frames = jnp.concatenate([head, tail.reshape(batch, pooled, pool)[:, :, : size - 1]], axis=-1)
+    offset = np.arange(span)[:, None] - np.arange(pool)[None, :]
+    inside = (offset >= 0) & (offset < size)
+    banded = jnp.where(inside[:, :, None], kernel[np.clip(offset, 0, size - 1), 0], 0.0)
+    outputs = jnp.einsum("bpj,jqc->bpqc", frames, banded, precision=jax.lax.Precision.HIGHEST)
+    return jax.nn.relu(jnp.max(outputs, axis=2) + bias[None, None, :])
+
+
 def min_samples(*, kernel_size: int, pool: int, stages: int) -> int:
     """The shortest input the encoder accepts: one output position after ``stages`` blocks."""
     length = 1
@@ -145,8 +174,13 @@ class TUNet(nnx.Module):
         inside = (jnp.arange(samples)[None, :] < lengths[:, None]).astype(mics.dtype)
         power = jnp.sum(mics**2, axis=(1, 2)) / jnp.maximum(tracks * lengths, 1)
         x = mics / (jnp.sqrt(power)[:, None, None] + EPS)
-        x = (x * inside[:, None, :]).reshape(batch * tracks, samples, 1)
-        for conv in self.convs:
+        x = (x * inside[:, None, :]).reshape(batch * tracks, samples)
+        first = self.convs[0]
+        if self.kernel_size <= self.pool + 1:
+            x = conv_pool_mono(x, first.kernel[...], first.bias[...], self.pool)
+        else:
+            x = max_pool(jax.nn.relu(first(x[..., None])), (self.pool,), strides=(self.pool,), padding="VALID")
+        for conv in self.convs[1:]:
             x = jax.nn.relu(conv(x))
             x = max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
         valid = valid_length(lengths, kernel_size=self.kernel_size, pool=self.pool, stages=len(self.convs))
