@@ -73,13 +73,19 @@ def test_paper_tunet_shapes_and_nonnegative_lambda():
         model(mics[..., :-1])
 
 
-@pytest.mark.parametrize("pool,size", [(9, 4), (4, 4), (3, 2)])
+@pytest.mark.parametrize("pool,size", [(9, 4), (3, 2)])
 def test_fused_first_block_equals_conv_and_max_pool(pool, size):
-    conv = nnx.Conv(1, 5, (size,), padding="VALID", rngs=nnx.Rngs(jax.random.key(1, impl="rbg")))
+    kernel = jax.random.normal(jax.random.key(1), (size, 1, 5))
+    bias = jax.random.normal(jax.random.key(3), (5,))
     x = jax.random.normal(jax.random.key(2), (3, 10 * pool + 7))
-    expected = max_pool(jax.nn.relu(conv(x[..., None])), (pool,), strides=(pool,), padding="VALID")
-    got = tunet.conv_pool_mono(x, conv.kernel[...], conv.bias[...], pool)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def reference(x):
+        y = jax.lax.conv_general_dilated(x[..., None], kernel, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+        return max_pool(jax.nn.relu(y + bias[None, None, :]), (pool,), strides=(pool,), padding="VALID")
+
+    got = jax.jit(tunet.conv_pool_mono, static_argnums=3)(x, kernel, bias, pool)
+    np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
 
 
 def test_valid_length_matches_the_authors_ten_second_input():
@@ -184,7 +190,12 @@ def training_losses(config, batch, steps, model):
 
 @pytest.mark.parametrize(
     "loss,bands",
-    [("matrix", 1), ("signal", 1), pytest.param("matrix", 3, marks=pytest.mark.heavy), ("signal", 3)],
+    [
+        ("matrix", 1),
+        pytest.param("signal", 1, marks=pytest.mark.heavy),
+        pytest.param("matrix", 3, marks=pytest.mark.heavy),
+        ("signal", 3),
+    ],
 )
 def test_tunet_training_steps_lower_the_loss(tunets, loss, bands):
     config, model = tunets[bands]
