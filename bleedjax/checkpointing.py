@@ -33,7 +33,7 @@ MODEL_KEYS = ("model", "loss")
 
 def checkpoint_dir(path: str | os.PathLike) -> epath.Path:
     """The folder of step sub-folders: ``path`` itself, or ``path/checkpoints`` for a workdir."""
-    path = epath.Path(path)
+    path = epath.Path(path if "://" in str(path) else os.path.abspath(path))  # Orbax: absolute
     return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
 
 
@@ -225,7 +225,7 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int |
     Returns:
         the step folder written.
     """
-    out = epath.Path(out)
+    out = epath.Path(out if "://" in str(out) else os.path.abspath(out))
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
