@@ -163,8 +163,16 @@ def test_per_band_demixing_inverts_each_band():
     expected = np.stack(
         [np.linalg.inv(lam[band_index[f]]) @ spectrogram[:, f, :] for f in range(spectrogram.shape[1])], axis=1
     )
-    got = inference.demix_spectrogram(jnp.asarray(spectrogram), jnp.asarray(lam, jnp.float32), jnp.asarray(band_index))
+    unmixing = inference.pinv_each(jnp.asarray(lam, jnp.float32))
+    got = inference.demix_spectrogram(jnp.asarray(spectrogram), unmixing, jnp.asarray(band_index))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_pinv_each_matches_numpy():
+    matrices = np.random.default_rng(4).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    matrices[1, 2, :, 3] = 0.0  # rank deficient
+    np.testing.assert_allclose(inference.pinv_each(jnp.asarray(matrices)), np.linalg.pinv(matrices), rtol=1e-4,
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("num", [1500, 1499, 4001, 4000])

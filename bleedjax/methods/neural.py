@@ -1,8 +1,9 @@
 """Bleed reduction with a trained t-UNet or CAE (Rajesh R & Rajan, WASPAA 2023), as a method of
 :mod:`bleedjax.methods` (``bleedjax reduce --method tunet|cae [--checkpoint DIR]``).
 
-t-UNet: Λ̂ is estimated on blocks of the model's training length (``block_seconds``; the last,
-shorter block counts when it covers the model's receptive field), averaged over the blocks
+t-UNet: Λ̂ is estimated on blocks of the model's training length (``block_seconds``, or the
+batch's length when that is shorter; the last, shorter block counts when it covers the model's
+receptive field), averaged over the blocks
 weighted by their length, and the session is demixed whole, ``Ŝ = pinv(Λ̂) X``. Blocks bound the
 memory of the encoder and keep the input like the training examples. A session at another sample
 rate than the model's is resampled (band-limited, :func:`bleedjax.models.inference.resample`)
@@ -140,11 +141,12 @@ def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: 
             f"{min(short) / sample_rate:.2f} s"
         )
     block_seconds = config.get("block_seconds", 0.0) or training_config.data.block_seconds
-    block = max(round(block_seconds * model_rate), minimum)
+    longest = round(audio.shape[-1] * ratio)
+    block = max(min(round(block_seconds * model_rate), longest), minimum)
     audio = jnp.asarray(audio, jnp.float32)
     lengths = jnp.asarray(lengths)
     if sample_rate != model_rate:
-        at_model_rate = inference.resample(audio, round(audio.shape[-1] * ratio))
+        at_model_rate = inference.resample(audio, longest)
         model_lengths = jnp.floor(lengths * ratio).astype(jnp.int32)
     else:
         at_model_rate, model_lengths = audio, lengths
@@ -162,10 +164,9 @@ def cae_clean(graphdef, state, audio, lengths, *, n_fft: int, hop: int, chunk: i
     model = nnx.merge(graphdef, state)
     _, tracks, samples = audio.shape
     flat_lengths = jnp.repeat(lengths, tracks)
-    from bleedjax.models import cae
 
     def one(args):
-        return cae.clean_track(model, args[0], n_fft=n_fft, hop=hop, length=args[1], chunk=chunk)
+        return models.cae.clean_track(model, args[0], n_fft=n_fft, hop=hop, length=args[1], chunk=chunk)
 
     return jax.lax.map(one, (audio.reshape(-1, samples), flat_lengths)).reshape(audio.shape)
 
@@ -173,7 +174,7 @@ def cae_clean(graphdef, state, audio, lengths, *, n_fft: int, hop: int, chunk: i
 def effective_matrix(mics: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
     """``X · pinv(Ŝ)`` per session, ``(S, J, J)``: the bleed matrix that best maps the result
     back to the microphones (what ``bleed.json`` reports for the CAE)."""
-    return np.asarray(jax.vmap(losses.interference_matrix)(jnp.asarray(mics), jnp.asarray(cleaned)))
+    return np.asarray(losses.interference_matrix(jnp.asarray(mics), jnp.asarray(cleaned)))
 
 
 def run(method: str, audio, lengths, config, track_names, *, sample_rate: float) -> BatchResult:

@@ -113,8 +113,9 @@ def demix_batch(
     """``pinv(Λ̂) X`` for every session of a batch. A frequency-dependent Λ̂ goes through the
     STFT at ``sample_rate`` with the frame duration of the model's ``n_fft``/``hop`` at
     ``model_rate`` and its bands in hertz (:func:`~bleedjax.models.inference.band_of_bin`)."""
+    unmixing = inference.pinv_each(lam)
     if lam.ndim == 3:
-        return jax.vmap(inference.demix)(mics, lam)
+        return jax.vmap(inference.demix)(mics, unmixing)
     scale = sample_rate / model_rate
     session_n_fft = max(2, round(n_fft * scale))
     session_hop = max(1, round(hop * scale))
@@ -123,7 +124,7 @@ def demix_batch(
     ))
     return jax.vmap(
         lambda x, m: inference.demix_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop)
-    )(mics, lam)
+    )(mics, unmixing)
 
 
 def load_for_inference(

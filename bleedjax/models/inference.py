@@ -50,32 +50,49 @@ def band_of_bin(bands: int, *, n_fft: int, sample_rate: float, model_n_fft: int,
     return np.clip(np.searchsorted(edges, frequencies, side="right") - 1, 0, bands - 1)
 
 
-def demix(mics: Float[Array, "tracks samples"], lam: Float[Array, "tracks tracks"]) -> Float[Array, "tracks samples"]:
-    """``Ŝ = pinv(Λ̂) X`` ([1] Sec. 3.2) for one session."""
-    return jnp.matmul(jnp.linalg.pinv(lam), mics, precision=jax.lax.Precision.HIGHEST)
+def pinv_each(
+    matrices: Float[Array, "*batch rows cols"], *, hermitian: bool = False
+) -> Float[Array, "*batch cols rows"]:
+    """``jnp.linalg.pinv`` of every matrix, one at a time (``lax.map``; differentiable).
+
+    Call it outside ``vmap``: batched LAPACK kernels on CPU split the batch over XLA's thread
+    pool from inside a pool thread (``jax::ParallelBatchMap``), which was seen to deadlock on a
+    loaded 2-core machine; one small matrix at a time costs nothing here.
+    """
+    lead = matrices.shape[:-2]
+    flat = matrices.reshape(-1, *matrices.shape[-2:])
+    inverses = jax.lax.map(lambda m: jnp.linalg.pinv(m, hermitian=hermitian), flat)
+    return inverses.reshape(*lead, matrices.shape[-1], matrices.shape[-2])
+
+
+def demix(mics: Float[Array, "tracks samples"], unmixing: Float[Array, "tracks tracks"]) -> Float[Array, "tracks samples"]:
+    """``Ŝ = pinv(Λ̂) X`` ([1] Sec. 3.2) for one session, given ``unmixing = pinv(Λ̂)``
+    (:func:`pinv_each`)."""
+    return jnp.matmul(unmixing, mics, precision=jax.lax.Precision.HIGHEST)
 
 
 def demix_spectrogram(
     spectrogram: Complex[Array, "tracks bins frames"],
-    lam: Float[Array, "bands tracks tracks"],
+    unmixing: Float[Array, "bands tracks tracks"],
     band_index: Int[Array, " bins"],
 ) -> Complex[Array, "tracks bins frames"]:
-    """Every bin ``f`` of ``X`` demixed with ``pinv(Λ̂_{b(f)})``."""
-    per_bin = jnp.linalg.pinv(lam)[band_index]
+    """Every bin ``f`` of ``X`` demixed with ``unmixing[b(f)] = pinv(Λ̂_{b(f)})``."""
+    per_bin = unmixing[band_index]
     return jnp.einsum("fij,jft->ift", per_bin.astype(spectrogram.dtype), spectrogram)
 
 
 def demix_bands(
     mics: Float[Array, "tracks samples"],
-    lam: Float[Array, "bands tracks tracks"],
+    unmixing: Float[Array, "bands tracks tracks"],
     band_index: Int[Array, " bins"],
     *,
     n_fft: int,
     hop: int,
 ) -> Float[Array, "tracks samples"]:
-    """``Ŝ = pinv(Λ̂_b) X`` per band of STFT bins (Hann, ``n_fft``/``hop``), then the iSTFT."""
+    """``Ŝ = pinv(Λ̂_b) X`` per band of STFT bins (Hann, ``n_fft``/``hop``), then the iSTFT;
+    ``unmixing`` holds ``pinv(Λ̂_b)`` (:func:`pinv_each`)."""
     spectrogram = signal.stft(mics, n_fft=n_fft, hop=hop)
-    cleaned = demix_spectrogram(spectrogram, lam, band_index)
+    cleaned = demix_spectrogram(spectrogram, unmixing, band_index)
     return signal.istft(cleaned, length=mics.shape[-1], n_fft=n_fft, hop=hop)
 
 

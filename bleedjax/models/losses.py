@@ -37,25 +37,25 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def interference_matrix(
-    mics: Float[Array, "tracks samples"], targets: Float[Array, "tracks samples"]
-) -> Float[Array, "tracks tracks"]:
-    """The paper's training target ``Λ = X · pinv(S)`` for one example, ``X Sᵀ (S Sᵀ)⁺``."""
-    cross = jnp.matmul(mics, targets.T, precision=HIGHEST)
-    gram = jnp.matmul(targets, targets.T, precision=HIGHEST)
-    return jnp.matmul(cross, jnp.linalg.pinv(gram, hermitian=True), precision=HIGHEST)
+    mics: Float[Array, "*batch tracks samples"], targets: Float[Array, "*batch tracks samples"]
+) -> Float[Array, "*batch tracks tracks"]:
+    """The paper's training target ``Λ = X · pinv(S)`` of every example, ``X Sᵀ (S Sᵀ)⁺``."""
+    cross = jnp.einsum("...it,...jt->...ij", mics, targets, precision=HIGHEST)
+    gram = jnp.einsum("...it,...jt->...ij", targets, targets, precision=HIGHEST)
+    return jnp.matmul(cross, inference.pinv_each(gram, hermitian=True), precision=HIGHEST)
 
 
 def banded_interference_matrix(
-    mics: Complex[Array, "tracks bins frames"],
-    targets: Complex[Array, "tracks bins frames"],
+    mics: Complex[Array, "*batch tracks bins frames"],
+    targets: Complex[Array, "*batch tracks bins frames"],
     band_index: Int[Array, " bins"],
     bands: int,
-) -> Float[Array, "bands tracks tracks"]:
-    """The real least-squares Λ of every band of STFT bins (module docstring) for one example."""
+) -> Float[Array, "*batch bands tracks tracks"]:
+    """The real least-squares Λ of every band of STFT bins (module docstring), every example."""
     members = jax.nn.one_hot(band_index, bands, dtype=jnp.float32)
-    cross = jnp.einsum("ift,jft,fb->bij", mics, jnp.conj(targets), members, precision=HIGHEST).real
-    gram = jnp.einsum("ift,jft,fb->bij", targets, jnp.conj(targets), members, precision=HIGHEST).real
-    return jnp.matmul(cross, jnp.linalg.pinv(gram, hermitian=True), precision=HIGHEST)
+    cross = jnp.einsum("...ift,...jft,fb->...bij", mics, jnp.conj(targets), members, precision=HIGHEST).real
+    gram = jnp.einsum("...ift,...jft,fb->...bij", targets, jnp.conj(targets), members, precision=HIGHEST).real
+    return jnp.matmul(cross, inference.pinv_each(gram, hermitian=True), precision=HIGHEST)
 
 
 def masked_mean(values: Float[Array, "*shape"], mask: Float[Array, "*shape"]) -> Float[Array, ""]:
@@ -107,14 +107,12 @@ def tunet_loss(model, batch: dict, config) -> tuple[Float[Array, ""], dict]:
     bands = model_config.get("frequency_bands", 1)
     n_fft, hop = model_config.n_fft, model_config.hop
     if bands == 1:
-        target = jax.vmap(interference_matrix)(mics, targets)
+        target = interference_matrix(mics, targets)
     else:
         band_index = jnp.asarray(_band_index(model_config, config))
         mic_spec = signal.stft(mics, n_fft=n_fft, hop=hop)
         ref_spec = signal.stft(targets, n_fft=n_fft, hop=hop)
-        target = jax.vmap(banded_interference_matrix, in_axes=(0, 0, None, None))(
-            mic_spec, ref_spec, band_index, bands
-        )
+        target = banded_interference_matrix(mic_spec, ref_spec, band_index, bands)
     matrix_mse = matrix_loss(lam_hat, jax.lax.stop_gradient(target), active)
     aux = {"matrix_mse": matrix_mse}
     if config.loss == "matrix":
@@ -128,7 +126,8 @@ def tunet_loss(model, batch: dict, config) -> tuple[Float[Array, ""], dict]:
         band_index = jnp.zeros(mic_spec.shape[-2], jnp.int32)
     else:
         per_band = lam_hat
-    estimate = jax.vmap(inference.demix_spectrogram, in_axes=(0, 0, None))(mic_spec, per_band, band_index)
+    unmixing = inference.pinv_each(per_band)
+    estimate = jax.vmap(inference.demix_spectrogram, in_axes=(0, 0, None))(mic_spec, unmixing, band_index)
     error = jnp.mean(jax.vmap(signal_loss)(estimate, ref_spec, mic_spec, active))
     return error, aux | {"signal_error": error}
 
