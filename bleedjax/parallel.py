@@ -12,6 +12,7 @@ There is no pmap: the train step is one ``jax.jit`` with these shardings.
 from __future__ import annotations
 
 import os
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding

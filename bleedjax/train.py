@@ -311,7 +311,7 @@ def synthetic_batch(data_config: ml_collections.ConfigDict, *, seed: int = 0) ->
     timing and tests, not for learning."""
     rng = np.random.default_rng(seed)
     batch, tracks = data_config.global_batch_size, data_config.num_tracks
-    samples = int(round(data_config.sample_rate * data_config.block_seconds))
+    samples = round(data_config.sample_rate * data_config.block_seconds)
     targets = (0.1 * rng.standard_normal((batch, tracks, samples))).astype(np.float32)
     eye = np.eye(tracks, dtype=bool)
     matrix = np.where(eye, rng.uniform(0.6, 1.0, (batch, tracks, tracks)),

@@ -6,7 +6,6 @@ per stem type.
 """
 
 import ml_collections
-
 from bleedjax.configs import training_common
 
 

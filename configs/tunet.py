@@ -7,7 +7,6 @@ the project's own rendered stems (see that folder's README for the exact command
 """
 
 import ml_collections
-
 from bleedjax.configs import training_common
 
 

@@ -26,7 +26,7 @@ def no_gcloud(tmp_path):
 
 def _dry_run(script: str, env: dict[str, str]) -> list[list[str]]:
     result = subprocess.run(["bash", str(TPU / script)], env=os.environ | env | {"DRY_RUN": "1"},
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     commands = []  # "+ cmd" lines; a quoted multi-line argument continues on the next lines
     for line in result.stdout.splitlines():
@@ -93,7 +93,7 @@ def test_run_dry_run_trains_on_every_worker_with_a_gs_workdir(no_gcloud):
 def test_run_refuses_a_local_workdir():
     result = subprocess.run(["bash", str(TPU / "run.sh")],
                             env=os.environ | {"DRY_RUN": "1", "WORKDIR": "/tmp/run"},
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "gs://" in result.stderr
 
 
@@ -102,7 +102,7 @@ def test_retry_gives_up_after_retries_and_succeeds_when_a_later_attempt_does(tmp
     flaky = f"echo x >> {shlex.quote(str(counter))}; test $(wc -l < {shlex.quote(str(counter))}) -ge 3"
     script = (f"source {shlex.quote(str(TPU / 'common.sh'))}; retry false; echo failed=$?; "
               f"retry bash -c {shlex.quote(flaky)}; echo flaky=$?")
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False,
                             env=os.environ | {"RETRIES": "4", "RETRY_SLEEP": "0"})
     assert "failed=1" in result.stdout and "giving up after 4 attempts" in result.stderr
     assert "flaky=0" in result.stdout
