@@ -100,6 +100,72 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _data_config(args):
+    from bleedjax import reduce
+    from bleedjax.configs import data as data_configs
+
+    config = reduce.load_config(args.config) if args.config else data_configs.get_config()
+    for key in ("builder", "manual_dir", "data_dir", "sample_rate", "channels", "block_seconds",
+                "split", "augmentation"):
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    return reduce.apply_overrides(config, args.set)
+
+
+def _cmd_data_prepare(args) -> int:
+    from bleedjax.data import datasets
+
+    config = _data_config(args)
+    if args.rir_bank:
+        config.augmentation = "room"
+    data_dir = datasets.prepare_from_config(config, overwrite=args.overwrite)
+    config.data_dir = str(data_dir)
+    print(f"{config.builder} prepared in {datasets.builder_from_config(config).data_dir}")
+    return 0
+
+
+def _cmd_data_inspect(args) -> int:
+    from bleedjax.data import inspection
+
+    config = _data_config(args)
+    print(inspection.format_summary(inspection.summary(config)))
+    if args.out:
+        path = inspection.plot_example(config, args.out, seed=args.seed)
+        print(f"one {config.split} example: {path}")
+    return 0
+
+
+def _add_data_parsers(commands) -> None:
+    data_parser = commands.add_parser("data", help="prepare and inspect training data (TFDS + Grain)")
+    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
+    for name, run, helptext in (
+        ("prepare", _cmd_data_prepare, "write a TFDS (ArrayRecord) dataset of stem blocks"),
+        ("inspect", _cmd_data_inspect, "counts, durations and a PNG of one augmented example"),
+    ):
+        sub = data_commands.add_parser(name, help=helptext)
+        sub.add_argument("--builder", choices=("multitrack_stems", "musdb18hq"))
+        sub.add_argument("--data-dir", dest="data_dir", help="TFDS data folder (default ~/tensorflow_datasets)")
+        sub.add_argument("--sample-rate", dest="sample_rate", type=int)
+        sub.add_argument("--channels", type=int, choices=(1, 2), help="stored channels per stem")
+        sub.add_argument("--block-seconds", dest="block_seconds", type=float)
+        sub.add_argument("--config", help="a configs/data.py-style file with get_config()")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one data config value (repeatable)")
+        sub.set_defaults(run=run)
+        if name == "prepare":
+            sub.add_argument("--manual-dir", dest="manual_dir", help="the folder of stems")
+            sub.add_argument("--rir-bank", action="store_true",
+                             help="also make the room impulse-response bank (room augmentation)")
+            sub.add_argument("--overwrite", action="store_true",
+                             help="replace a dataset with these settings prepared from another folder")
+        else:
+            sub.add_argument("--split")
+            sub.add_argument("--augmentation", choices=("linear-paper", "linear-seipel", "room"))
+            sub.add_argument("--out", default="data_inspect.png", help="PNG of one example ('' for none)")
+            sub.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bleedjax", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reduce --checkpoint DIR, or bleedjax/assets/tunet)")
     train_parser.add_argument("--overwrite", action="store_true", help="replace an existing --export DIR")
     train_parser.set_defaults(run=_cmd_train)
+    _add_data_parsers(commands)
     return parser
 
 

@@ -88,3 +88,52 @@ def plot_bleed_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
+
+
+def plot_training_example(
+    path: str | pathlib.Path,
+    *,
+    mics: np.ndarray,
+    targets: np.ndarray,
+    matrix: np.ndarray,
+    active: np.ndarray,
+    sample_rate: int,
+    title: str = "",
+    n_fft: int = 1024,
+    hop: int = 256,
+) -> pathlib.Path:
+    """Writes one PNG of a training example: its bleed matrix, and every track's microphone and
+    target spectrograms.
+
+    Args:
+        path: PNG file to write.
+        mics, targets: ``(J, samples)`` microphone tracks and clean targets.
+        matrix: ``(J, J)`` true bleed matrix.
+        active: ``(J,)`` active tracks (inactive ones are labelled so).
+        sample_rate: in Hz, for the axes.
+    """
+    path = pathlib.Path(path)
+    num_tracks = mics.shape[0]
+    names = [f"track {j}" + ("" if active[j] else " (off)") for j in range(num_tracks)]
+    figure = Figure(figsize=(4 + 3.2 * num_tracks, 6.5), layout="constrained")
+    grid = figure.add_gridspec(2, num_tracks + 1)
+    image = _heatmap(figure.add_subplot(grid[:, 0]), matrix, names, "true bleed matrix",
+                     float(max(np.max(matrix), 1e-3)))
+    figure.colorbar(image, ax=figure.axes[0], shrink=0.6, label="amplitude")
+    duration = mics.shape[-1] / sample_rate
+    top = sample_rate / 2000
+    peak = max(_spectrogram_db(np.asarray(mics, np.float32), n_fft, hop).max(), -100.0)
+    for row, (audio, label) in enumerate(((mics, "microphone"), (targets, "target"))):
+        db = _spectrogram_db(np.asarray(audio, np.float32), n_fft, hop)
+        for j in range(num_tracks):
+            axis = figure.add_subplot(grid[row, j + 1])
+            axis.imshow(db[j], origin="lower", aspect="auto", cmap="viridis", vmin=peak - 80,
+                        vmax=peak, extent=(0, duration, 0, top))
+            axis.set_title(f"{names[j]}: {label}", fontsize=9)
+            axis.set_xlabel("time (s)")
+            axis.set_ylabel("frequency (kHz)")
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seipel_delays = True
     config.gain_db = (-6.0, 0.0)  # random gain per source
     config.min_active_tracks = 2  # active tracks are drawn from [min_active_tracks, num_tracks]
+    # "host": the pipeline augments on the host CPU. "device": it yields stems, present and
+    # position, and the training step calls bleedjax.data.pipeline.augment_batch on the device.
+    config.augment_on = "host"
     # Near-silent blocks (any chosen stem below this RMS, dBFS) are dropped when drop_silent.
     config.drop_silent = False
     config.silence_threshold_db = -60.0

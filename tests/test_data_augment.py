@@ -162,7 +162,7 @@ def test_room_draws_rooms_from_the_bank_and_masks(small_bank):
     config, data_dir, _ = small_bank
     bank = jnp.asarray(rir_bank.load(config, data_dir))
     settings = augment.Settings(kind="room", sample_rate=RATE, min_active_tracks=2)
-    x, out = draw(settings, 8, x=stems(samples=2000, tracks=3), rir_bank=bank)
+    _, out = draw(settings, 8, x=stems(samples=2000, tracks=3), rir_bank=bank)
     pair = out.active[:, :, None] & out.active[:, None, :]
     assert np.all(out.matrix[~pair] == 0) and np.all(out.mics[~out.active] == 0)
     assert len({tuple(np.round(m[p], 5)) for m, p in zip(out.matrix, pair) if p.all()}) > 1

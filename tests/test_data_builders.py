@@ -120,11 +120,12 @@ def test_phenicx_excerpt_as_one_session(tmp_path, shared_data):
 def test_prepare_reuses_and_refuses_other_sources(tmp_path):
     first = fake_trees.write_sessions(tmp_path / "one", sessions=1, seconds=0.5)
     second = fake_trees.write_sessions(tmp_path / "two", sessions=1, seconds=0.5, seed=1)
-    settings = dict(data_dir=tmp_path / "tfds", sample_rate=8000, block_seconds=BLOCK)
-    path = datasets.prepare("multitrack_stems", manual_dir=first, **settings)
-    stamp = (path / "dataset_info.json").stat().st_mtime_ns
-    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == path
-    assert (path / "dataset_info.json").stat().st_mtime_ns == stamp
+    settings = {"data_dir": tmp_path / "tfds", "sample_rate": 8000, "block_seconds": BLOCK}
+    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == tmp_path / "tfds"
+    info = tmp_path / "tfds" / "multitrack_stems" / "8000hz-mono-250ms" / "1.0.0" / "dataset_info.json"
+    stamp = info.stat().st_mtime_ns
+    assert datasets.prepare("multitrack_stems", manual_dir=first, **settings) == tmp_path / "tfds"
+    assert info.stat().st_mtime_ns == stamp
     with pytest.raises(SessionError, match="prepared already from .*one"):
         datasets.prepare("multitrack_stems", manual_dir=second, **settings)
     datasets.prepare("multitrack_stems", manual_dir=second, overwrite=True, **settings)
@@ -188,3 +189,18 @@ def test_stem_mp4_without_decoder_says_so(tmp_path):
     track.write_bytes(b"not decoded")
     with pytest.raises(SessionError, match=r"A - B\.stem\.mp4: .* needs the optional decoder stempeg"):
         datasets.prepare("musdb18hq", manual_dir=tmp_path / "musdb", data_dir=tmp_path / "tfds")
+
+
+def test_configs_unpickle_as_the_listed_objects():
+    """Grain worker processes unpickle the data source; TFDS accepts a standard config only as
+    the object listed in BUILDER_CONFIGS."""
+    import pickle
+
+    from bleedjax.data import rir_bank
+
+    standard = stem_blocks.make_config(22050, 1, 10.0)
+    assert standard in multitrack_stems.MultitrackStems.BUILDER_CONFIGS
+    assert pickle.loads(pickle.dumps(standard)) is standard
+    assert pickle.loads(pickle.dumps(rir_bank.DEFAULT_CONFIG)) is rir_bank.DEFAULT_CONFIG
+    custom = stem_blocks.make_config(8000, 2, 0.5)
+    assert pickle.loads(pickle.dumps(custom)).name == custom.name == "8000hz-stereo-500ms"

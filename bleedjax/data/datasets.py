@@ -62,7 +62,7 @@ def prepare(
         overwrite: replace a dataset with these settings prepared from another folder.
 
     Returns:
-        The dataset folder ``data_dir/<builder>/<config>/<version>``.
+        ``data_dir`` (TFDS's default when not given), to put in ``config.data.data_dir``.
 
     Raises:
         SessionError: naming the path, for a missing or empty ``manual_dir``, missing stems,
@@ -72,10 +72,11 @@ def prepare(
     dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
                           block_seconds=block_seconds)
     target = pathlib.Path(dataset.data_dir)
+    data_root = target.parents[2]  # data_dir/<builder>/<config>/<version>
     if dataset.is_prepared():
         previous = dataset.info.metadata.get("manual_dir") if dataset.info.metadata else None
         if previous == str(root.resolve()):
-            return target
+            return data_root
         if not overwrite:
             raise SessionError(
                 f"{target}: prepared already from {previous}; use another data_dir, or overwrite"
@@ -84,12 +85,12 @@ def prepare(
         dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
                               block_seconds=block_seconds)
     dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-    return target
+    return data_root
 
 
 def prepare_from_config(data_config, *, overwrite: bool = False) -> pathlib.Path:
     """:func:`prepare` with the settings of a ``configs/data.py`` config, plus the RIR bank when
-    ``augmentation == "room"``."""
+    ``augmentation == "room"``; returns the data_dir."""
     path = prepare(
         data_config.builder, manual_dir=data_config.manual_dir, data_dir=data_config.data_dir or None,
         sample_rate=data_config.sample_rate, channels=data_config.channels,

@@ -1,11 +1,11 @@
 """Small fake stem folders in the real layouts, for tests and quick pipeline checks.
 
 ``write_sessions`` makes a ``multitrack_stems`` folder and ``write_musdb`` a MUSDB18-HQ tree; with
-:func:`bleedjax.data.datasets.prepare` they give a tiny prepared dataset in about a second::
+:func:`bleedjax.data.datasets.prepare` they give a tiny prepared dataset in about a second.
+:func:`tiny_dataset` does both and returns a data config for ``pipeline.make_iterator``::
 
-    stems = fake_trees.write_sessions(tmp / "stems", sessions=2, seconds=1.0, sample_rate=8000)
-    data_dir = datasets.prepare("multitrack_stems", manual_dir=stems, data_dir=tmp / "tfds",
-                                sample_rate=8000, block_seconds=0.25)
+    config = fake_trees.tiny_dataset(tmp_path, global_batch_size=4)
+    batch = next(pipeline.make_iterator(config, seed=0, split="train"))  # (4, 4, 2000) at 8 kHz
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import pathlib
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 import soundfile as sf
 
@@ -87,3 +88,35 @@ def write_musdb(
         mixture = sum(sf.read(folder / f"{stem}.wav")[0] for stem in MUSDB_STEMS)
         sf.write(folder / "mixture.wav", np.clip(mixture, -1, 1), sample_rate, subtype="PCM_16")
     return root
+
+
+def tiny_dataset(
+    root: str | os.PathLike,
+    *,
+    sessions: int = 2,
+    stems: int = 4,
+    seconds: float = 1.0,
+    sample_rate: int = 8000,
+    block_seconds: float = 0.25,
+    **overrides,
+) -> ml_collections.ConfigDict:
+    """Writes ``root/stems`` and prepares it under ``root/tfds``; returns the ``configs/data.py``
+    config that reads it, with ``overrides`` (e.g. ``global_batch_size=4``) applied.
+
+    Room augmentation (``augmentation="room"``) also gets its impulse-response bank, of
+    ``rir_rooms`` rooms (2 unless overridden, 0.3 s responses).
+    """
+    from bleedjax.configs import data as data_configs
+    from bleedjax.data import datasets
+
+    root = pathlib.Path(root)
+    config = data_configs.get_config()
+    if overrides.get("augmentation") == "room":
+        overrides = {"rir_rooms": 2, "rir_seconds": 0.3} | overrides
+    config.update({
+        "manual_dir": str(write_sessions(root / "stems", sessions=sessions, stems=stems,
+                                         seconds=seconds, sample_rate=sample_rate)),
+        "data_dir": str(root / "tfds"), "sample_rate": sample_rate, "block_seconds": block_seconds,
+    } | overrides)
+    datasets.prepare_from_config(config)
+    return config

@@ -13,6 +13,10 @@ Per process, :func:`make_iterator` builds::
       .map(AugmentBatch)                       jitted, vmapped bleed augmentation on the host CPU
       .to_iter_dataset() + prefetch            threads, or Grain worker processes
 
+With ``augment_on="device"`` the last map is left out: batches are ``stems`` float32 (B, J, T),
+``present`` bool (B, J) and ``position`` uint32 (B,), and the training step applies
+:func:`augment_batch` on the accelerator, which gives the same batches as on the host.
+
 Randomness is a function of ``(seed, global position)`` only, so the batches do not depend on
 threads, workers or restarts, and every process sees a disjoint part of the same global order.
 Without the silence filter they do not depend on the number of workers either.
@@ -40,6 +44,7 @@ import pathlib
 
 import grain
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -69,7 +74,8 @@ class SelectTracks(grain.transforms.Map):
             stems = np.concatenate([stems, np.zeros((missing, stems.shape[1]), np.float32)])
             levels = np.concatenate([levels, np.full(missing, np.inf, np.float32)])
             present[count:] = False
-        return {"stems": stems, "present": present, "levels": levels, "position": np.int64(position)}
+        position = np.uint32(position % 2**32)
+        return {"stems": stems, "present": present, "levels": levels, "position": position}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,13 @@ class NotSilent(grain.transforms.Filter):
 
     def filter(self, element) -> bool:
         return bool(np.all(element["levels"] >= self.threshold_db))
+
+
+class DropLevels(grain.transforms.Map):
+    """``augment_on="device"``: yields the augmentation inputs ``stems``, ``present``, ``position``."""
+
+    def map(self, batch):
+        return {name: batch[name] for name in ("stems", "present", "position")}
 
 
 def _cpu():
@@ -93,40 +106,73 @@ def _augment_batch(stems, present, positions, seed, rir_bank_array, *, settings)
     return jax.vmap(lambda s, k, p: one(s, key=k, present=p, rir_bank=rir_bank_array))(stems, keys, present)
 
 
-class AugmentBatch(grain.transforms.Map):
-    """Applies :func:`bleedjax.data.augment.augment` to a batch, on the host CPU."""
+def augment_batch(batch: dict, *, settings: augment.Settings, seed: int, rir_bank=None) -> dict:
+    """The pipeline's augmentation of a batch ``{"stems", "present", "position"}``.
 
-    def __init__(self, settings: augment.Settings, seed: int, rir_config=None, rir_data_dir=None):
-        self.settings, self.seed = settings, seed
-        self.rir_config, self.rir_data_dir = rir_config, rir_data_dir
+    :func:`make_iterator` applies it on the host CPU; with ``augment_on="device"`` it yields those
+    inputs instead, and a training step calls this on the accelerator (inside its ``jax.jit``,
+    on global arrays); both give the same batches. Keys are ``fold_in(key(seed), position)``.
+
+    Args:
+        batch: ``stems`` float32 ``(B, J, T)``, ``present`` bool ``(B, J)``, ``position`` uint32
+            ``(B,)``.
+        settings: ``augment.Settings.from_config(data_config)``.
+        seed: the ``seed`` given to :func:`make_iterator`.
+        rir_bank: ``(rooms, J, J, taps)`` from :func:`load_rir_bank`, for room bleed.
+
+    Returns:
+        ``{"mics", "targets", "matrix", "active"}`` (module docstring).
+    """
+    out = _augment_batch(batch["stems"], batch["present"], batch["position"],
+                         np.uint32(seed % 2**32), rir_bank, settings=settings)
+    return out._asdict()
+
+
+def load_rir_bank(data_config) -> np.ndarray | None:
+    """The impulse-response bank a config's room augmentation draws from (``None`` otherwise)."""
+    if data_config.augmentation != "room":
+        return None
+    return rir_bank.load(rir_bank.config_from(data_config), datasets.resolve_data_dir(data_config.data_dir))
+
+
+class AugmentBatch(grain.transforms.Map):
+    """Applies :func:`augment_batch` on the host CPU (the bank is loaded once per process)."""
+
+    def __init__(self, data_config, seed: int):
+        self.settings, self.seed = augment.Settings.from_config(data_config), seed
+        self.data_config = ml_collections.ConfigDict(data_config.to_dict())
         self._bank = None
 
     def __getstate__(self):
         return self.__dict__ | {"_bank": None}
 
-    def _rir_bank(self):
-        if self.settings.kind != "room":
-            return None
-        if self._bank is None:
-            bank = rir_bank.load(self.rir_config, self.rir_data_dir)
-            self._bank = jax.device_put(bank, _cpu())
-        return self._bank
-
     def map(self, batch):
         with jax.default_device(_cpu()):
-            positions = (batch["position"] % 2**32).astype(np.uint32)
-            out = _augment_batch(batch["stems"], batch["present"], positions, np.uint32(self.seed),
-                                 self._rir_bank(), settings=self.settings)
-            return {name: np.asarray(value) for name, value in out._asdict().items()}
+            if self._bank is None and self.settings.kind == "room":
+                self._bank = jax.device_put(load_rir_bank(self.data_config), _cpu())
+            inputs = {name: batch[name] for name in ("stems", "present", "position")}
+            out = augment_batch(inputs, settings=self.settings, seed=self.seed, rir_bank=self._bank)
+            return {name: np.asarray(value) for name, value in out.items()}
 
 
 def _with_position(position: int, record: dict) -> tuple[int, dict]:
     return position, record
 
 
+def _absl_flags_parsed() -> None:
+    """Grain reads an absl flag when it starts worker processes; programs that do not run
+    ``absl.app`` never parse flags, so take the defaults then."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(["bleedjax"], known_only=True)
+
+
 def _cpu_only_worker(worker_index: int, worker_count: int) -> None:
+    """Augmentation in worker processes runs on the host CPU, never on the accelerators."""
     del worker_index, worker_count
     jax.config.update("jax_platforms", "cpu")
+    _absl_flags_parsed()
 
 
 def block_stream(
@@ -182,26 +228,30 @@ def make_iterator(
         raise ValueError(f"global_batch_size {data_config.global_batch_size} is not divisible by "
                          f"the {shard.shard_count} processes")
     local_batch = data_config.global_batch_size // shard.shard_count
-    settings = augment.Settings.from_config(data_config)
+    augment.Settings.from_config(data_config)  # bad augmentation settings fail here
     dataset = block_stream(data_config, seed=seed, split=split, num_epochs=num_epochs,
                            shuffle=shuffle, shard_options=shard)
     dataset = dataset.map(SelectTracks(data_config.num_tracks, seed))
 
-    rir = None
-    if settings.kind == "room":
-        rir = rir_bank.config_from(data_config)
-        rir_bank.load(rir, datasets.resolve_data_dir(data_config.data_dir))  # fail early if missing
-    augment_batch = AugmentBatch(settings, seed, rir, datasets.resolve_data_dir(data_config.data_dir))
+    augment_on = data_config.get("augment_on", "host")
+    if augment_on == "host":
+        load_rir_bank(data_config)  # fails early when the bank is missing
+        augment_step = AugmentBatch(data_config, seed)
+    elif augment_on == "device":
+        augment_step = DropLevels()
+    else:
+        raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
     read_options = grain.ReadOptions(num_threads=data_config.read_threads,
                                      prefetch_buffer_size=max(1, data_config.prefetch_batches * local_batch))
     if data_config.drop_silent:
         dataset = dataset.filter(NotSilent(data_config.silence_threshold_db))
         iterable = dataset.to_iter_dataset(read_options).batch(local_batch, drop_remainder=True)
-        iterable = iterable.map(augment_batch)
+        iterable = iterable.map(augment_step)
     else:
-        dataset = dataset.batch(local_batch, drop_remainder=True).map(augment_batch)
+        dataset = dataset.batch(local_batch, drop_remainder=True).map(augment_step)
         iterable = dataset.to_iter_dataset(read_options)
     if data_config.worker_count > 0:
+        _absl_flags_parsed()
         iterable = iterable.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=data_config.worker_count,
                                          per_worker_buffer_size=data_config.worker_buffer_size),

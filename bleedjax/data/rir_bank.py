@@ -11,6 +11,7 @@ whole by :func:`load` (a few tens of MB) for :func:`bleedjax.data.augment.room_b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import ClassVar
 
@@ -36,6 +37,13 @@ class RirBankConfig(tfds.core.BuilderConfig):
     @property
     def rir_samples(self) -> int:
         return round(self.rir_seconds * self.sample_rate)
+
+    def __reduce__(self):
+        # Unpickled as the listed default object when it is that one (TFDS requires it).
+        settings = {"num_tracks": self.num_tracks, "sample_rate": self.sample_rate,
+                    "rooms": self.rooms, "rir_seconds": self.rir_seconds, "rt60": self.rt60,
+                    "seed": self.seed}
+        return functools.partial(make_config, **settings), ()
 
 
 def _new_config(

@@ -35,6 +35,11 @@ class StemBlocksConfig(tfds.core.BuilderConfig):
     def block_samples(self) -> int:
         return round(self.block_seconds * self.sample_rate)
 
+    def __reduce__(self):
+        # Unpickled (e.g. in Grain worker processes) as the same listed object, which TFDS
+        # requires for its standard configs.
+        return make_config, (self.sample_rate, self.channels, self.block_seconds)
+
 
 def config_name(sample_rate: int, channels: int, block_seconds: float) -> str:
     """E.g. ``22050hz-mono-10000ms``: the TFDS config name of these settings."""
@@ -72,7 +77,8 @@ def features(config: StemBlocksConfig) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(
         {
             "stems": tfds.features.Tensor(
-                shape=(None, config.channels, config.block_samples), dtype=np.int16
+                shape=(None, config.channels, config.block_samples), dtype=np.int16,
+                encoding=tfds.features.Encoding.BYTES,
             ),
             "stem_names": tfds.features.Sequence(tfds.features.Text()),
             "stem_rms_db": tfds.features.Tensor(shape=(None,), dtype=np.float32),
