@@ -37,7 +37,7 @@ from bleedjax.configs import kamir as kamir_config
 from bleedjax.methods import kamir, neural
 from bleedjax.methods import spectral_subtraction as ss
 from bleedjax.metrics.matrices import frobenius_distance
-from bleedjax.models import inference, losses
+from bleedjax.models import inference, losses, receptive_field
 from bleedjax.simulate_folder import simulate_arrays
 
 
@@ -111,6 +111,12 @@ def main(argv=None) -> int:
             print(f"{piece}: fewer than {tracks} tracks, skipped")
             continue
         audio = prepare(session, tracks, rate, args.seconds)
+        too_short = [label for label, entry in models.items()
+                     if audio.shape[-1] < receptive_field(entry[-1].model)]
+        if too_short:
+            print(f"{piece}: {audio.shape[-1] / rate:.2f} s is shorter than the receptive field of "
+                  f"{', '.join(too_short)}, skipped")
+            continue
         for bleed, db in CONDITIONS:
             gains = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in methods}
             errors = {m: [] for m in methods}
