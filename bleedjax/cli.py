@@ -44,8 +44,13 @@ def _method_config(args):
 def _cmd_reduce(args) -> int:
     from bleedjax import reduce
 
+    config = _method_config(args)
+    if args.checkpoint is not None:
+        from bleedjax.methods import neural
+
+        config = neural.with_checkpoint(args.method, config, args.checkpoint)
     results = reduce.reduce_folders(
-        args.sessions, args.out, method=args.method, config=_method_config(args), pad=args.pad,
+        args.sessions, args.out, method=args.method, config=config, pad=args.pad,
         overwrite=args.overwrite, streaming_path=args.streaming,
     )
     for result in results:
@@ -80,6 +85,23 @@ def _cmd_demo(args) -> int:
     from bleedjax import demo
 
     demo.run_demo(args.out, method=args.method, max_crosstalk_db=args.max_crosstalk_db, seed=args.seed)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from bleedjax import train
+
+    config = train.apply_overrides(train.load_config(args.config), args.set)
+    result = train.train_and_evaluate(config, args.workdir)
+    for split in ("train", "eval"):
+        if result[split]:
+            values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result[split].items()))
+            print(f"{args.workdir}: {split}: {values}")
+    if args.export:
+        from bleedjax import checkpointing
+
+        written = checkpointing.export_model(args.workdir, args.export, overwrite=args.overwrite)
+        print(f"{args.workdir} -> {written} (model and config only)")
     return 0
 
 
@@ -180,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("sessions", nargs="+", help="session folders (one file per microphone)")
     reduce_parser.add_argument("--out", required=True, help="output folder")
     reduce_parser.add_argument("--method", default="spectral-subtraction",
-                               help="spectral-subtraction (Seipel & Lerch 2018), kamir (Prätzlich et al. 2015) "
-                                    "or kam-nmf (Fano Yela et al. 2017)")
+                               help="spectral-subtraction (Seipel & Lerch 2018), kamir (Prätzlich et al. "
+                                    "2015), kam-nmf (Fano Yela et al. 2017), differentiable, tunet or cae "
+                                    "(Rajesh R & Rajan 2023)")
     reduce_parser.add_argument("--preset", help="a preset of the method, e.g. K1-K5 for kamir")
     reduce_parser.add_argument("--config", help="a configs/*.py file with get_config()")
     reduce_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -192,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="force or forbid the bounded-memory path for long recordings "
                                     "(kamir); by default it is used above 2^27 samples")
     reduce_parser.add_argument("--dictionary", help="interference dictionary .npz (kam-nmf)")
+    reduce_parser.add_argument("--checkpoint", metavar="DIR",
+                               help="tunet/cae: a model trained by `bleedjax train` (default: the bundled one)")
     reduce_parser.set_defaults(run=_cmd_reduce)
 
     simulate_parser = commands.add_parser("simulate", help="simulate bleed on a folder of stems")
@@ -218,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--max-crosstalk-db", type=float, default=-12.0)
     demo_parser.add_argument("--seed", type=int, default=0)
     demo_parser.set_defaults(run=_cmd_demo)
+
+    train_parser = commands.add_parser("train", help="train a neural bleed model (t-UNet, CAE)")
+    train_parser.add_argument("--config", required=True,
+                              help="a config file, optionally with its argument: configs/tunet.py:runlocal")
+    train_parser.add_argument("--workdir", required=True,
+                              help="checkpoints, metrics.jsonl and TensorBoard files (local or gs://); "
+                                   "an existing workdir is resumed")
+    train_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                              help="override one config value, e.g. data.manual_dir=stems (repeatable)")
+    train_parser.add_argument("--export", metavar="DIR",
+                              help="afterwards, write the model and config alone to DIR (for "
+                                   "reduce --checkpoint DIR, or bleedjax/assets/tunet)")
+    train_parser.add_argument("--overwrite", action="store_true", help="replace an existing --export DIR")
+    train_parser.set_defaults(run=_cmd_train)
     _add_data_parsers(commands)
 
     learn_parser = commands.add_parser("learn-dictionary", help="learn an NMF dictionary of an interference")

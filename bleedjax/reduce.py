@@ -164,9 +164,9 @@ def reduce_folders(
     groups: dict[tuple, list[int]] = {}
     for index, session in enumerate(loaded):
         if streamed[index]:
-            chosen.batch_key(session.track_names, config)
+            _batch_key(chosen, session, config)
             continue
-        key = (session.num_tracks, chosen.batch_key(session.track_names, config))
+        key = (session.num_tracks, _batch_key(chosen, session, config))
         groups.setdefault(key, []).append(index)
     samples_of = [s.length if streamed[i] else s.audio.shape[1] for i, s in enumerate(loaded)]
     batches = [
@@ -182,7 +182,8 @@ def reduce_folders(
             [np.pad(loaded[i].audio, ((0, 0), (0, longest - samples_of[i]))) for i in batch]
         )
         lengths = np.asarray([samples_of[i] for i in batch])
-        output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names)
+        rate = {"sample_rate": loaded[batch[0]].sample_rate} if chosen.uses_sample_rate else {}
+        output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names, **rate)
         for row, index in enumerate(batch):
             session, target = loaded[index], targets[index]
             session_cleaned = output.cleaned[row, :, : samples_of[index]]
@@ -195,6 +196,12 @@ def reduce_folders(
         _write_artefacts(method, config, session, target, output, 0)
         results[index] = SessionResult(session, target, None, output.matrices[0])
     return [results[i] for i in range(len(loaded))]
+
+
+def _batch_key(chosen: methods.Method, session, config):
+    if chosen.uses_sample_rate:
+        return chosen.batch_key(session.track_names, config, sample_rate=session.sample_rate)
+    return chosen.batch_key(session.track_names, config)
 
 
 def _write_artefacts(method, config, session, target: pathlib.Path, output: methods.BatchResult, row: int):

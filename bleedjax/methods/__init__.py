@@ -44,6 +44,8 @@ class Method:
         min_tracks: the fewest tracks a session may have.
         validate: ``(config, sample_rate) -> None``, raises ``ValueError`` on a config that does
             not fit a session; called for every session before anything is written.
+        uses_sample_rate: ``run`` and ``batch_key`` take the sessions' ``sample_rate=`` keyword
+            (and sessions batch only with sessions of the same rate).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Method:
     run_long: Callable | None = None
     min_tracks: int = 2
     validate: Callable[[ml_collections.ConfigDict, int], None] | None = None
+    uses_sample_rate: bool = False
 
 
 def _settings(cls, config: ml_collections.ConfigDict):
@@ -171,6 +174,31 @@ METHODS = {
         min_tracks=1, validate=_kam_nmf_validate,
     ),
 }
+
+
+def _neural(name: str) -> Method:
+    """``tunet`` and ``cae``: trained models (:mod:`bleedjax.methods.neural`)."""
+
+    def default_config(preset=None):
+        from bleedjax.methods import neural
+
+        return neural.default_config(name, preset)
+
+    def run(audio, lengths, config, track_names, *, sample_rate):
+        from bleedjax.methods import neural
+
+        return neural.run(name, audio, lengths, config, track_names, sample_rate=sample_rate)
+
+    def batch_key(track_names, config, *, sample_rate):
+        from bleedjax.methods import neural
+
+        return neural.batch_key(name, track_names, config, sample_rate=sample_rate)
+
+    return Method(name, default_config, (), run, batch_key, uses_sample_rate=True)
+
+
+METHODS["tunet"] = _neural("tunet")
+METHODS["cae"] = _neural("cae")
 
 
 def get_method(name: str) -> Method:

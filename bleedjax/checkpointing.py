@@ -1,0 +1,246 @@
+"""Training checkpoints with Orbax: model, optimiser, step, data iterator and config together.
+
+A checkpoint folder (``WORKDIR/checkpoints``) holds one sub-folder per saved step, each with four
+items:
+
+- ``model``: ``nnx.state(model)`` (parameters and any batch statistics);
+- ``optimizer``: ``nnx.state(optimizer)`` (optax state and the step counter);
+- ``data``: the Grain iterator state, one JSON file per process (Grain's Orbax handler);
+- ``config``: the full training config as JSON, so that :func:`restore_model` can rebuild the
+  model from the checkpoint alone.
+
+The step is the sub-folder's name. :func:`make_manager` keeps the last ``keep`` steps and saves
+every ``save_every`` steps; saving is asynchronous, so call ``manager.wait_until_finished()``
+before the process exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+CHECKPOINTS = "checkpoints"
+MODEL_KEYS = ("model", "loss")
+"""Config entries a checkpoint must share with the config that restores it."""
+
+
+def checkpoint_dir(path: str | os.PathLike) -> epath.Path:
+    """The folder of step sub-folders: ``path`` itself, or ``path/checkpoints`` for a workdir."""
+    path = epath.Path(path if "://" in str(path) else os.path.abspath(path))  # Orbax: absolute
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+
+
+def make_manager(
+    directory: str | os.PathLike, *, save_every: int, keep: int, read_only: bool = False
+) -> ocp.CheckpointManager:
+    """An ``ocp.CheckpointManager`` saving every ``save_every`` steps and keeping the last ``keep``."""
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every,
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+    )
+    return ocp.CheckpointManager(epath.Path(directory), options=options)
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON values (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def config_from_json(values: dict) -> ml_collections.ConfigDict:
+    """Inverse of :func:`config_to_json`; lists come back as tuples, as the config files write them."""
+
+    def tuples(value):
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        return value
+
+    return ml_collections.ConfigDict(tuples(values))
+
+
+def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(saved) | set(current)):
+            found += _differences(saved.get(key, "<missing>"), current.get(key, "<missing>"),
+                                  f"{prefix}.{key}")
+        return found
+    return [] if saved == current else [f"{prefix}: checkpoint {saved!r}, config {current!r}"]
+
+
+def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
+    """Raises ``ValueError`` naming every model/loss entry where ``config`` differs from the
+    checkpoint's saved config (other entries, e.g. the number of steps, may change on resume)."""
+    current = config_to_json(config)
+    found = []
+    for key in MODEL_KEYS:
+        found += _differences(saved.get(key, "<missing>"), current.get(key, "<missing>"), key)
+    if found:
+        raise ValueError(
+            f"{where}: checkpoint was written with a different model config ({'; '.join(found)}); "
+            "use a new workdir or the config it was trained with"
+        )
+
+
+def save(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
+         optimizer_state: Any, iterator: Any, config: ml_collections.ConfigDict,
+         force: bool = False) -> bool:
+    """Saves all four items at ``step`` when the manager's interval asks for it (or ``force``).
+
+    Args:
+        manager: from :func:`make_manager`.
+        step: the number of training steps taken (and of batches drawn from ``iterator``).
+        model_state: ``nnx.state(model)``.
+        optimizer_state: ``nnx.state(optimizer)``.
+        iterator: a Grain iterator (``DatasetIterator`` or ``DataLoaderIterator``) or ``None``.
+        config: the training config.
+        force: save even off the interval (the last step).
+
+    Returns:
+        whether a checkpoint was started (it finishes in the background).
+    """
+    items = {
+        "model": ocp.args.StandardSave(model_state),
+        "optimizer": ocp.args.StandardSave(optimizer_state),
+        "config": ocp.args.JsonSave(config_to_json(config)),
+    }
+    if iterator is not None:
+        import grain
+
+        items["data"] = grain.checkpoint.CheckpointSave(iterator)
+    return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def _abstract(state, sharding):
+    """Restore target: shapes and dtypes of ``state``, placed with ``sharding``."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The config JSON saved with ``step``."""
+    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored["config"]
+
+
+def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
+            optimizer_state: Any, iterator: Any, config: ml_collections.ConfigDict,
+            sharding: jax.sharding.Sharding) -> tuple[Any, Any]:
+    """Restores ``step``: returns the model and optimiser states, and sets ``iterator`` in place.
+
+    Args:
+        manager: from :func:`make_manager`.
+        step: a saved step.
+        model_state, optimizer_state: states of the freshly built model and optimiser (only their
+            structure, shapes and dtypes are used).
+        iterator: the Grain iterator to continue, or ``None``.
+        config: the config of this run; its model and loss must equal the checkpoint's.
+        sharding: where to put the restored arrays (replicated over the mesh in training).
+
+    Raises:
+        ValueError: the checkpoint was written with a different model or loss config.
+    """
+    where = str(manager.directory / str(step))
+    check_compatible(saved_config(manager, step), config, where)
+    items = {
+        "model": ocp.args.StandardRestore(_abstract(model_state, sharding)),
+        "optimizer": ocp.args.StandardRestore(_abstract(optimizer_state, sharding)),
+    }
+    if iterator is not None:
+        import grain
+
+        items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["model"], restored["optimizer"]
+
+
+def restore_model(
+    path: str | os.PathLike, *, step: int | None = None, model_name: str | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+    """Rebuilds a model from a checkpoint folder (or a workdir) alone, for inference.
+
+    Args:
+        path: a ``checkpoints`` folder of step sub-folders, or the training workdir above it.
+        step: which step (default: the latest).
+        model_name: when given, the checkpoint must hold this model (``"tunet"`` or ``"cae"``).
+
+    Returns:
+        ``(model, config)``: the model on the default device with the checkpoint's weights, and
+        the full training config it was saved with.
+
+    Raises:
+        ValueError: no checkpoint there, a different model, or weights that do not fit the model
+            the saved config describes.
+    """
+    from bleedjax import models
+
+    directory = checkpoint_dir(path)
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: checkpoint folder not found")
+    manager = make_manager(directory, save_every=1, keep=1, read_only=True)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ValueError(f"{directory}: no checkpoint steps in this folder")
+    config = config_from_json(saved_config(manager, step))
+    if model_name is not None and config.model.name != model_name:
+        raise ValueError(
+            f"{directory}: checkpoint holds a {config.model.name!r} model, not {model_name!r}"
+        )
+    abstract_model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract_model)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(_abstract(abstract_state, device))))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{directory / str(step)}: the saved weights do not fit the model its config "
+            f"describes ({error})"
+        ) from None
+    manager.close()
+    return nnx.merge(graphdef, restored["model"]), config
+
+
+def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None,
+                 overwrite: bool = False) -> epath.Path:
+    """Writes the model and config of a training checkpoint, without optimiser or data state, as
+    a checkpoint folder that :func:`restore_model` reads (how ``bleedjax/assets/tunet`` is made).
+
+    Args:
+        path: a training workdir or its ``checkpoints`` folder.
+        out: the new checkpoint folder (one step sub-folder inside).
+        step: which step (default: the latest).
+        overwrite: replace an existing, non-empty ``out``.
+
+    Returns:
+        the step folder written.
+    """
+    out = epath.Path(out if "://" in str(out) else os.path.abspath(out))
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
+        out.rmtree()
+    model, config = restore_model(path, step=step)
+    directory = checkpoint_dir(path)
+    if step is None:
+        reader = make_manager(directory, save_every=1, keep=1, read_only=True)
+        step = reader.latest_step()
+        reader.close()
+    writer = make_manager(out, save_every=1, keep=1)
+    writer.save(step, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(nnx.state(model)),
+        config=ocp.args.JsonSave(config_to_json(config))), force=True)
+    writer.wait_until_finished()
+    writer.close()
+    return out / str(step)
+

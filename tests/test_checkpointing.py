@@ -1,0 +1,111 @@
+"""Orbax checkpoints: model, optimiser, data iterator and config round trips, keep-last-K, and
+clear errors for checkpoints of another config."""
+
+import jax
+import numpy as np
+import pytest
+
+from bleedjax import checkpointing, cli, parallel, train
+from bleedjax.data import pipeline
+from tests import train_helpers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache():
+    cli._enable_compilation_cache()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three steps of the runlocal t-UNet, checkpointed at every step (keep 2), with the
+    in-memory states, the iterator and the batch that follows step 3."""
+    workdir = tmp_path_factory.mktemp("ckpt")
+    config = train.load_config("configs/tunet.py:runlocal")
+    config.training.num_train_steps = 16
+    mesh = parallel.make_mesh()
+    state = train.init_state(config, mesh)
+    step = train.make_train_step(state, config, mesh)
+    iterator = train_helpers.make_iterator(config.data, seed=0, split="train")
+    manager = checkpointing.make_manager(workdir / "checkpoints", save_every=1, keep=2)
+    model_state, optimizer_state = state.model_state, state.optimizer_state
+    for number in range(1, 4):
+        batch = pipeline.to_global(next(iterator), mesh)
+        model_state, optimizer_state, _ = step(model_state, optimizer_state, batch)
+        checkpointing.save(manager, number, model_state=model_state,
+                           optimizer_state=optimizer_state, iterator=iterator, config=config)
+    manager.wait_until_finished()
+    manager.close()
+    return {"workdir": workdir, "config": config, "mesh": mesh, "state": state,
+            "model_state": jax.device_get(model_state),
+            "optimizer_state": jax.device_get(optimizer_state), "next_batch": next(iterator)}
+
+
+def _assert_trees_equal(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_keeps_the_last_k_steps(trained):
+    steps = sorted(int(p.name) for p in (trained["workdir"] / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 3]
+
+
+def test_restore_gives_back_model_optimizer_and_the_next_batch(trained):
+    config, mesh, state = trained["config"], trained["mesh"], trained["state"]
+    manager = checkpointing.make_manager(trained["workdir"] / "checkpoints", save_every=1, keep=2)
+    assert manager.latest_step() == 3
+    iterator = train_helpers.make_iterator(config.data, seed=0, split="train")
+    model_state, optimizer_state = checkpointing.restore(
+        manager, 3, model_state=state.model_state, optimizer_state=state.optimizer_state,
+        iterator=iterator, config=config, sharding=parallel.replicated(mesh))
+    manager.close()
+    _assert_trees_equal(model_state, trained["model_state"])
+    _assert_trees_equal(optimizer_state, trained["optimizer_state"])
+    assert int(optimizer_state["step"][...]) == 3
+    _assert_trees_equal(next(iterator), trained["next_batch"])
+    assert jax.tree.leaves(model_state)[0].sharding.is_fully_replicated
+
+
+def test_restore_model_rebuilds_the_model_from_the_checkpoint_alone(trained):
+    from flax import nnx
+
+    model, config = checkpointing.restore_model(trained["workdir"])  # the workdir above checkpoints/
+    assert config.to_dict() == trained["config"].to_dict()
+    assert config.model.channels == (4, 4, 8, 8, 16)
+    _assert_trees_equal(nnx.state(model), trained["model_state"])
+    older, _ = checkpointing.restore_model(trained["workdir"] / "checkpoints", step=2)
+    assert not np.array_equal(jax.tree.leaves(nnx.state(older))[0],
+                              jax.tree.leaves(trained["model_state"])[0])
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(trained, tmp_path):
+    config = train.load_config("configs/tunet.py:runlocal")
+    config.training.num_train_steps = 16
+    config.model.channels = (4, 4, 8, 8, 32)
+    config.loss = "signal"
+    with pytest.raises(ValueError, match=r"checkpoints/3: .* different model config \(model.channels: "
+                                         r"checkpoint \[4, 4, 8, 8, 16\], config \[4, 4, 8, 8, 32\]; "
+                                         r"loss: checkpoint 'matrix', config 'signal'\)"):
+        train.train_and_evaluate(config, trained["workdir"], make_iterator=train_helpers.make_iterator)
+    with pytest.raises(ValueError, match="holds a 'tunet' model, not 'cae'"):
+        checkpointing.restore_model(trained["workdir"], model_name="cae")
+    with pytest.raises(ValueError, match="no checkpoint steps"):
+        checkpointing.restore_model(tmp_path)
+    with pytest.raises(ValueError, match="checkpoint folder not found"):
+        checkpointing.restore_model(tmp_path / "missing")
+
+
+def test_export_keeps_model_and_config_only(trained, tmp_path):
+    from flax import nnx
+
+    written = checkpointing.export_model(trained["workdir"], tmp_path / "export")
+    assert written.name == "3"
+    assert sorted(p.name for p in written.iterdir() if not p.name.startswith("_")) == [
+        "commit_success.txt", "config", "model"]
+    model, config = checkpointing.restore_model(tmp_path / "export", model_name="tunet")
+    _assert_trees_equal(nnx.state(model), trained["model_state"])
+    assert config.to_dict() == trained["config"].to_dict()
+    with pytest.raises(ValueError, match="not empty"):
+        checkpointing.export_model(trained["workdir"], tmp_path / "export")
