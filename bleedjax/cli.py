@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("sessions", nargs="+", help="session folders (one file per microphone)")
     reduce_parser.add_argument("--out", required=True, help="output folder")
     reduce_parser.add_argument("--method", default="spectral-subtraction",
-                               help="spectral-subtraction (Seipel & Lerch 2018) or kamir (Prätzlich et al. 2015)")
+                               help="spectral-subtraction (Seipel & Lerch 2018), kamir (Prätzlich et al. 2015) "
+                                    "or differentiable (fitted delay-aware bleed model)")
     reduce_parser.add_argument("--preset", help="a preset of the method, e.g. K1-K5 for kamir")
     reduce_parser.add_argument("--config", help="a configs/*.py file with get_config()")
     reduce_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
