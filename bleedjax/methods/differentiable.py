@@ -142,6 +142,21 @@ def wiener_mask(
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
+def fit_session(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings = Settings(),
+    length: Int[Array, ""] | None = None,
+) -> bleed_fit.FitResult:
+    """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    spectra = signal.stft(audio, **transform)
+    if length is not None:
+        mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+        spectra = spectra * mask[None, None, :]
+    return bleed_fit.fit(spectra, settings)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
 def reduce_session(
     audio: Float[Array, "tracks samples"],
     settings: Settings = Settings(),
@@ -158,12 +173,7 @@ def reduce_session(
     Returns:
         :class:`Result`.
     """
-    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
-    spectra = signal.stft(audio, **transform)
-    if length is not None:
-        mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
-        spectra = spectra * mask[None, None, :]
-    fitted = bleed_fit.fit(spectra, settings)
+    fitted = fit_session(audio, settings, length)
     unmixed = unmix(
         fitted.params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
         first_order=settings.cleaning == "subtract",
