@@ -13,3 +13,13 @@ def test_quickstart_runs(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
     assert any("text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"] for o in outputs if "data" in o)
+
+
+def test_differentiable_bleed_runs(tmp_path):
+    notebook = nbformat.read(NOTEBOOKS / "differentiable_bleed.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= 3
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "recovered distance" in text and "jax.grad" in text
