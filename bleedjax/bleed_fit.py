@@ -218,6 +218,10 @@ def fit(
         :class:`FitResult`: fitted and initial parameters, the cost after each round and the
         GCC-PHAT peak heights.
     """
+    # Scale-free (every statistic is a ratio), so bring the spectra to unit mean power: products
+    # of faint bins then stay clear of float32 subnormals, which are ~10x slower on CPU.
+    level = jnp.sqrt(jnp.mean(jnp.abs(spectra) ** 2))
+    spectra = spectra / jnp.where(level > 0, level, 1.0)
     initial, peaks = initialise(spectra, settings)
     tx = optimiser(settings)
     value_and_grad = jax.value_and_grad(cost)
