@@ -70,7 +70,7 @@ def in_room(sources: np.ndarray, rt60: float, seed: int, rate: int):
 
 def settings_for(rate: int, residual: str) -> differentiable.Settings:
     """93 ms frames at 44.1 kHz (4096 / 1024), the same duration at other rates; 23 ms max delay."""
-    n_fft = 1 << int(round(np.log2(0.093 * rate)))
+    n_fft = 1 << int(np.round(np.log2(0.093 * rate)))
     return differentiable.Settings(n_fft=n_fft, hop=n_fft // 4, max_delay=n_fft // 4, residual=residual)
 
 

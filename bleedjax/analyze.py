@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from bleedjax import methods, sessions, signal
+from bleedjax import methods, sessions
 from bleedjax.simulation import SPEED_OF_SOUND
 
 DEFAULT_THRESHOLD_DB = -20.0

@@ -6,9 +6,9 @@ import pathlib
 import numpy as np
 import pytest
 import soundfile as sf
+from bleedjax.configs import differentiable as differentiable_config
 
 from bleedjax import analyze, cli, reduce, simulate_folder
-from bleedjax.configs import differentiable as differentiable_config
 from tests.test_bleed_fit import RATE
 
 SMALL = ["n_fft=1024", "hop=256", "max_delay=256", "rounds=3", "steps=100"]
@@ -64,7 +64,7 @@ def test_analysis_matches_the_simulation(simulated):
 def test_cli_writes_report_and_refuses_to_overwrite(simulated, tmp_path, capsys):
     png, report = tmp_path / "bleed.png", tmp_path / "bleed.json"
     args = ["analyze", str(simulated / "session"), "--png", str(png), "--json", str(report),
-            *sum((["--set", s] for s in SMALL), [])]
+            *[part for s in SMALL for part in ("--set", s)]]
     assert cli.main(args) == 0
     assert "track0.wav" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,7 +123,7 @@ def test_silent_track_is_reported_not_flagged(simulated, tmp_path):
 def test_reduce_differentiable_writes_model_artefacts(simulated, tmp_path):
     out = tmp_path / "cleaned"
     args = ["reduce", str(simulated / "session"), "--out", str(out), "--method", "differentiable",
-            *sum((["--set", s] for s in SMALL), [])]
+            *[part for s in SMALL for part in ("--set", s)]]
     assert cli.main(args) == 0
     bleed = json.loads((out / "bleed.json").read_text())
     assert bleed["method"] == "differentiable" and np.allclose(np.diag(bleed["lambda"]), 1.0)
