@@ -194,6 +194,22 @@ def _cmd_simulate_interference(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    from bleedjax import analyze, sessions
+
+    analyze.check_outputs([args.png, args.json], folder=args.session, overwrite=args.overwrite)
+    result = analyze.analyze_session(
+        args.session, method=args.method, config=_method_config(args), threshold_db=args.threshold_db,
+        pad=args.pad,
+    )
+    print(analyze.format_report(result))
+    if args.json:
+        sessions.write_json_atomic(pathlib.Path(args.json), result.to_json())
+    if args.png:
+        analyze.plot_analysis(args.png, result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bleedjax", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--framewise", action="store_true",
                                  help="museval v4 framewise images (1 s windows), median per track")
     evaluate_parser.set_defaults(run=_cmd_evaluate)
+
+    analyze_parser = commands.add_parser("analyze", help="estimate bleed level and delay between every pair of tracks")
+    analyze_parser.add_argument("session", help="a session folder")
+    analyze_parser.add_argument("--method", default="differentiable",
+                                help="differentiable (levels and delays), spectral-subtraction or kamir (levels)")
+    analyze_parser.add_argument("--preset", help="a preset of the method")
+    analyze_parser.add_argument("--config", help="a configs/*.py file with get_config()")
+    analyze_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    analyze_parser.add_argument("--png", help="write a heatmap of the bleed levels")
+    analyze_parser.add_argument("--json", help="write the analysis as JSON")
+    analyze_parser.add_argument("--threshold-db", type=float, default=-20.0,
+                                help="flag tracks whose bleed score (bleed / track energy) exceeds this")
+    analyze_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
+    analyze_parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
+    analyze_parser.set_defaults(run=_cmd_analyze)
 
     demo_parser = commands.add_parser("demo", help="simulate, remove and score bleed on bundled audio")
     demo_parser.add_argument("--out", default="demo_out")

@@ -1,5 +1,5 @@
-"""Writes notebooks/quickstart.ipynb and notebooks/training.ipynb from the cells below (kept as code
-so diffs stay readable)."""
+"""Writes notebooks/quickstart.ipynb, training.ipynb and differentiable_bleed.ipynb from the cells
+below (kept as code so diffs stay readable)."""
 
 import pathlib
 
@@ -150,6 +150,128 @@ On a TPU pod slice: `tpu/README.md`."""),
 ]
 
 
+DIFFERENTIABLE = [
+    ("markdown", """# A differentiable bleed model
+
+Real bleed arrives late (about 3 ms per metre) and coloured by the room. bleedjax models it as a
+pytree of parameters, per microphone *i* and source *j* a gain g_ij, a fractional delay τ_ij and an
+optional per-band colouration, and fits it to the microphones alone by gradient descent
+(`bleedjax.bleed_model`, `bleedjax.bleed_fit`). This notebook renders three instruments in a
+shoebox room of known geometry, fits the model and compares the recovered gains and delays with the
+geometry, then pushes one gradient through the whole chain (source → bleed → STFT → cost) to
+recover a microphone distance."""),
+    ("code", """import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+
+from bleedjax import bleed_model, demo, room, sessions, signal
+from bleedjax.methods import differentiable
+from bleedjax.simulation import SPEED_OF_SOUND
+
+stems = sessions.read_session(demo.bundled_stems())
+rate = stems.sample_rate
+names = ["flute.flac", "horn.flac", "cello.flac"]
+dry = stems.audio[[stems.track_names.index(n) for n in names], rate : 4 * rate]
+print(names, rate, dry.shape)"""),
+    ("markdown", """## 1. A room with known geometry
+Each instrument has a close microphone 0.5 m in front of it; RT60 0.3 s (pyroomacoustics image
+sources). The truth for the model is the direct path: the delay of source *j* at microphone *i*
+relative to its own microphone, and the 1/r amplitude ratio d_jj / d_ij."""),
+    ("code", """geometry = room.random_geometry(3, seed=1, rt60=0.3)
+sim = room.simulate_room(dry, sample_rate=rate, geometry=geometry)
+sources, mics = np.asarray(geometry.source_positions), np.asarray(geometry.mic_positions)
+distance = np.linalg.norm(mics[:, None, :] - sources[None, :, :], axis=-1)
+true_delay_ms = (distance - np.diag(distance)[None, :]) / SPEED_OF_SOUND * 1e3
+true_gain = np.diag(distance)[None, :] / distance
+off = ~np.eye(3, dtype=bool)
+
+fig, axis = plt.subplots(figsize=(5, 4))
+axis.scatter(sources[:, 0], sources[:, 1], marker="*", s=150, label="sources")
+axis.scatter(mics[:, 0], mics[:, 1], marker="o", label="microphones")
+for name, (x, y, _) in zip(names, sources):
+    axis.annotate(name.split(".")[0], (x, y), textcoords="offset points", xytext=(5, 5))
+axis.set_xlim(0, geometry.dimensions[0]); axis.set_ylim(0, geometry.dimensions[1])
+axis.set_aspect("equal"); axis.legend(); axis.set_title("room (top view, metres)")
+plt.show()"""),
+    ("markdown", """## 2. Fit the model from the microphones alone
+GCC-PHAT initialises the delays and spectral subtraction's λ the gains; Adam then minimises the
+whitened residual energy of complex-domain subtraction of the modelled bleed, alternating with
+per-frequency unmixing (one jitted call)."""),
+    ("code", """settings = differentiable.Settings(rounds=3, steps=100)
+fit = differentiable.fit_session(jnp.asarray(sim.mics), settings)
+gains = np.asarray(fit.params.gains)
+delays_ms = np.asarray(fit.params.delays) / rate * 1e3
+print("delay error (ms):", np.round(delays_ms[off] - true_delay_ms[off], 3))
+print("gain error (dB): ", np.round(20 * np.log10(gains[off] / true_gain[off]), 2))
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+axes[0].scatter(true_delay_ms[off], delays_ms[off])
+axes[0].plot([0, true_delay_ms.max()], [0, true_delay_ms.max()], "k--", lw=0.8)
+axes[0].set(xlabel="true delay (ms)", ylabel="fitted delay (ms)", title="delays")
+axes[1].scatter(20 * np.log10(true_gain[off]), 20 * np.log10(gains[off]), label="direct path (1/r)")
+axes[1].scatter(20 * np.log10(sim.gains[off]), 20 * np.log10(gains[off]), marker="x",
+                label="RMS with reverberation")
+low = 20 * np.log10(min(true_gain[off].min(), sim.gains[off].min(), gains[off].min())) - 2
+axes[1].plot([low, 0], [low, 0], "k--", lw=0.8)
+axes[1].set(xlabel="true level (dB)", ylabel="fitted level (dB)", title="gains")
+axes[1].legend()
+plt.show()
+assert np.abs(delays_ms[off] - true_delay_ms[off]).max() < 0.1"""),
+    ("markdown", """The delays match the direct path to a few hundredths of a millisecond. The fitted gains
+are the part of the bleed that is coherent with the reference: they lie 1–3 dB below the direct
+path's 1/r ratio, because the reference (what the own microphone hears) also carries its own
+reverberation, and further below the RMS ratio of the whole rendered bleed, most of which is late
+reverberation. `bleedjax reduce --method differentiable` removes that remainder with a magnitude
+stage after the phase-aware inversion.
+
+## 3. One gradient through the whole chain
+The horn, as its own microphone hears it, reaches a second microphone at an unknown distance *d*:
+gain 1/d and delay d/c. The cost compares STFTs, so `jax.grad` runs through the fractional delay,
+the STFT and the cost back to the distance. A magnitude cost (level and timing, smooth in *d*)
+brings *d* close; the complex cost (phase, exact but oscillating in *d*) then pins it down."""),
+    ("code", """horn = jnp.asarray(sim.references[1])
+true_distance = 2.37
+
+def render(d):
+    params = bleed_model.flat(jnp.reshape(1.0 / d, (1, 1)), jnp.reshape(d / SPEED_OF_SOUND * rate, (1, 1)))
+    return bleed_model.apply(params, horn[None], max_delay=600)[0]
+
+heard = signal.stft(render(jnp.asarray(true_distance)), n_fft=2048, hop=512)
+
+def magnitude_cost(d):
+    return jnp.sum((jnp.abs(heard) - jnp.abs(signal.stft(render(d), n_fft=2048, hop=512))) ** 2) / jnp.sum(jnp.abs(heard) ** 2)
+
+def complex_cost(d):
+    return jnp.sum(jnp.abs(heard - signal.stft(render(d), n_fft=2048, hop=512)) ** 2) / jnp.sum(jnp.abs(heard) ** 2)
+
+d = jnp.asarray(1.5)
+step = 1e-3
+numeric = (magnitude_cost(d + step) - magnitude_cost(d - step)) / (2 * step)
+print(f"d/dd cost at {float(d)} m: jax.grad {float(jax.grad(magnitude_cost)(d)):.4f}, "
+      f"central difference {float(numeric):.4f}")
+
+trace = []
+for cost, rate_, steps in [(magnitude_cost, 0.05, 150), (complex_cost, 0.002, 100)]:
+    value_and_grad = jax.jit(jax.value_and_grad(cost))
+    optimiser = optax.adam(rate_)
+    state = optimiser.init(d)
+    for _ in range(steps):
+        value, grad = value_and_grad(d)
+        updates, state = optimiser.update(grad, state)
+        d = optax.apply_updates(d, updates)
+        trace.append(float(d))
+print(f"recovered distance {float(d):.4f} m (true {true_distance} m)")
+fig, axis = plt.subplots(figsize=(6, 3))
+axis.plot(trace); axis.axhline(true_distance, color="k", ls="--", lw=0.8)
+axis.axvline(150, color="grey", lw=0.8)
+axis.set(xlabel="Adam step (magnitude cost, then complex cost)", ylabel="distance (m)")
+plt.show()
+assert abs(float(d) - true_distance) < 0.01"""),
+]
+
+
 def build(cells):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -163,3 +285,4 @@ if __name__ == "__main__":
     folder = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
     nbformat.write(build(QUICKSTART), folder / "quickstart.ipynb")
     nbformat.write(build(TRAINING), folder / "training.ipynb")
+    nbformat.write(build(DIFFERENTIABLE), folder / "differentiable_bleed.ipynb")

@@ -25,3 +25,13 @@ def test_training_notebook_trains_plots_and_cleans(tmp_path):
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "sdr out" in text and "flute.flac" in text
+
+
+def test_differentiable_bleed_runs(tmp_path):
+    notebook = nbformat.read(NOTEBOOKS / "differentiable_bleed.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= 3
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "recovered distance" in text and "jax.grad" in text

@@ -161,6 +161,32 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
     )
 
 
+def _differentiable_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    from bleedjax.configs import differentiable
+
+    if preset is not None:
+        raise ValueError("differentiable has no presets; use --set or --config")
+    return differentiable.get_config()
+
+
+def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import differentiable
+
+    settings = _settings(differentiable.Settings, config)
+    result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
+    cleaned, params, initial, residual = jax.device_get(
+        (result.cleaned, result.params, result.initial, result.residual_lambda)
+    )
+    arrays = {
+        "delays_samples": np.asarray(params.delays),
+        "colour": np.asarray(params.colour),
+        "initial_gains": np.asarray(initial.gains),
+        "initial_delays_samples": np.asarray(initial.delays),
+        "residual_lambda": np.asarray(residual),
+    }
+    return BatchResult(np.asarray(cleaned), np.asarray(params.gains), None, arrays)
+
+
 METHODS = {
     "spectral-subtraction": Method(
         "spectral-subtraction", _spectral_subtraction_config, (), _spectral_subtraction_run
@@ -172,6 +198,10 @@ METHODS = {
     "kam-nmf": Method(
         "kam-nmf", _kam_nmf_config, (), _kam_nmf_run, artefacts=("bleed.json", "bleed.npz", "interference"),
         min_tracks=1, validate=_kam_nmf_validate,
+    ),
+    "differentiable": Method(
+        "differentiable", _differentiable_config, (), _differentiable_run,
+        artefacts=("bleed.json", "bleed.npz"),
     ),
 }
 

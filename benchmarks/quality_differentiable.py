@@ -1,0 +1,170 @@
+"""Quality of the differentiable bleed model next to spectral subtraction and KAMIR, in one run.
+
+Pieces are those of ``benchmarks/_quality.py`` (the Bach chorale with a sparse timpani, the Mozart
+quartet with two violins, real PHENICX stems). Conditions:
+
+* ``delayed -6 dB`` / ``delayed -12 dB``: linear bleed with Seipel & Lerch's symmetric mixing
+  matrix (maximum crosstalk -6 or -12 dB) and a delay drawn uniformly from 1–10 ms for every
+  (microphone, source) pair, rendered with exact fractional delays (``bleed_model.bleed``) and
+  normalised by the loudest track;
+* ``room 0.2 s`` / ``0.4 s`` / ``0.6 s``: pyroomacoustics shoebox rooms (``bleedjax.room``) of
+  that RT60, one close microphone 0.5 m in front of each source.
+
+Methods on the same inputs: spectral subtraction (the paper's settings), KAMIR K4, and the
+differentiable model (``bleedjax.methods.differentiable``) with its default magnitude residual
+stage (``diff``) and without it (``diff none``). Reported: SDR/SIR/SAR gains over the unprocessed
+microphones (mean and worst track over all seeds), and for the fitted model the errors of the
+recovered delays (ms) and gains (dB) over the off-diagonal pairs whose true bleed is above
+-30 dB (mean of |error| and worst). The truth for rooms is the direct path: delays from the
+geometry and the 1/r gain ratio ``d_jj / d_ij``; the RMS gain of the whole rendered bleed (mostly
+late reverberation) is not what a gain-and-delay model can recover.
+
+    .venv/bin/python benchmarks/quality_differentiable.py [--seeds 2] [--seconds 15]
+        [--pieces bach mozart phenicx] [--conditions delayed-6 delayed-12 room-0.2 room-0.4 room-0.6]
+        [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _quality import load_pieces, score_gains
+
+from bleedjax import bleed_model, room, simulation
+from bleedjax.methods import differentiable, kamir
+from bleedjax.methods import spectral_subtraction as ss
+
+CONDITIONS = ["delayed-6", "delayed-12", "room-0.2", "room-0.4", "room-0.6"]
+METHODS = ["spectral-subtraction", "kamir K4", "diff", "diff none"]
+MIN_TRUE_DB = -30.0
+
+
+def delayed(sources: np.ndarray, db: float, seed: int, rate: int):
+    """Mics, references, true gains and delays (samples) of one delayed linear condition."""
+    key_gains, key_delays = jax.random.split(jax.random.key(seed))
+    num = sources.shape[0]
+    gains = np.asarray(simulation.seipel_mixing_matrix(key=key_gains, num_tracks=num, max_crosstalk_db=db))
+    delays_ms = np.asarray(jax.random.uniform(key_delays, (num, num), minval=1.0, maxval=10.0))
+    delays = np.where(np.eye(num, dtype=bool), 0.0, delays_ms * 1e-3 * rate).astype(np.float32)
+    mics = bleed_model.bleed(jnp.asarray(sources), jnp.asarray(gains), jnp.asarray(delays),
+                             max_delay=bleed_model.max_delay_samples(delays))
+    mics, references = simulation.normalise_by_loudest(mics, jnp.asarray(sources))
+    return np.asarray(mics), np.asarray(references), gains, delays
+
+
+def in_room(sources: np.ndarray, rt60: float, seed: int, rate: int):
+    """Mics, references, direct-path gains (1/r ratio) and delays of one room condition."""
+    geometry = room.random_geometry(sources.shape[0], seed=seed, rt60=rt60)
+    result = room.simulate_room(sources, sample_rate=rate, geometry=geometry)
+    src, mic = np.asarray(geometry.source_positions), np.asarray(geometry.mic_positions)
+    distance = np.linalg.norm(mic[:, None, :] - src[None, :, :], axis=-1)
+    return result.mics, result.references, np.diag(distance)[None, :] / distance, result.delays
+
+
+def settings_for(rate: int, residual: str) -> differentiable.Settings:
+    """93 ms frames at 44.1 kHz (4096 / 1024), the same duration at other rates; 23 ms max delay."""
+    n_fft = 1 << int(np.round(np.log2(0.093 * rate)))
+    return differentiable.Settings(n_fft=n_fft, hop=n_fft // 4, max_delay=n_fft // 4, residual=residual)
+
+
+def run(method: str, mics: np.ndarray, rate: int):
+    """Cleaned tracks and, for the fitted model, its parameters."""
+    if method == "spectral-subtraction":
+        return np.asarray(ss.reduce_session(jnp.asarray(mics)).cleaned), None
+    if method == "kamir K4":
+        settings = kamir.Settings(**kamir.PRESETS["K4"])
+        phi = jnp.asarray(kamir.identity_phi(len(mics)))
+        return np.asarray(kamir.reduce_session(jnp.asarray(mics), phi, settings).cleaned), None
+    residual = "none" if method == "diff none" else "spectral-subtraction"
+    result = differentiable.reduce_session(jnp.asarray(mics), settings_for(rate, residual))
+    return np.asarray(result.cleaned), jax.device_get(result.params)
+
+
+def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """|delay error| in ms and |gain error| in dB over the pairs with true bleed above -30 dB."""
+    num = len(gains)
+    keep = ~np.eye(num, dtype=bool) & (20 * np.log10(np.maximum(gains, 1e-12)) > MIN_TRUE_DB)
+    delay_ms = np.abs(np.asarray(params.delays) - delays)[keep] / rate * 1e3
+    fitted = np.maximum(np.asarray(params.gains), 1e-12)
+    gain_db = np.abs(20 * np.log10(fitted[keep] / gains[keep]))
+    return delay_ms, gain_db
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15.0, help="cut every piece to this length")
+    parser.add_argument("--pieces", nargs="+", default=["bach", "mozart", "phenicx"])
+    parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}\n")
+    header = (f"{'piece':<28} {'bleed':<11} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
+              f"{'worst':>7} {'ΔSAR mean':>9} {'delay ms mean':>13} {'worst':>6} {'gain dB mean':>12} {'worst':>6}")
+    print(header)
+    print("-" * len(header))
+    rows, started = [], time.perf_counter()
+    for piece, session in load_pieces().items():
+        if not any(piece.lower().startswith(p) for p in args.pieces):
+            continue
+        rate = session.sample_rate
+        sources = session.audio[:, : int(args.seconds * rate)]
+        for condition in args.conditions:
+            kind, value = condition.split("-", 1)
+            scores = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in METHODS}
+            errors = {m: ([], []) for m in METHODS}
+            for seed in range(args.seeds):
+                if kind == "delayed":
+                    mics, references, gains, delays = delayed(sources, -float(value), seed, rate)
+                else:
+                    mics, references, gains, delays = in_room(sources, float(value), seed, rate)
+                for method in METHODS:
+                    cleaned, params = run(method, mics, rate)
+                    for metric, values in score_gains(references, mics, cleaned).items():
+                        scores[method][metric].append(values)
+                    if params is not None:
+                        delay_error, gain_error = parameter_errors(params, gains, delays, rate)
+                        errors[method][0].append(delay_error)
+                        errors[method][1].append(gain_error)
+            summary = {}
+            for method in METHODS:
+                flat = {k: np.concatenate(v) for k, v in scores[method].items()}
+                delay_error = np.concatenate(errors[method][0]) if errors[method][0] else np.full(1, np.nan)
+                gain_error = np.concatenate(errors[method][1]) if errors[method][1] else np.full(1, np.nan)
+                row = {
+                    "piece": piece, "bleed": condition, "method": method,
+                    "sdr_gain_mean": float(np.nanmean(flat["sdr"])), "sdr_gain_worst": float(np.nanmin(flat["sdr"])),
+                    "sir_gain_mean": float(np.nanmean(flat["sir"])), "sir_gain_worst": float(np.nanmin(flat["sir"])),
+                    "sar_gain_mean": float(np.nanmean(flat["sar"])),
+                    "delay_error_ms_mean": float(np.mean(delay_error)), "delay_error_ms_worst": float(np.max(delay_error)),
+                    "gain_error_db_mean": float(np.mean(gain_error)), "gain_error_db_worst": float(np.max(gain_error)),
+                }
+                rows.append(row)
+                summary[method] = row
+                print(f"{piece:<28} {condition:<11} {method:<21} {row['sdr_gain_mean']:9.2f} "
+                      f"{row['sdr_gain_worst']:7.2f} {row['sir_gain_mean']:9.2f} {row['sir_gain_worst']:7.2f} "
+                      f"{row['sar_gain_mean']:9.2f} {row['delay_error_ms_mean']:13.3f} "
+                      f"{row['delay_error_ms_worst']:6.2f} {row['gain_error_db_mean']:12.2f} "
+                      f"{row['gain_error_db_worst']:6.2f}", flush=True)
+            best = max(("diff", "diff none"), key=lambda m: summary[m]["sdr_gain_mean"])
+            baseline = summary["spectral-subtraction"]
+            for method in ("diff", "diff none"):
+                verdict = "beats" if summary[method]["sdr_gain_mean"] > baseline["sdr_gain_mean"] else "does NOT beat"
+                print(f"{'':<28} {'':<11} -> {method} {verdict} spectral subtraction in mean ΔSDR "
+                      f"({summary[method]['sdr_gain_mean']:.2f} vs {baseline['sdr_gain_mean']:.2f} dB)"
+                      + (" [best variant]" if method == best else ""))
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

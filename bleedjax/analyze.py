@@ -1,0 +1,215 @@
+"""Bleed analysis of a session before cleaning: which tracks leak into which, how loud, how late.
+
+For every ordered pair (microphone ``i``, leaking track ``j``) the estimated bleed level
+``20 log10 g_ij`` in dB (the level of source ``j`` at microphone ``i`` relative to its own
+microphone), and with the differentiable model (:mod:`bleedjax.bleed_fit`) its delay in ms and
+the extra path length in metres (343 m/s). Per track a **bleed score**, the estimated
+bleed-to-track energy ratio
+
+    score_i = 10 log10( Σ_{j≠i} g_ij² E_j / E_i ),    E = energy of each microphone track,
+
+and a flag where it exceeds a threshold. Other methods (spectral subtraction, KAMIR) give levels
+from their amplitude matrices and no delays. Results go to a table, a JSON file and a heatmap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from matplotlib.figure import Figure
+
+from bleedjax import methods, sessions
+from bleedjax.simulation import SPEED_OF_SOUND
+
+DEFAULT_THRESHOLD_DB = -20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyze_session` found (``delays_ms``/``distances_m`` are ``None`` for
+    methods without delays; silent tracks have a ``nan`` score and are not flagged)."""
+
+    session: str
+    method: str
+    tracks: list[str]
+    sample_rate: int
+    gains: np.ndarray
+    levels_db: np.ndarray
+    delays_ms: np.ndarray | None
+    distances_m: np.ndarray | None
+    scores_db: np.ndarray
+    threshold_db: float
+
+    @property
+    def flagged(self) -> list[str]:
+        """Tracks whose bleed score exceeds the threshold."""
+        return [t for t, s in zip(self.tracks, self.scores_db) if np.isfinite(s) and s > self.threshold_db]
+
+    def to_json(self) -> dict:
+        """A JSON-safe dict (``null`` for ``-inf`` levels of absent bleed and ``nan`` scores)."""
+
+        def clean(array):
+            if array is None:
+                return None
+            return [[_number(v) for v in row] for row in np.asarray(array, float)]
+
+        return {
+            "session": self.session,
+            "method": self.method,
+            "tracks": self.tracks,
+            "sample_rate": self.sample_rate,
+            "speed_of_sound_m_s": SPEED_OF_SOUND,
+            "threshold_db": self.threshold_db,
+            "levels_db": clean(self.levels_db),
+            "delays_ms": clean(self.delays_ms),
+            "distances_m": clean(self.distances_m),
+            "gains": clean(self.gains),
+            "scores_db": {t: _number(s) for t, s in zip(self.tracks, self.scores_db)},
+            "flagged": self.flagged,
+        }
+
+
+def _number(value: float) -> float | None:
+    return round(float(value), 4) if math.isfinite(value) else None
+
+
+def estimate(
+    audio: np.ndarray, *, method: str, config: ml_collections.ConfigDict, track_names: list[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Amplitude bleed matrix ``(I, J)`` (off-diagonal) and delays in samples (or ``None``).
+
+    The differentiable model is only fitted (no cleaning); other methods run as registered.
+    """
+    chosen = methods.get_method(method)
+    if method == "differentiable":
+        from bleedjax.methods import differentiable
+
+        settings = methods._settings(differentiable.Settings, config)
+        params = jax.device_get(differentiable.fit_session(jnp.asarray(audio, jnp.float32), settings).params)
+        return np.asarray(params.gains), np.asarray(params.delays)
+    output = chosen.run(audio[None], np.asarray([audio.shape[-1]]), config, track_names)
+    if output.sources is not None and list(output.sources) != list(track_names):
+        raise ValueError(f"analyze needs one source per track; the {method} channel map changes the sources")
+    return np.asarray(output.matrices[0]), None
+
+
+def bleed_scores(gains: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    """``10 log10(Σ_{j≠i} g_ij² E_j / E_i)`` per track (``nan`` for silent tracks)."""
+    off = 1.0 - np.eye(len(energies))
+    bleed = (np.asarray(gains, np.float64) ** 2 * off) @ energies
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(energies > 0, 10.0 * np.log10(bleed / np.where(energies > 0, energies, 1.0)), np.nan)
+
+
+def analyze_session(
+    folder: str | os.PathLike,
+    *,
+    method: str = "differentiable",
+    config: ml_collections.ConfigDict | None = None,
+    threshold_db: float = DEFAULT_THRESHOLD_DB,
+    pad: bool = False,
+) -> Analysis:
+    """Estimates the bleed between every pair of tracks of one session folder.
+
+    Raises:
+        SessionError: bad session (as for ``reduce``: fewer than 2 tracks, differing sample
+            rates or lengths, unreadable files, NaN/inf samples).
+    """
+    chosen = methods.get_method(method)
+    config = chosen.default_config(None) if config is None else config
+    session = sessions.read_session(folder, pad=pad)
+    gains, delays = estimate(session.audio, method=method, config=config, track_names=session.track_names)
+    gains = np.where(np.eye(len(gains), dtype=bool), 0.0, gains)
+    energies = np.sum(np.asarray(session.audio, np.float64) ** 2, axis=-1)
+    with np.errstate(divide="ignore"):
+        levels = np.where(np.eye(len(gains), dtype=bool), np.nan, 20.0 * np.log10(gains))
+    delays_ms = distances = None
+    if delays is not None:
+        seconds = np.where(np.eye(len(gains), dtype=bool), np.nan, delays / session.sample_rate)
+        delays_ms, distances = seconds * 1e3, seconds * SPEED_OF_SOUND
+    return Analysis(
+        str(session.folder), method, session.track_names, session.sample_rate, gains, levels,
+        delays_ms, distances, bleed_scores(gains, energies), float(threshold_db),
+    )
+
+
+def format_report(analysis: Analysis) -> str:
+    """A plain-text table: one row per microphone, ``level dB / delay ms`` per leaking track."""
+    names = analysis.tracks
+    width = max(12, *(len(n) for n in names))
+    corner = "mic \\ leaking"
+    lines = [f"{corner:<{width}} " + " ".join(f"{n[:16]:>16}" for n in names) + f" {'score dB':>9}  flag"]
+    for i, name in enumerate(names):
+        cells = []
+        for j in range(len(names)):
+            if i == j:
+                cells.append(f"{'—':>16}")
+                continue
+            level = analysis.levels_db[i, j]
+            text = "-inf dB" if not np.isfinite(level) else f"{level:.1f} dB"
+            if analysis.delays_ms is not None:
+                text += f" {analysis.delays_ms[i, j]:.2f} ms"
+            cells.append(f"{text:>16}")
+        score = analysis.scores_db[i]
+        flag = "BLEED" if name in analysis.flagged else ("silent" if not np.isfinite(score) else "")
+        score_text = f"{score:9.1f}" if np.isfinite(score) else f"{'—':>9}"
+        lines.append(f"{name:<{width}} " + " ".join(cells) + f" {score_text}  {flag}")
+    lines.append(f"flagged above {analysis.threshold_db:g} dB: {', '.join(analysis.flagged) or 'none'}")
+    return "\n".join(lines)
+
+
+def plot_analysis(path: str | os.PathLike, analysis: Analysis) -> pathlib.Path:
+    """Writes a PNG: the bleed-level heatmap (dB, with delays) and the per-track scores."""
+    path = pathlib.Path(path)
+    names = analysis.tracks
+    figure = Figure(figsize=(6 + 0.9 * len(names), 4 + 0.5 * len(names)), layout="constrained")
+    grid = figure.add_gridspec(1, 2, width_ratios=[3, 2])
+    axis = figure.add_subplot(grid[0, 0])
+    levels = np.where(np.isfinite(analysis.levels_db), analysis.levels_db, np.nan)
+    floor = -60.0
+    image = axis.imshow(np.clip(levels, floor, 0.0), cmap="magma", vmin=floor, vmax=0.0)
+    for (i, j), value in np.ndenumerate(levels):
+        if i == j:
+            continue
+        text = "−∞" if not np.isfinite(value) else f"{value:.0f}"
+        if analysis.delays_ms is not None:
+            text += f"\n{analysis.delays_ms[i, j]:.1f} ms"
+        axis.text(j, i, text, ha="center", va="center", fontsize=7,
+                  color="white" if np.isfinite(value) and value < -30 else "black")
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    axis.set_xlabel("leaking track j")
+    axis.set_ylabel("microphone i")
+    axis.set_title(f"bleed level ({analysis.method})")
+    figure.colorbar(image, ax=axis, shrink=0.8, label="dB relative to the track's own microphone")
+    bars = figure.add_subplot(grid[0, 1])
+    scores = np.where(np.isfinite(analysis.scores_db), analysis.scores_db, floor)
+    colours = ["tab:red" if n in analysis.flagged else "tab:blue" for n in names]
+    bars.barh(range(len(names)), scores - floor, left=floor, color=colours)
+    bars.axvline(analysis.threshold_db, color="k", ls="--", lw=0.8, label=f"threshold {analysis.threshold_db:g} dB")
+    bars.set_yticks(range(len(names)), names, fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("bleed score (dB, bleed / track energy)")
+    bars.legend(fontsize=7, loc="lower right")
+    bars.set_title("per-track bleed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sessions._atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    return path
+
+
+def check_outputs(paths: list[str | os.PathLike | None], *, folder: str | os.PathLike, overwrite: bool) -> None:
+    """Refuses report files that exist (without ``overwrite``) or lie inside the session folder."""
+    chosen = [pathlib.Path(p) for p in paths if p]
+    for path in chosen:
+        if pathlib.Path(folder).resolve() in path.resolve().parents:
+            raise sessions.SessionError(f"{path}: report file is inside the session folder {folder}")
+    if not overwrite:
+        sessions.refuse_overwrite(chosen)

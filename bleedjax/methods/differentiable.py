@@ -1,0 +1,200 @@
+"""Bleed removal with the fitted differentiable bleed model (delay- and phase-aware).
+
+The model of :mod:`bleedjax.bleed_model` is fitted to the microphones by
+:func:`bleedjax.bleed_fit.fit` (GCC-PHAT and λ initialisation, then Adam on the whitened residual
+of complex-domain subtraction, alternating with per-frequency unmixing). The session is then
+cleaned in one of three ways (``cleaning``):
+
+* ``"invert"`` (default): the mixing is inverted per frequency of the whole-signal DFT,
+  ``Ŝ(f) = (AᴴA + μI)⁻¹ Aᴴ X(f)`` with the exact transfer functions
+  ``A_ij(f) = g_ij c_ij(f) e^{−2πi f τ_ij}`` (no frame approximation, so delays of any length are
+  undone exactly). This is phase-aware subtraction that also removes the bleed of the bleed.
+* ``"subtract"``: first-order complex subtraction with the microphones as the sources,
+  ``x_i − Σ_{j≠i} A_ij x_j``, also on the whole-signal DFT.
+* ``"wiener"``: a soft mask from the modelled bleed, ``|Ŝ_i|² / (|Ŝ_i|² + |B_i|²)`` per STFT bin
+  with ``B_i = X_i − Ŝ_i`` the bleed that ``"invert"`` removes, applied to the microphone's STFT
+  (Wiener 1949; fewer artefacts where the model is wrong, e.g. reverberant rooms).
+
+In rooms most of the bleed is reverberation that arrives long after the direct path and is not
+coherent with it; the gain-and-delay model explains the direct path only. ``residual =
+"spectral-subtraction"`` (the default) then removes what is left by Seipel & Lerch's magnitude
+subtraction (:mod:`bleedjax.methods.spectral_subtraction`, with λ ≤ ``residual_max_lambda``) on the
+phase-aware output, so the magnitude stage only has to deal with the incoherent part.
+``residual = "none"`` keeps the model's output, which is the better choice when the bleed really is
+delayed copies (``benchmarks/quality_differentiable.py`` measures both).
+
+The per-frequency solves run over chunks of bins (``lax.map``), so memory stays ``O(J · samples)``
+for any number of tracks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bleedjax import bleed_fit, bleed_model, signal
+from bleedjax._types import Array, Float, Int
+from bleedjax.bleed_model import BleedParams
+from bleedjax.methods import spectral_subtraction
+
+CLEANINGS = ("invert", "subtract", "wiener")
+RESIDUALS = ("spectral-subtraction", "none")
+CHUNK_BINS = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(bleed_fit.FitSettings):
+    """The fit's hyperparameters plus the cleaning (``configs/differentiable.py``)."""
+
+    cleaning: str = "invert"
+    residual: str = "spectral-subtraction"
+    residual_max_lambda: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.cleaning not in CLEANINGS:
+            raise ValueError(f"cleaning must be one of {', '.join(CLEANINGS)}, got {self.cleaning!r}")
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {', '.join(RESIDUALS)}, got {self.residual!r}")
+
+
+class Result(NamedTuple):
+    """Output of :func:`reduce_session`.
+
+    Attributes:
+        cleaned: ``(I, samples)`` cleaned tracks.
+        params: the fitted model (gains ``(I, J)`` with a unit diagonal, delays in samples).
+        initial: the GCC-PHAT / λ initialisation.
+        costs: ``(rounds,)`` the fit's cost after each round.
+        residual_lambda: ``(I, J)`` λ of the residual magnitude subtraction (zeros without it).
+    """
+
+    cleaned: Float[Array, "tracks samples"]
+    params: BleedParams
+    initial: BleedParams
+    costs: Float[Array, " rounds"]
+    residual_lambda: Float[Array, "tracks tracks"]
+
+
+def _whole_signal_length(samples: int, max_delay: int) -> int:
+    # the inverse filter rings for a few round trips of the longest delay
+    return bleed_model._fft_length(samples, 4 * max_delay + 1)
+
+
+def unmix(
+    params: BleedParams,
+    mics: Float[Array, "tracks samples"],
+    *,
+    max_delay: int,
+    regularisation: float = 1e-4,
+    first_order: bool = False,
+) -> Float[Array, "tracks samples"]:
+    """Sources from microphones by per-frequency inversion of the model on the whole signal.
+
+    Args:
+        params: the fitted model.
+        mics: ``(J, samples)`` microphone tracks.
+        max_delay: bound on the delays in samples (sets the zero padding).
+        regularisation: Tikhonov ``μ``.
+        first_order: subtract ``Σ_{j≠i} A_ij x_j`` instead of inverting.
+
+    Returns:
+        ``(J, samples)`` estimated sources as their own microphones hear them.
+    """
+    samples = mics.shape[-1]
+    n = _whole_signal_length(samples, max_delay)
+    spectra = jnp.fft.rfft(mics, n=n, axis=-1)
+    bins = spectra.shape[-1]
+    chunks = -(-bins // CHUNK_BINS)
+    padded = jnp.pad(spectra, ((0, 0), (0, chunks * CHUNK_BINS - bins)))
+    blocks = jnp.moveaxis(padded.reshape(mics.shape[0], chunks, CHUNK_BINS), 1, 0)
+    frequencies = (jnp.arange(chunks * CHUNK_BINS, dtype=jnp.float32) / n).reshape(chunks, CHUNK_BINS)
+    num = mics.shape[0]
+
+    def solve(block):
+        spectrum, freqs = block
+        mixing = bleed_model.transfer(params, freqs)
+        if first_order:
+            bleed = mixing * (1.0 - jnp.eye(num))[..., None]
+            return spectrum - jnp.einsum("ijf,jf->if", bleed, spectrum)
+        out = bleed_fit._solve(jnp.moveaxis(mixing, -1, 0), spectrum.T[..., None], regularisation)
+        return out[..., 0].T
+
+    cleaned = jax.lax.map(solve, (blocks, frequencies))
+    cleaned = jnp.moveaxis(cleaned, 0, 1).reshape(num, chunks * CHUNK_BINS)[:, :bins]
+    return jnp.fft.irfft(cleaned, n=n, axis=-1)[..., :samples]
+
+
+def wiener_mask(
+    mics: Float[Array, "tracks samples"], sources: Float[Array, "tracks samples"], settings: Settings
+) -> Float[Array, "tracks samples"]:
+    """Soft mask ``|Ŝ|² / (|Ŝ|² + |X − Ŝ|²)`` on the microphones' STFT, then the inverse STFT."""
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    x = signal.stft(mics, **transform)
+    own = jnp.abs(signal.stft(sources, **transform)) ** 2
+    bleed = jnp.abs(x - signal.stft(sources, **transform)) ** 2
+    mask = own / (own + bleed + 1e-20)
+    return signal.istft(x * mask, length=mics.shape[-1], **transform)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def fit_session(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings = Settings(),
+    length: Int[Array, ""] | None = None,
+) -> bleed_fit.FitResult:
+    """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    spectra = signal.stft(audio, **transform)
+    if length is not None:
+        mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+        spectra = spectra * mask[None, None, :]
+    return bleed_fit.fit(spectra, settings)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def reduce_session(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings = Settings(),
+    length: Int[Array, ""] | None = None,
+) -> Result:
+    """Fits the model to one session and cleans it.
+
+    Args:
+        audio: ``(J, samples)`` microphone tracks, possibly zero-padded at the end.
+        settings: hyperparameters.
+        length: the true length when ``audio`` is padded (the padding's frames are left out of
+            the fit).
+
+    Returns:
+        :class:`Result`.
+    """
+    fitted = fit_session(audio, settings, length)
+    unmixed = unmix(
+        fitted.params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
+        first_order=settings.cleaning == "subtract",
+    )
+    cleaned = wiener_mask(audio, unmixed, settings) if settings.cleaning == "wiener" else unmixed
+    residual_lambda = jnp.zeros_like(fitted.params.gains)
+    if settings.residual == "spectral-subtraction":
+        residual = spectral_subtraction.reduce_session(
+            cleaned, spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda), length
+        )
+        cleaned, residual_lambda = residual.cleaned, residual.lam
+    return Result(cleaned, fitted.params, fitted.initial, fitted.costs, residual_lambda)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def reduce_sessions(
+    audio: Float[Array, "sessions tracks samples"],
+    settings: Settings = Settings(),
+    lengths: Int[Array, " sessions"] | None = None,
+) -> Result:
+    """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count."""
+    if lengths is None:
+        lengths = jnp.full(audio.shape[0], audio.shape[-1])
+    return jax.vmap(reduce_session, in_axes=(0, None, 0))(audio, settings, lengths)

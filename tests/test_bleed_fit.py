@@ -1,0 +1,130 @@
+"""GCC-PHAT, the fit of the differentiable bleed model and cleaning with it, on synthetic mixtures."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+
+from bleedjax import bleed_fit, bleed_model, gcc_phat, signal
+from bleedjax.methods import differentiable
+
+RATE = 16000
+SETTINGS = differentiable.Settings(
+    n_fft=1024, hop=256, max_delay=256, rounds=3, steps=100, residual="none"
+)
+GAINS = np.asarray([[1.0, 0.3, 0.15], [0.25, 1.0, 0.35], [0.1, 0.2, 1.0]], np.float32)
+DELAYS_MS = np.asarray([[0.0, 3.1, 7.45], [2.37, 0.0, 1.2], [9.8, 5.55, 0.0]], np.float32)
+
+
+def coloured_sources(seed: int, tracks: int = 3, seconds: float = 2.0) -> np.ndarray:
+    """Independent noises through different resonant filters, amplitude-modulated (music-like
+    spectra and non-stationarity, but no shared content)."""
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * RATE)
+    out = []
+    for k in range(tracks):
+        b, a = scipy.signal.iirpeak(300.0 * (k + 1), 2.0, fs=RATE)
+        noise = scipy.signal.lfilter(b, a, rng.standard_normal(samples)) + 0.3 * rng.standard_normal(samples)
+        envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * np.arange(samples) / RATE + k)
+        out.append(0.1 * noise * envelope)
+    return np.asarray(out, np.float32)
+
+
+def delayed_mixture(seed: int = 0, seconds: float = 2.0):
+    sources = coloured_sources(seed, seconds=seconds)
+    delays = DELAYS_MS * 1e-3 * RATE
+    mics = bleed_model.bleed(jnp.asarray(sources), jnp.asarray(GAINS), jnp.asarray(delays), max_delay=200)
+    return np.asarray(mics), sources, delays
+
+
+def test_gcc_phat_finds_fractional_delays():
+    mics, _, delays = delayed_mixture()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    found, peaks = gcc_phat.delays(spectra, max_delay=256)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(np.asarray(found)[off], delays[off], atol=0.25)
+    assert np.all(np.diag(np.asarray(found)) == 0) and np.all(np.asarray(peaks)[off] > 0)
+
+
+def test_cost_from_statistics_equals_the_residual_energy():
+    mics, _, _ = delayed_mixture()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    rng = np.random.default_rng(1)
+    params = bleed_fit.project(
+        bleed_model.BleedParams(
+            jnp.asarray(rng.uniform(0, 0.5, (3, 3)), jnp.float32),
+            jnp.asarray(rng.uniform(0, 100, (3, 3)), jnp.float32),
+            jnp.asarray(rng.uniform(0.5, 1.5, (3, 3, 4)), jnp.float32),
+        ),
+        SETTINGS,
+    )
+    proxies = bleed_fit.unmix_stft(params, spectra, SETTINGS)
+    stats = bleed_fit.statistics(spectra, proxies, SETTINGS)
+    ours = float(bleed_fit.cost(params, stats, SETTINGS))
+    x, y = np.asarray(spectra, np.complex128), np.asarray(proxies, np.complex128)
+    bleed = np.asarray(bleed_model.stft_transfer(params, n_fft=1024), np.complex128) * (1 - np.eye(3))[..., None]
+    residual = x - np.einsum("ijf,jft->ift", bleed, y)
+    weights = np.asarray(stats.weights, np.float64)
+    direct = np.sum(np.sum(weights * np.sum(np.abs(residual) ** 2, -1), -1) / np.sum(weights * np.sum(np.abs(x) ** 2, -1), -1))
+    assert ours == pytest.approx(direct, rel=1e-3)
+
+
+def test_projection_keeps_parameters_in_range():
+    params = bleed_model.BleedParams(
+        jnp.asarray([[3.0, -1.0], [0.5, 2.0]]), jnp.asarray([[5.0, -3.0], [900.0, 1.0]]),
+        jnp.asarray([[[2.0, 0.0], [1.0, 3.0]], [[-1.0, 1.0], [0.5, 0.5]]]),
+    )
+    out = bleed_fit.project(params, SETTINGS)
+    np.testing.assert_allclose(np.asarray(out.gains), [[1.0, 0.0], [0.25, 1.0]])
+    np.testing.assert_allclose(np.asarray(out.delays), [[0.0, 0.0], [256.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(out.colour), [[[1.0, 1.0], [0.5, 1.5]], [[0.0, 2.0], [1.0, 1.0]]])
+
+
+def test_fit_recovers_delays_and_gains_and_cleans():
+    """8 s: a gain is estimated against the microphone's own source, whose finite-sample
+    correlation with the leaking source (about 1/sqrt(bandwidth x duration)) sets the gain error;
+    with 2 s of these narrow-band sources it reaches 0.6 dB (measured over seeds), with 8 s 0.25 dB."""
+    mics, sources, delays = delayed_mixture(seconds=8.0)
+    result = differentiable.reduce_session(jnp.asarray(mics), SETTINGS)
+    off = ~np.eye(3, dtype=bool)
+    delay_error_ms = np.abs(np.asarray(result.params.delays) - delays)[off] / RATE * 1e3
+    gain_error_db = np.abs(20 * np.log10(np.asarray(result.params.gains)[off] / GAINS[off]))
+    assert delay_error_ms.max() < 0.1, delay_error_ms
+    assert gain_error_db.max() < 0.5, gain_error_db
+    costs = np.asarray(result.costs)
+    assert costs[-1] <= costs[0]
+    error = np.linalg.norm(np.asarray(result.cleaned) - sources, axis=-1) / np.linalg.norm(sources, axis=-1)
+    before = np.linalg.norm(mics - sources, axis=-1) / np.linalg.norm(sources, axis=-1)
+    assert np.all(error < 0.05) and np.all(error < before / 5), (error, before)
+
+
+@pytest.mark.heavy
+def test_batch_equals_sessions_one_by_one():
+    """Heavy: two more compilations (a padded batch and a shorter session), ~30 s on 2 cores."""
+    first, _, _ = delayed_mixture(0, seconds=8.0)
+    second, _, _ = delayed_mixture(1)
+    batch = np.stack([first, np.pad(second, ((0, 0), (0, first.shape[1] - second.shape[1])))])
+    batched = differentiable.reduce_sessions(jnp.asarray(batch), SETTINGS, jnp.asarray([first.shape[1], second.shape[1]]))
+    alone = differentiable.reduce_session(jnp.asarray(second), SETTINGS)
+    np.testing.assert_allclose(np.asarray(batched.params.gains[1]), np.asarray(alone.params.gains), atol=2e-4)
+    np.testing.assert_allclose(np.asarray(batched.params.delays[1]), np.asarray(alone.params.delays), atol=2e-3)
+    np.testing.assert_allclose(np.asarray(batched.cleaned[1, :, : second.shape[1]]), np.asarray(alone.cleaned), atol=2e-4)
+
+
+def test_silent_track_stays_finite():
+    mics, _, _ = delayed_mixture(2, seconds=8.0)
+    mics = mics.copy()
+    mics[2] = 0.0
+    result = differentiable.reduce_session(jnp.asarray(mics), SETTINGS)
+    for leaf in jax.tree.leaves(result):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    np.testing.assert_array_equal(np.asarray(result.cleaned)[2], 0.0)
+
+
+@pytest.mark.parametrize(
+    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}]
+)
+def test_bad_settings(change):
+    with pytest.raises(ValueError):
+        differentiable.Settings(**{"n_fft": 1024, "hop": 256, "max_delay": 256} | change)
