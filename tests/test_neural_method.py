@@ -123,7 +123,7 @@ def test_bundled_tunet(tmp_path, capsys):
 
 
 def test_cae_cli_end_to_end(tmp_path, cae_checkpoint, capsys):
-    checkpoint, config = cae_checkpoint
+    checkpoint, _config = cae_checkpoint
     session, mics = write_session(tmp_path / "s", rate=8000, samples=3000)
     assert run("reduce", session, "--out", tmp_path / "out", "--method", "cae", "--checkpoint", checkpoint) == 0
     cleaned = np.stack([sf.read(tmp_path / "out" / f"mic{i}.wav", dtype="float32")[0] for i in range(TRACKS)])
