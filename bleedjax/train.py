@@ -150,6 +150,25 @@ def init_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Tr
     return TrainState(model_def, optimizer_def, model_state, optimizer_state)
 
 
+def batch_preparation(config: ml_collections.ConfigDict) -> Callable[[dict], dict]:
+    """What the jitted steps apply to a pipeline batch first.
+
+    With ``data.augment_on="device"`` the pipeline yields the augmentation inputs (``stems``,
+    ``present``, ``position``) and the bleed is made here, on the accelerator, by
+    :func:`bleedjax.data.pipeline.augment_batch` with the iterator's seed (``training.seed``), so
+    the host only reads; the batches equal the host-augmented ones. Otherwise the identity.
+    """
+    if config.data.get("augment_on", "host") != "device":
+        return lambda batch: batch
+    from bleedjax.data import augment
+
+    bank = pipeline.load_rir_bank(config.data)
+    return functools.partial(
+        pipeline.augment_batch, settings=augment.Settings.from_config(config.data),
+        seed=config.training.seed, rir_bank=None if bank is None else jnp.asarray(bank),
+    )
+
+
 def make_train_step(state: TrainState, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
     """The jitted step ``(model_state, optimizer_state, batch) -> (model_state, optimizer_state,
     metrics)``: loss and gradients of ``models.loss_fn`` on the global batch, one optimiser update.
@@ -161,8 +180,10 @@ def make_train_step(state: TrainState, config: ml_collections.ConfigDict, mesh: 
 
     schedule = learning_rate_schedule(config.optimizer, config.training.num_train_steps)
     model_def, optimizer_def = state.model_def, state.optimizer_def
+    prepare = batch_preparation(config)
 
     def step(model_state, optimizer_state, batch):
+        batch = prepare(batch)
         model = nnx.merge(model_def, model_state)
         optimizer = nnx.merge(optimizer_def, optimizer_state)
         model.train()
@@ -194,7 +215,10 @@ def make_eval_step(state: TrainState, config: ml_collections.ConfigDict, mesh: j
     score = jax.vmap(functools.partial(bss_eval_sources,
                                        filter_length=config.training.eval_filter_length))
 
+    prepare = batch_preparation(config)
+
     def evaluate(model_state, batch):
+        batch = prepare(batch)
         model = nnx.merge(model_def, model_state)
         model.eval()
         loss, aux = models.loss_fn(model, batch, config)
