@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import ClassVar
-
-import tensorflow_datasets as tfds
 
 from bleedjax.data import stem_blocks
-from bleedjax.data.local_builder import LocalBuilder
 from bleedjax.sessions import SessionError, audio_files
 
 SPLIT_FOLDERS = ("train", "validation", "test")
@@ -54,22 +50,10 @@ def find_sessions(manual_dir: str | os.PathLike) -> dict[str, list[pathlib.Path]
     return splits
 
 
-class MultitrackStems(LocalBuilder):
+class MultitrackStems(stem_blocks.StemBlocksBuilder):
     """Fixed-length blocks of multitrack stems from a local folder of sessions."""
 
-    VERSION = stem_blocks.VERSION
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS: ClassVar[list] = stem_blocks.STANDARD_CONFIGS
-    DEFAULT_CONFIG_NAME = stem_blocks.config_name(22050, 1, 10.0)
     MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__.split("\n")[0],
-            features=stem_blocks.features(self.builder_config),
-            metadata=tfds.core.MetadataDict(),
-        )
 
     def _split_generators(self, dl_manager):
         from bleedjax.streaming import SessionReader

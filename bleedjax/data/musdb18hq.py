@@ -24,13 +24,10 @@ import importlib.util
 import os
 import pathlib
 import shutil
-from typing import ClassVar
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from bleedjax.data import stem_blocks
-from bleedjax.data.local_builder import LocalBuilder
 from bleedjax.sessions import SessionError
 
 STEMS = ("drums", "bass", "other", "vocals")
@@ -134,23 +131,11 @@ def check_tracks(splits: dict[str, list[pathlib.Path]]) -> dict[str, float]:
     return seconds
 
 
-class Musdb18hq(LocalBuilder):
+class Musdb18hq(stem_blocks.StemBlocksBuilder):
     """Fixed-length blocks of the four MUSDB18-HQ stems (drums, bass, other, vocals)."""
 
-    VERSION = stem_blocks.VERSION
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS: ClassVar[list] = stem_blocks.STANDARD_CONFIGS
-    DEFAULT_CONFIG_NAME = stem_blocks.config_name(22050, 1, 10.0)
     MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__.split("\n")[0],
-            features=stem_blocks.features(self.builder_config),
-            metadata=tfds.core.MetadataDict(),
-            homepage="https://sigsep.github.io/datasets/musdb.html",
-        )
+    HOMEPAGE = "https://sigsep.github.io/datasets/musdb.html"
 
     def _split_generators(self, dl_manager):
         root = stem_blocks.check_manual_dir(dl_manager.manual_dir)

@@ -13,10 +13,12 @@ import fractions
 import os
 import pathlib
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bleedjax.data.local_builder import LocalBuilder
 from bleedjax.sessions import SessionError
 
 PCM_SCALE = 32768.0
@@ -206,3 +208,26 @@ def record_sources(
         tracks={name: [track_name(f, root) for f in folders] for name, folders in splits.items()},
         track_seconds={name: float(value) for name, value in seconds.items()},
     )
+
+
+class StemBlocksBuilder(LocalBuilder, skip_registration=True):
+    """What the stem builders share: version, the standard configs and the dataset info.
+
+    Subclasses set ``MANUAL_DOWNLOAD_INSTRUCTIONS`` (their module docstring; its first line is
+    the description) and optionally ``HOMEPAGE``.
+    """
+
+    VERSION = VERSION
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list] = STANDARD_CONFIGS
+    DEFAULT_CONFIG_NAME = config_name(22050, 1, 10.0)
+    HOMEPAGE: ClassVar[str | None] = None
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.MANUAL_DOWNLOAD_INSTRUCTIONS.split("\n")[0],
+            features=features(self.builder_config),
+            metadata=tfds.core.MetadataDict(),
+            homepage=self.HOMEPAGE,
+        )
