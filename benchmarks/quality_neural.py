@@ -14,7 +14,7 @@ Which pieces are held out depends on the data a model was trained on: the bundle
 training data is documented in ``bleedjax/assets/tunet/README.md``.
 
     .venv/bin/python benchmarks/quality_neural.py [--tunet [LABEL=]DIR ...] [--cae DIR] [--seeds 2]
-        [--seconds 10] [--json out.json]
+        [--demix pinv wiener] [--seconds 10] [--json out.json]
 
 Without ``--tunet`` the bundled model is used; several t-UNets (e.g. the loss and band variants)
 are compared side by side; without ``--cae`` the CAE is left out.
@@ -41,17 +41,22 @@ from bleedjax.models import inference, losses, receptive_field
 from bleedjax.simulate_folder import simulate_arrays
 
 
-def load_models(tunets: list[str], cae_dir: str | None) -> dict:
+def load_models(tunets: list[str], cae_dir: str | None, demix_modes: list[str]) -> dict:
     """``label -> (kind, inference config, graphdef, state, training config)``; a t-UNet is
-    ``DIR`` or ``LABEL=DIR`` (no entry: the bundled model)."""
+    ``DIR`` or ``LABEL=DIR`` (no entry: the bundled model), once per ``demix`` mode (``""``: the
+    model's own, ``config.model.demix``)."""
     entries = [("tunet", *(t.split("=", 1) if "=" in t else (f"tunet {t}", t))) for t in tunets]
     entries = entries or [("tunet", "tunet (bundled)", None)]
-    if cae_dir is not None:
-        entries.append(("cae", "cae", cae_dir))
     models = {}
     for kind, label, folder in entries:
-        config = neural.with_checkpoint(kind, neural.default_config(kind), folder)
-        models[label] = (kind, config, *neural.load(config, kind))
+        for demix in demix_modes:
+            config = neural.with_checkpoint(kind, neural.default_config(kind), folder)
+            config.demix = demix
+            named = f"{label} {demix}" if demix else label
+            models[named] = (kind, config, *neural.load(config, kind))
+    if cae_dir is not None:
+        config = neural.with_checkpoint("cae", neural.default_config("cae"), cae_dir)
+        models["cae"] = ("cae", config, *neural.load(config, "cae"))
     return models
 
 
@@ -88,11 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tunet", nargs="*", default=[], metavar="[LABEL=]DIR",
                         help="t-UNet checkpoints or workdirs, side by side (default: the bundled model)")
     parser.add_argument("--cae", help="CAE checkpoint or workdir (default: no CAE)")
+    parser.add_argument("--demix", nargs="+", default=[""], choices=["", "pinv", "wiener"],
+                        help="t-UNet demixing, one row per mode (default: each model's own)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
-    models = load_models(args.tunet, args.cae)
+    models = load_models(args.tunet, args.cae, args.demix)
     training = next(iter(models.values()))[-1]
     tracks, rate = training.model.num_tracks, losses.model_rate(training)
     for label, entry in models.items():

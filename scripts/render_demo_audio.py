@@ -147,6 +147,39 @@ PIECES = {
 }
 
 
+def chorale(bwv: str, programs: tuple[tuple[str, int], ...]) -> Piece:
+    """A four-voice Bach chorale of the music21 corpus (``bach/bwv<bwv>``), soprano to bass
+    played by ``programs`` (name, 0-based General MIDI program)."""
+    voices = ("Soprano", "Alto", "Tenor", "Bass")
+    return Piece(
+        key=f"bwv{bwv}",
+        corpus_path=f"bach/bwv{bwv}",
+        out_subdir=f"bundled_stems/train/bwv{bwv}",
+        quarter_bpm=80.0,
+        sample_rate=22050,
+        seconds=30.0,
+        stems=tuple(Stem(name, program, i, voice) for i, ((name, program), voice) in enumerate(zip(programs, voices, strict=True))),
+    )
+
+
+# Training material of the bundled t-UNet (``--piece training``): chorales other than the demo's
+# BWV 80/8, each with its own ensemble (strings, reeds, brass, voices, mixed), so that the demo
+# chorale, the quartet and the real PHENICX stems stay held out.
+TRAINING_PIECES = {
+    piece.key: piece
+    for piece in (
+        chorale("10.7", (("violin", 40), ("viola", 41), ("cello", 42), ("contrabass", 43))),
+        chorale("11.6", (("oboe", 68), ("clarinet", 71), ("englishhorn", 69), ("bassoon", 70))),
+        chorale("111.6", (("trumpet", 56), ("horn", 60), ("trombone", 57), ("tuba", 58))),
+        chorale("126.6", (("choir", 52), ("voice", 53), ("choir2", 52), ("voice2", 53))),
+        chorale("119.9", (("flute", 73), ("violin", 40), ("clarinet", 71), ("cello", 42))),
+        chorale("120.6", (("violin", 40), ("violin2", 40), ("viola", 41), ("bassoon", 70))),
+        chorale("121.6", (("recorder", 74), ("oboe", 68), ("horn", 60), ("contrabass", 43))),
+        chorale("123.6", (("soprano_sax", 64), ("alto_sax", 65), ("trombone", 57), ("cello", 42))),
+    )
+}
+
+
 # --------------------------------------------------------------------------
 # Score -> note lists
 # --------------------------------------------------------------------------
@@ -484,13 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--piece", choices=["demo", "quartet", "all"], default="all")
+    ap.add_argument("--piece", choices=["demo", "quartet", "all", "training"], default="all")
     ap.add_argument(
         "--out",
         type=Path,
         default=None,
         help="output directory (default: the piece's place in the repository; "
-        "with --piece all, DIR/demo and DIR/string_quartet)",
+        "with --piece all, DIR/demo and DIR/string_quartet; with --piece training, "
+        "DIR/bwv10.7 and the other chorales)",
     )
     ap.add_argument(
         "--seconds",
@@ -511,12 +545,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.soundfont.is_file():
         ap.error(f"soundfont {args.soundfont} not found; apt-get install fluid-soundfont-gm")
 
-    keys = ["demo", "quartet"] if args.piece == "all" else [args.piece]
+    if args.piece == "training":
+        pieces = TRAINING_PIECES
+        keys = list(pieces)
+    else:
+        pieces = PIECES
+        keys = ["demo", "quartet"] if args.piece == "all" else [args.piece]
     for key in keys:
-        piece = PIECES[key]
+        piece = pieces[key]
         if args.out is None:
             out_dir = REPO_ROOT / piece.out_subdir
-        elif args.piece == "all":
+        elif args.piece in ("all", "training"):
             out_dir = args.out / Path(piece.out_subdir).name
         else:
             out_dir = args.out

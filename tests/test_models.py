@@ -53,10 +53,11 @@ def tunets():
     return built
 
 
-def small_tunet(tracks=3, bands=1, loss="matrix"):
+def small_tunet(tracks=3, bands=1, loss="matrix", pairs=0):
     config = tunet_config.get_config("runlocal")
     config.model.num_tracks = tracks
     config.model.frequency_bands = bands
+    config.model.pair_histogram_bins = pairs
     config.loss = loss
     return config
 
@@ -208,6 +209,15 @@ def training_losses(config, batch, steps, model):
 def test_tunet_training_steps_lower_the_loss(tunets, loss, bands):
     config, model = tunets[bands]
     config = small_tunet(bands=bands, loss=loss)
+    history = training_losses(config, linear_batch(config, batch=4), steps=5, model=model)
+    assert all(np.isfinite(history))
+    assert history[-1] < 0.9 * history[0], history
+
+
+@pytest.mark.parametrize("loss", ["matrix", pytest.param("signal", marks=pytest.mark.heavy)])
+def test_pair_tunet_training_steps_lower_the_loss(loss):
+    config = small_tunet(loss=loss, pairs=9)
+    model = build(config.model)
     history = training_losses(config, linear_batch(config, batch=4), steps=5, model=model)
     assert all(np.isfinite(history))
     assert history[-1] < 0.9 * history[0], history

@@ -136,12 +136,15 @@ def test_cae_cli_end_to_end(tmp_path, cae_checkpoint, capsys):
     assert "resample it first" in capsys.readouterr().err
 
 
-def test_predict_matches_the_method_path(tunet_checkpoint):
+@pytest.mark.parametrize("demix", ["pinv", "wiener"])
+def test_predict_matches_the_method_path(tunet_checkpoint, demix):
     checkpoint, _ = tunet_checkpoint
     model, config = models.load_for_inference(checkpoint, "tunet")
+    config.model.demix = demix
     audio = jnp.asarray(np.random.default_rng(5).standard_normal((1, TRACKS, 4000)), jnp.float32)
     predicted = nnx.jit(lambda m, x: models.predict(m, x, config.model))(model, audio)
     method = neural.with_checkpoint("tunet", neural.default_config("tunet"), str(checkpoint))
+    method.demix = demix
     graphdef, state, training_config = neural.load(method, "tunet")
     cleaned, _ = neural.reduce_tunet(graphdef, state, training_config, audio, np.array([4000]), 8000.0, method)
     np.testing.assert_allclose(cleaned, predicted, rtol=1e-4, atol=1e-5)

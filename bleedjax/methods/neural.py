@@ -4,7 +4,9 @@
 t-UNet: Λ̂ is estimated on blocks of the model's training length (``block_seconds``, or the
 batch's length when that is shorter; the last, shorter block counts when it covers the model's
 receptive field), averaged over the blocks
-weighted by their length, and the session is demixed whole, ``Ŝ = pinv(Λ̂) X``. Blocks bound the
+weighted by their length, and the session is demixed whole, ``Ŝ = pinv(Λ̂) X`` or, with
+``demix`` ``"wiener"`` (the model's ``config.model.demix`` unless ``--set demix=...``), by the
+power-domain soft mask of :func:`bleedjax.models.inference.wiener_spectrogram`. Blocks bound the
 memory of the encoder and keep the input like the training examples. A session at another sample
 rate than the model's is resampled (band-limited, :func:`bleedjax.models.inference.resample`)
 for the estimate of Λ̂ only: the demixing is applied at the session's own rate, so nothing above
@@ -17,7 +19,8 @@ stem type: pass the checkpoint of the stem you clean). ``bleed.json`` gets the l
 matrix ``X · pinv(Ŝ)`` of the result, the CAE having no Λ of its own.
 
 Sessions must have the model's number of tracks ``J``; that is checked for every session before
-anything is written.
+anything is written. A t-UNet with the cross-track pair head (``model.pair_histogram_bins > 0``,
+the bundled model) has no weight that depends on ``J`` and takes sessions of any number of tracks.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def default_config(method: str, preset: str | None = None) -> ml_collections.Con
     if method == "tunet":
         config.block_seconds = 0.0
         config.chunk = 4
+        config.demix = ""  # "": the model's own (config.model.demix); "pinv" or "wiener"
     else:
         config.chunk = 256
     return config
@@ -82,8 +86,10 @@ def load(config: ml_collections.ConfigDict, method: str):
 
 
 def check_session(track_names, training_config: ml_collections.ConfigDict, method: str):
-    """SessionError unless the session has the model's number of tracks."""
-    expected = training_config.model.num_tracks if method == "tunet" else None
+    """SessionError unless the session has the model's number of tracks (any number for a
+    t-UNet with the pair head)."""
+    any_count = training_config.model.get("pair_histogram_bins", 0) > 0
+    expected = training_config.model.num_tracks if method == "tunet" and not any_count else None
     if expected is not None and len(track_names) != expected:
         raise sessions.SessionError(
             f"the {method} model was trained for {expected} tracks; this session has "
@@ -124,7 +130,7 @@ def tunet_lambda(graphdef, state, audio, lengths, *, block: int, chunk: int):
     return jnp.einsum("sb,sb...->s...", weights, estimates)
 
 
-_demix = jax.jit(models.demix_batch, static_argnames=("n_fft", "hop", "sample_rate", "model_rate"))
+_demix = jax.jit(models.demix_batch, static_argnames=("n_fft", "hop", "sample_rate", "model_rate", "demix"))
 
 
 def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: float, config):
@@ -151,9 +157,12 @@ def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: 
     else:
         at_model_rate, model_lengths = audio, lengths
     lam = tunet_lambda(graphdef, state, at_model_rate, model_lengths, block=block, chunk=int(config.get("chunk", 4)))
+    demix = config.get("demix", "") or model_config.get("demix", "pinv")
+    if demix not in models.DEMIX_MODES:
+        raise sessions.SessionError(f"demix must be one of {', '.join(models.DEMIX_MODES)}, got {demix!r}")
     cleaned = _demix(
         audio, lam, n_fft=model_config.n_fft, hop=model_config.hop, sample_rate=float(sample_rate),
-        model_rate=float(model_rate),
+        model_rate=float(model_rate), demix=demix,
     )
     return cleaned, lam
 

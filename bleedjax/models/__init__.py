@@ -20,6 +20,7 @@ from bleedjax._types import Array, Float, Int
 from bleedjax.models import cae, inference, losses, tunet
 
 MODEL_NAMES = ("tunet", "cae")
+DEMIX_MODES = ("pinv", "wiener")
 BUNDLED = {"tunet": pathlib.Path(__file__).resolve().parents[1] / "assets" / "tunet"}
 
 
@@ -35,6 +36,9 @@ def build_model(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> n
             pool=model_config.pool,
             dense=tuple(model_config.dense),
             frequency_bands=model_config.get("frequency_bands", 1),
+            pair_histogram_bins=model_config.get("pair_histogram_bins", 0),
+            n_fft=model_config.n_fft,
+            hop=model_config.hop,
             rngs=rngs,
         )
     if name == "cae":
@@ -87,7 +91,8 @@ def predict(
     """
     if model_config.name == "tunet":
         lam = model(mics, lengths)
-        return demix_batch(mics, lam, n_fft=model_config.n_fft, hop=model_config.hop)
+        return demix_batch(mics, lam, n_fft=model_config.n_fft, hop=model_config.hop,
+                           demix=model_config.get("demix", "pinv"))
     if model_config.name == "cae":
         batch, tracks, samples = mics.shape
         if lengths is None:
@@ -109,19 +114,29 @@ def demix_batch(
     hop: int,
     sample_rate: float = 1.0,
     model_rate: float = 1.0,
+    demix: str = "pinv",
 ) -> Float[Array, "batch tracks samples"]:
-    """``pinv(Λ̂) X`` for every session of a batch. A frequency-dependent Λ̂ goes through the
-    STFT at ``sample_rate`` with the frame duration of the model's ``n_fft``/``hop`` at
-    ``model_rate`` and its bands in hertz (:func:`~bleedjax.models.inference.band_of_bin`)."""
-    unmixing = inference.pinv_each(lam)
-    if lam.ndim == 3:
-        return jax.vmap(inference.demix)(mics, unmixing)
+    """``pinv(Λ̂) X`` (``demix="pinv"``) or the power-domain soft mask (``"wiener"``,
+    :func:`~bleedjax.models.inference.wiener_spectrogram`) for every session of a batch. The STFT
+    (every ``"wiener"``, and ``"pinv"`` with a frequency-dependent Λ̂) runs at ``sample_rate``
+    with the frame duration of the model's ``n_fft``/``hop`` at ``model_rate`` and its bands in
+    hertz (:func:`~bleedjax.models.inference.band_of_bin`)."""
+    if demix not in DEMIX_MODES:
+        raise ValueError(f"demix must be one of {', '.join(DEMIX_MODES)}, got {demix!r}")
+    if lam.ndim == 3 and demix == "pinv":
+        return jax.vmap(inference.demix)(mics, inference.pinv_each(lam))
+    lam = lam[:, None] if lam.ndim == 3 else lam
     scale = sample_rate / model_rate
     session_n_fft = max(2, round(n_fft * scale))
     session_hop = max(1, round(hop * scale))
     band_index = jnp.asarray(inference.band_of_bin(
         lam.shape[1], n_fft=session_n_fft, sample_rate=sample_rate, model_n_fft=n_fft, model_rate=model_rate,
     ))
+    if demix == "wiener":
+        return jax.vmap(
+            lambda x, m: inference.wiener_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop)
+        )(mics, lam)
+    unmixing = inference.pinv_each(lam)
     return jax.vmap(
         lambda x, m: inference.demix_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop)
     )(mics, unmixing)

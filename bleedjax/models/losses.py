@@ -20,6 +20,14 @@ relative error when it is small and keeps the gradients bounded when a nearly si
 ``pinv(Λ̂) X`` explode (without the log, training on room bleed reached gradient norms of 1e10).
 ``STFT(pinv(Λ̂) X) = pinv(Λ̂) STFT(X)``, so this is computed on the microphones' STFT.
 
+t-UNet, ``"gains"`` (beyond [1]): the MSE of Λ̂ against the amplitude bleed matrix that the
+bleed augmentation drew (``batch["matrix"]``: Seipel's gains ``A``, the paper's matrix, or a room's
+image-RMS ratios; :mod:`bleedjax.data.augment`), in every band. ``X · pinv(S)`` is a
+waveform-domain target: with bleed delayed by a few milliseconds (Seipel's free-field delays, any
+room) the delayed source is nearly uncorrelated with the undelayed one and the target shrinks
+towards the identity, although the bleed is as loud as ever. The gains are what a
+delay-insensitive demixer (:func:`bleedjax.models.inference.wiener_spectrogram`) needs.
+
 CAE, ``"magnitude"`` ([1] Sec. 3.1): mean squared error of the predicted magnitude frames.
 
 References:
@@ -95,11 +103,12 @@ def signal_loss(
 
 
 def tunet_loss(model, batch: dict, config) -> tuple[Float[Array, ""], dict]:
-    """The t-UNet loss of ``config.loss`` (``"matrix"`` or ``"signal"``) on a batch.
+    """The t-UNet loss of ``config.loss`` (``"matrix"``, ``"gains"`` or ``"signal"``) on a batch.
 
     Args:
         model: a :class:`~bleedjax.models.tunet.TUNet`.
-        batch: ``"mics"``, ``"targets"`` ``(B, J, T)`` and ``"active"`` ``(B, J)``.
+        batch: ``"mics"``, ``"targets"`` ``(B, J, T)``, ``"active"`` ``(B, J)`` and, for
+            ``"gains"``, ``"matrix"`` ``(B, J, J)``.
         config: the training config (``config.loss``, ``config.model``).
 
     Returns:
@@ -112,7 +121,10 @@ def tunet_loss(model, batch: dict, config) -> tuple[Float[Array, ""], dict]:
     lam_hat = model(mics)
     bands = model_config.get("frequency_bands", 1)
     n_fft, hop = model_config.n_fft, model_config.hop
-    if bands == 1:
+    if config.loss == "gains":
+        gains = batch["matrix"]
+        target = gains if bands == 1 else jnp.broadcast_to(gains[:, None], lam_hat.shape)
+    elif bands == 1:
         target = interference_matrix(mics, targets)
     else:
         band_index = jnp.asarray(_band_index(model_config, config))
@@ -121,10 +133,10 @@ def tunet_loss(model, batch: dict, config) -> tuple[Float[Array, ""], dict]:
         target = banded_interference_matrix(mic_spec, ref_spec, band_index, bands)
     matrix_mse = matrix_loss(lam_hat, jax.lax.stop_gradient(target), active)
     aux = {"matrix_mse": matrix_mse}
-    if config.loss == "matrix":
+    if config.loss in ("matrix", "gains"):
         return matrix_mse, aux
     if config.loss != "signal":
-        raise ValueError(f"t-UNet loss must be 'matrix' or 'signal', got {config.loss!r}")
+        raise ValueError(f"t-UNet loss must be 'matrix', 'gains' or 'signal', got {config.loss!r}")
     if bands == 1:
         mic_spec = signal.stft(mics, n_fft=n_fft, hop=hop)
         ref_spec = signal.stft(targets, n_fft=n_fft, hop=hop)

@@ -26,6 +26,14 @@ Beyond [1]:
   passes no gradient, and stay there).
 * ``frequency_bands > 1``: the last layer has ``bands · J²`` outputs and Λ̂ is frequency
   dependent, ``(bands, J, J)``, one matrix per band of STFT bins (:mod:`bleedjax.models.inference`).
+* ``pair_histogram_bins > 0`` (the bundled model): a cross-track head. The paper's head sees the
+  time-averaged features of each track on its own and learns little beyond the mean training
+  matrix. Here one dense head, shared by every ordered pair ``(i, j)``, sees the level-ratio
+  histograms of the pair (:mod:`bleedjax.models.pair_features`: where microphone ``j`` dominates,
+  microphone ``i`` is ``Λ_ij / Λ_jj`` as loud), the encoder features of ``i`` and ``j`` and
+  ``[i = j]``, and outputs ``Λ̂_ij`` for every band through a sharpened softplus (:meth:`TUNet.
+  _pair_head`). No weight depends on ``J``, so a model trained on 4 tracks estimates Λ̂ for a
+  session of any number of tracks.
 
 References:
     [1] Rajesh R, P. Rajan, "Neural networks for interference reduction in multi-track
@@ -44,10 +52,19 @@ import numpy as np
 from flax import nnx
 from flax.linen import max_pool
 
+from bleedjax import signal
 from bleedjax._types import Array, Float, Int
+from bleedjax.models import pair_features
 
 EPS = 1e-8
 INITIAL_BLEED = 0.05
+PAIR_SHARPNESS = 10.0
+
+
+def initial_matrix(tracks: int) -> np.ndarray:
+    """``(tracks, tracks)`` the Λ̂ an untrained head outputs: the identity with ``INITIAL_BLEED``
+    off the diagonal."""
+    return np.eye(tracks) + INITIAL_BLEED * (1 - np.eye(tracks))
 
 
 def _constant(value: np.ndarray):
@@ -121,6 +138,9 @@ class TUNet(nnx.Module):
         pool: int = 9,
         dense: Sequence[int] = (512, 128, 64, 32),
         frequency_bands: int = 1,
+        pair_histogram_bins: int = 0,
+        n_fft: int = 2048,
+        hop: int = 512,
         rngs: nnx.Rngs,
     ):
         if num_tracks < 1 or frequency_bands < 1 or kernel_size < 1 or pool < 1 or not channels:
@@ -128,10 +148,14 @@ class TUNet(nnx.Module):
                 f"t-UNet needs num_tracks, frequency_bands, kernel_size, pool >= 1 and channels; got "
                 f"{num_tracks}, {frequency_bands}, {kernel_size}, {pool}, {tuple(channels)}"
             )
+        if pair_histogram_bins == 1 or pair_histogram_bins < 0:
+            raise ValueError(f"pair_histogram_bins must be 0 (off) or at least 2, got {pair_histogram_bins}")
         self.num_tracks = num_tracks
         self.frequency_bands = frequency_bands
         self.kernel_size = kernel_size
         self.pool = pool
+        self.pair_histogram_bins = pair_histogram_bins
+        self.n_fft, self.hop = n_fft, hop
         widths = (1, *channels)
         self.convs = nnx.List(
             [
@@ -139,10 +163,17 @@ class TUNet(nnx.Module):
                 for c_in, c_out in itertools.pairwise(widths)
             ]
         )
-        sizes = (num_tracks * channels[-1], *dense, frequency_bands * num_tracks**2)
-        start = np.tile(np.eye(num_tracks) + INITIAL_BLEED * (1 - np.eye(num_tracks)), (frequency_bands, 1, 1))
+        if pair_histogram_bins:
+            self.band_index = nnx.Variable(jnp.asarray(pair_features.band_index_of(frequency_bands, n_fft)))
+            pair_inputs = pair_features.features_per_pair(pair_histogram_bins, frequency_bands) + 2 * channels[-1] + 1
+            sizes = (pair_inputs, *dense, frequency_bands)
+            last = dict(kernel_init=nnx.initializers.zeros_init())
+        else:
+            sizes = (num_tracks * channels[-1], *dense, frequency_bands * num_tracks**2)
+            start = np.tile(initial_matrix(num_tracks), (frequency_bands, 1, 1))
+            last = dict(bias_init=_constant(start.reshape(-1)))
         self.head = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes[:-1])])
-        self.head.append(nnx.Linear(sizes[-2], sizes[-1], bias_init=_constant(start.reshape(-1)), rngs=rngs))
+        self.head.append(nnx.Linear(sizes[-2], sizes[-1], rngs=rngs, **last))
 
     @property
     def min_samples(self) -> int:
@@ -165,7 +196,7 @@ class TUNet(nnx.Module):
             hears), or ``(B, bands, J, J)`` when ``frequency_bands > 1``.
         """
         batch, tracks, samples = mics.shape
-        if tracks != self.num_tracks:
+        if tracks != self.num_tracks and not (self.pair_histogram_bins and tracks >= 1):
             raise ValueError(f"t-UNet was built for {self.num_tracks} tracks, got {tracks}")
         if samples < self.min_samples:
             raise ValueError(f"t-UNet needs at least {self.min_samples} samples, got {samples}")
@@ -174,7 +205,8 @@ class TUNet(nnx.Module):
         inside = (jnp.arange(samples)[None, :] < lengths[:, None]).astype(mics.dtype)
         power = jnp.sum(mics**2, axis=(1, 2)) / jnp.maximum(tracks * lengths, 1)
         x = mics / (jnp.sqrt(power)[:, None, None] + EPS)
-        x = (x * inside[:, None, :]).reshape(batch * tracks, samples)
+        normalised = x * inside[:, None, :]
+        x = normalised.reshape(batch * tracks, samples)
         first = self.convs[0]
         if self.kernel_size <= self.pool + 1:
             x = conv_pool_mono(x, first.kernel[...], first.bias[...], self.pool)
@@ -187,9 +219,40 @@ class TUNet(nnx.Module):
         weights = (jnp.arange(x.shape[1])[None, :] < valid[:, None]).astype(x.dtype)
         weights = weights / jnp.maximum(valid, 1)[:, None].astype(x.dtype)
         features = jnp.einsum("btpc,bp->btc", x.reshape(batch, tracks, *x.shape[1:]), weights)
+        if self.pair_histogram_bins:
+            return self._pair_head(normalised, features)
         h = features.reshape(batch, tracks * x.shape[-1])
         for layer in self.head:
             h = jax.nn.relu(layer(h))
         if self.frequency_bands == 1:
             return h.reshape(batch, tracks, tracks)
         return h.reshape(batch, self.frequency_bands, tracks, tracks)
+
+    def _pair_head(
+        self, mics: Float[Array, "batch tracks samples"], features: Float[Array, "batch tracks channels"]
+    ) -> Float[Array, "batch tracks tracks"] | Float[Array, "batch bands tracks tracks"]:
+        """Λ̂ from one shared head per ordered pair ``(i, j)``: the level-ratio histograms of the
+        pair (:mod:`bleedjax.models.pair_features`), the encoder features of ``i`` and ``j`` and
+        ``[i = j]``, through the dense layers to ``bands`` values, then
+        ``Λ̂_ij = softplus(s · out + softplus⁻¹(s · Λ⁰_ij)) / s`` (``Λ⁰`` the identity with
+        ``INITIAL_BLEED`` off the diagonal, where the zero-initialised last layer starts; the
+        sharpness ``s`` = ``PAIR_SHARPNESS`` keeps ``∂Λ̂/∂out`` near 0.4 at a bleed of 0.05, where a
+        plain softplus would give 0.05 and learn small bleeds twenty times slower)."""
+        batch, tracks, _ = mics.shape
+        power = jnp.abs(signal.stft(mics, n_fft=self.n_fft, hop=self.hop)) ** 2
+        histograms = jax.vmap(
+            lambda p: pair_features.pair_histograms(
+                p, self.band_index[...], histogram_bins=self.pair_histogram_bins, bands=self.frequency_bands
+            )
+        )(power)
+        rows = jnp.broadcast_to(features[:, :, None, :], (batch, tracks, tracks, features.shape[-1]))
+        columns = jnp.broadcast_to(features[:, None, :, :], rows.shape)
+        same = jnp.broadcast_to(jnp.eye(tracks, dtype=features.dtype)[None, :, :, None], (batch, tracks, tracks, 1))
+        h = jnp.concatenate([histograms, rows, columns, same], axis=-1)
+        for layer in self.head[:-1]:
+            h = jax.nn.relu(layer(h))
+        out = self.head[-1](h)
+        offset = np.log(np.expm1(PAIR_SHARPNESS * initial_matrix(tracks))).astype(np.float32)
+        pre = PAIR_SHARPNESS * jnp.moveaxis(out, -1, 1) + offset[None, None]
+        lam = jax.nn.softplus(pre) / PAIR_SHARPNESS
+        return lam[:, 0] if self.frequency_bands == 1 else lam
