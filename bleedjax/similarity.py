@@ -21,7 +21,8 @@ linearly with the recording. Distances use ``‖a‖² + ‖b‖² − 2 aᵀb``
 block, and the median over the ``k`` gathered frames is a pruned comparator network (as in
 :mod:`bleedjax.kernels`) that XLA fuses.
 
-Automatic choice of ``k`` by hubness (Fano Yela et al., LVA/ICA 2018) is not implemented.
+``k`` can be chosen automatically from the hubness of the k-NN graph (Fano Yela et al.,
+LVA/ICA 2018): :mod:`bleedjax.hubness`.
 
 References:
     [1] A. Liutkus, D. Fitzgerald, Z. Rafii, B. Pardo, L. Daudet, "Kernel additive models for

@@ -141,6 +141,9 @@ def _kam_nmf_dictionary(config):
 
 
 def _kam_nmf_validate(config, sample_rate: int) -> None:
+    from bleedjax.methods import kam_nmf
+
+    _settings(kam_nmf.Settings, config)
     _kam_nmf_dictionary(config).check(sample_rate, config.n_fft, where=str(config.dictionary))
 
 
@@ -154,10 +157,11 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
         jnp.asarray(audio.reshape(-1, samples), jnp.float32), jnp.asarray(learned.W), settings,
         jnp.asarray(np.repeat(lengths, tracks)),
     )
-    cleaned, interference, share = (np.asarray(a) for a in jax.device_get(result))
+    cleaned, interference, share, k = (np.asarray(a) for a in jax.device_get(result))
+    arrays = {"corruption": share.reshape(sessions, tracks, -1), "k": k.reshape(sessions, tracks)}
     return BatchResult(
-        cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None,
-        {"corruption": share.reshape(sessions, tracks, -1)}, interference.reshape(audio.shape),
+        cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None, arrays,
+        interference.reshape(audio.shape),
     )
 
 
