@@ -134,7 +134,7 @@ def auto_neighbours(
 
 
 def chosen_median(
-    values: Float[Array, "bins frames"],
+    values: Float[Array, "bins columns"],
     neighbours: Int[Array, "frames k"],
     index: Int[Array, ""],
     candidates: tuple[int, ...],

@@ -119,10 +119,59 @@ class Result(NamedTuple):
     k: Int[Array, ""]
 
 
-def _music_features(W_m: Float[Array, "bins components"], H_m: Float[Array, "components frames"]):
+def music_features(W: Float[Array, "bins components"], H: Float[Array, "components frames"], atoms: int):
     """``R H_m`` with ``W_m = Q R``: columns as far apart as the columns of ``W_m H_m``."""
-    R = jnp.linalg.qr(W_m, mode="r")
-    return jnp.matmul(R, H_m, precision=jax.lax.Precision.HIGHEST)
+    R = jnp.linalg.qr(W[:, atoms:], mode="r")
+    return jnp.matmul(R, H[atoms:], precision=jax.lax.Precision.HIGHEST)
+
+
+def initial_factors(
+    dictionary: Float[Array, "bins atoms"], mean: Float[Array, ""] | float, frames: int, settings: Settings
+) -> tuple[Float[Array, "bins components"], Float[Array, "components frames"]]:
+    """Step 1's start: ``W = [W_n, random W_m]`` and random ``H`` for a spectrogram of ``frames``
+    frames and mean ``mean`` (:func:`bleedjax.nmf.random_init`)."""
+    atoms = dictionary.shape[1]
+    W_random, H = nmf.random_init_from_mean(mean, (dictionary.shape[0], frames), atoms + settings.music_components,
+                                            key=jax.random.key(settings.seed))
+    return jnp.concatenate([dictionary, W_random[:, atoms:]], axis=1), H
+
+
+def estimates(
+    W: Float[Array, "bins components"], H: Float[Array, "components frames"], atoms: int
+) -> tuple[Float[Array, "bins frames"], Float[Array, "bins frames"]]:
+    """The NMF estimates ``N₀ = W_n H_n`` (interference) and ``M₀ = W_m H_m`` (music)."""
+    N0 = jnp.matmul(W[:, :atoms], H[:atoms], precision=jax.lax.Precision.HIGHEST)
+    M0 = jnp.matmul(W[:, atoms:], H[atoms:], precision=jax.lax.Precision.HIGHEST)
+    return N0, M0
+
+
+def interference_share(N0, M0, valid: Float[Array, " frames"]) -> Float[Array, " frames"]:
+    """Step 2's ``r_t = Σ_f N₀ / Σ_f (N₀ + M₀)`` (0 in padding frames)."""
+    return jnp.sum(N0, axis=0) / jnp.maximum(jnp.sum(N0 + M0, axis=0), EPS) * valid
+
+
+def nmf_gain(N0, M0) -> Float[Array, "bins frames"]:
+    """The ``"nmf"`` variant's Wiener gain ``M₀² / (M₀² + N₀²)``."""
+    return M0**2 / jnp.maximum(M0**2 + N0**2, EPS)
+
+
+def start_gain(N0, M0) -> Float[Array, "bins frames"]:
+    """The music gain before step 3: ``M₀ / (M₀ + N₀)``."""
+    return M0 / jnp.maximum(M0 + N0, EPS)
+
+
+def kam_gain(
+    median: Float[Array, "bins frames"],
+    V: Float[Array, "bins frames"],
+    N0: Float[Array, "bins frames"],
+    M0: Float[Array, "bins frames"],
+    corrupted: Float[Array, " frames"],
+) -> Float[Array, "bins frames"]:
+    """Step 4: ``M = min(median, V)``, ``N = N₀ V / (N₀ + M₀)`` and ``G = M² / (M² + N²)`` in
+    corrupted frames, 1 elsewhere."""
+    M = jnp.minimum(median, V)
+    N = N0 * V / jnp.maximum(N0 + M0, EPS)
+    return jnp.where(corrupted[None, :] > 0, M**2 / jnp.maximum(M**2 + N**2, EPS), 1.0)
 
 
 class Kernel(NamedTuple):
@@ -174,25 +223,20 @@ def soft_mask(
         gain = M**2 / jnp.maximum(M**2 + (V - M) ** 2, EPS)
         return gain, jnp.zeros(V.shape[1]), kernel.k(settings)
     atoms = dictionary.shape[1]
-    W_m, H = nmf.random_init(V, atoms + settings.music_components, key=jax.random.key(settings.seed))
-    W = jnp.concatenate([dictionary, W_m[:, atoms:]], axis=1)
+    W, H = initial_factors(dictionary, jnp.mean(V), V.shape[1], settings)
     fit = nmf.nmf(V, W, H, beta=settings.beta, iterations=settings.nmf_iterations,
                   sparsity=settings.sparsity, fixed=atoms, weights=valid)
-    N0 = jnp.matmul(fit.W[:, :atoms], fit.H[:atoms], precision=jax.lax.Precision.HIGHEST)
-    M0 = jnp.matmul(fit.W[:, atoms:], fit.H[atoms:], precision=jax.lax.Precision.HIGHEST)
-    share = jnp.sum(N0, axis=0) / jnp.maximum(jnp.sum(N0 + M0, axis=0), EPS) * valid
+    N0, M0 = estimates(fit.W, fit.H, atoms)
+    share = interference_share(N0, M0, valid)
     if settings.variant == "nmf":
-        return M0**2 / jnp.maximum(M0**2 + N0**2, EPS), share, jnp.asarray(settings.k)
-    corrupted = (share > settings.detection_threshold)[None, :]
-    N = N0 * V / jnp.maximum(N0 + M0, EPS)
-    kernel = similarity_kernel(_music_features(fit.W[:, atoms:], fit.H[atoms:]), settings, valid)
+        return nmf_gain(N0, M0), share, jnp.asarray(settings.k)
+    corrupted = (share > settings.detection_threshold).astype(jnp.float32)
+    kernel = similarity_kernel(music_features(fit.W, fit.H, atoms), settings, valid)
 
     def refine(gain, _):
-        M = jnp.minimum(kernel.median(gain * V, settings), V)
-        return jnp.where(corrupted, M**2 / jnp.maximum(M**2 + N**2, EPS), 1.0), None
+        return kam_gain(kernel.median(gain * V, settings), V, N0, M0, corrupted), None
 
-    start = M0 / jnp.maximum(M0 + N0, EPS)
-    gain, _ = jax.lax.scan(refine, start, None, length=settings.kam_iterations)
+    gain, _ = jax.lax.scan(refine, start_gain(N0, M0), None, length=settings.kam_iterations)
     return gain, share, kernel.k(settings)
 
 
