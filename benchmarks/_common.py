@@ -132,6 +132,18 @@ def run_worker(
     return result
 
 
+def run_measured(command: Sequence[str], env: dict | None = None) -> tuple[float, int]:
+    """Runs ``command`` in a fresh process; its wall time and peak resident set size (bytes,
+    ``ru_maxrss`` of the child). Raises with its stderr when it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(process.stderr.read())
+    return elapsed, usage.ru_maxrss * 1024
+
+
 def worker_main(
     task_json: str, result_path: str, handlers: dict[str, Callable[[dict], dict]]
 ) -> None:

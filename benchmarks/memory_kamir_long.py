@@ -16,14 +16,13 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import scipy.signal
 import soundfile as sf
+from _common import run_measured
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -64,13 +63,7 @@ def run_reduce(session: pathlib.Path, out: pathlib.Path, preset: str, cache: str
     command = [str(REPO / ".venv" / "bin" / "bleedjax"), "reduce", str(session), "--out", str(out),
                "--method", "kamir", "--preset", preset, "--streaming"]
     env = dict(os.environ, BLEEDJAX_CACHE_DIR=cache)
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(process.stderr.read())
-    return elapsed, usage.ru_maxrss * 1024
+    return run_measured(command, env)
 
 
 def main(argv=None) -> int:

@@ -121,6 +121,40 @@ def _matmul(a, b):
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
+def W_sums(
+    V: Float[Array, "bins frames"],
+    W: Float[Array, "bins components"],
+    H: Float[Array, "components frames"],
+    *,
+    beta: float,
+    fixed: int = 0,
+    weights: Float[Array, " frames"] | None = None,
+) -> tuple[Float[Array, "bins free"], Float[Array, "_ free"]]:
+    """The numerator and denominator of the ``W`` update ([1] Sec. 4), sums over frames: the
+    sums of column blocks of ``V`` (with their ``H``) add up to those of the whole ``V``."""
+    num, den = _ratios(V, _matmul(W, H), beta, weights)
+    H_free = H[fixed:]
+    if den is None:
+        weighted = jnp.sum(H_free * _frame_weights(weights, V.shape[1])[None, :], axis=1)[None, :]
+    else:
+        weighted = _matmul(den, H_free.T)
+    return _matmul(num, H_free.T), weighted
+
+
+def apply_W_sums(
+    W: Float[Array, "bins components"],
+    numerator: Float[Array, "bins free"],
+    denominator: Float[Array, "_ free"],
+    *,
+    beta: float,
+    fixed: int = 0,
+) -> Float[Array, "bins components"]:
+    """``W`` with its free columns multiplied by ``(numerator / denominator)^γ(β)``."""
+    delta = numerator / jnp.maximum(denominator, EPS)
+    delta = delta ** _gamma(beta) if beta < 1 else delta
+    return jnp.concatenate([W[:, :fixed], W[:, fixed:] * delta], axis=1)
+
+
 def update_W(
     V: Float[Array, "bins frames"],
     W: Float[Array, "bins components"],
@@ -131,15 +165,8 @@ def update_W(
     weights: Float[Array, " frames"] | None = None,
 ) -> Float[Array, "bins components"]:
     """One multiplicative update of the free columns ``W[:, fixed:]`` ([1] Sec. 4)."""
-    num, den = _ratios(V, _matmul(W, H), beta, weights)
-    H_free = H[fixed:]
-    if den is None:
-        weighted = jnp.sum(H_free * _frame_weights(weights, V.shape[1])[None, :], axis=1)[None, :]
-    else:
-        weighted = _matmul(den, H_free.T)
-    delta = _matmul(num, H_free.T) / jnp.maximum(weighted, EPS)
-    delta = delta ** _gamma(beta) if beta < 1 else delta
-    return jnp.concatenate([W[:, :fixed], W[:, fixed:] * delta], axis=1)
+    numerator, denominator = W_sums(V, W, H, beta=beta, fixed=fixed, weights=weights)
+    return apply_W_sums(W, numerator, denominator, beta=beta, fixed=fixed)
 
 
 def update_H(
@@ -234,10 +261,18 @@ def random_init(
 ) -> tuple[Float[Array, "bins {components}"], Float[Array, "{components} frames"]]:
     """Random positive ``W`` and ``H`` scaled to the data, as scikit-learn's ``init='random'``:
     ``sqrt(mean(V) / components) |N(0, 1)|``, drawn deterministically from ``key``."""
-    scale = jnp.sqrt(jnp.maximum(jnp.mean(V), EPS) / components)
+    return random_init_from_mean(jnp.mean(V), V.shape, components, key=key)
+
+
+def random_init_from_mean(
+    mean: Float[Array, ""] | float, shape: tuple[int, int], components: int, *, key: PRNGKeyArray
+) -> tuple[Float[Array, "bins {components}"], Float[Array, "{components} frames"]]:
+    """:func:`random_init` of a ``shape = (bins, frames)`` matrix known only by its ``mean``
+    (e.g. a spectrogram that is streamed, never in memory whole)."""
+    scale = jnp.sqrt(jnp.maximum(mean, EPS) / components)
     key_w, key_h = jax.random.split(key)
-    W = scale * jnp.abs(jax.random.normal(key_w, (V.shape[0], components)))
-    H = scale * jnp.abs(jax.random.normal(key_h, (components, V.shape[1])))
+    W = scale * jnp.abs(jax.random.normal(key_w, (shape[0], components)))
+    H = scale * jnp.abs(jax.random.normal(key_h, (components, shape[1])))
     return W + EPS, H + EPS
 
 

@@ -24,7 +24,8 @@ from bleedjax import methods, sessions, streaming
 MAX_BATCH_SAMPLES = 1 << 26
 LONG_SESSION_SAMPLES = 1 << 27
 """Sessions with more samples (tracks × length, e.g. 16 tracks × 3 min at 44.1 kHz) go through
-the method's streaming path, when it has one, instead of being loaded whole."""
+the method's streaming path, when it has one, instead of being loaded whole (a method may set
+its own threshold, :attr:`bleedjax.methods.Method.long_samples`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,7 @@ def reduce_folders(
         raise sessions.SessionError(f"--method {method} has no streaming path for long recordings")
     streamed = [
         chosen.run_long is not None
-        and (streaming_path if streaming_path is not None else h.num_tracks * h.length > LONG_SESSION_SAMPLES)
+        and (streaming_path if streaming_path is not None else h.num_tracks * h.length > _long_samples(chosen))
         for h in headers
     ]
     loaded = [
@@ -196,6 +197,10 @@ def reduce_folders(
         _write_artefacts(method, config, session, target, output, 0)
         results[index] = SessionResult(session, target, None, output.matrices[0])
     return [results[i] for i in range(len(loaded))]
+
+
+def _long_samples(chosen: methods.Method) -> int:
+    return LONG_SESSION_SAMPLES if chosen.long_samples is None else chosen.long_samples
 
 
 def _batch_key(chosen: methods.Method, session, config):

@@ -21,7 +21,8 @@ linearly with the recording. Distances use ``‖a‖² + ‖b‖² − 2 aᵀb``
 block, and the median over the ``k`` gathered frames is a pruned comparator network (as in
 :mod:`bleedjax.kernels`) that XLA fuses.
 
-Automatic choice of ``k`` by hubness (Fano Yela et al., LVA/ICA 2018) is not implemented.
+``k`` can be chosen automatically from the hubness of the k-NN graph (Fano Yela et al.,
+LVA/ICA 2018): :mod:`bleedjax.hubness`.
 
 References:
     [1] A. Liutkus, D. Fitzgerald, Z. Rafii, B. Pardo, L. Daudet, "Kernel additive models for
@@ -131,16 +132,17 @@ def _rank_select(views: list, rank: int):
 
 @functools.partial(jax.jit, static_argnames=("block",))
 def neighbour_median(
-    values: Float[Array, "bins frames"], neighbours: Int[Array, "frames k"], *, block: int = 256
+    values: Float[Array, "bins columns"], neighbours: Int[Array, "frames k"], *, block: int = 256
 ) -> Float[Array, "bins frames"]:
     """``out[f, t]`` = the value of rank ``k // 2`` among ``values[f, neighbours[t]]``.
 
     Args:
-        values: ``(bins, frames)`` e.g. a magnitude spectrogram.
-        neighbours: ``(frames, k)`` from :func:`nearest_frames`.
+        values: ``(bins, columns)`` e.g. a magnitude spectrogram (``columns = frames``), or
+            just the columns that ``neighbours`` point to.
+        neighbours: ``(frames, k)`` column indices, e.g. from :func:`nearest_frames`.
         block: frames per block (memory ``bins × block × k``).
     """
-    bins, frames = values.shape
+    bins, frames = values.shape[0], neighbours.shape[0]
     k = neighbours.shape[1]
     block, count = _blocks(frames, block)
     padded = jnp.pad(neighbours, ((0, block * count - frames), (0, 0)))

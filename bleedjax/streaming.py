@@ -175,6 +175,13 @@ def subtype_is_integer(subtype: str) -> bool:
     return subtype.startswith("PCM")
 
 
+def progress_blocks(blocks: Sequence[tuple[int, int]], label: str, progress: bool):
+    """``blocks`` behind a tqdm progress bar (shown only with ``progress``)."""
+    from tqdm import tqdm
+
+    return tqdm(blocks, desc=label, unit="block", disable=not progress)
+
+
 def block_ranges(total_frames: int, block_frames: int) -> Sequence[tuple[int, int]]:
     """``[(first, last), ...]`` blocks of at most ``block_frames`` frames covering all frames."""
     return [(t, min(t + block_frames, total_frames)) for t in range(0, total_frames, block_frames)]

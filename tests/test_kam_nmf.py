@@ -47,7 +47,7 @@ def test_cough_on_a_music_loop_drops_by_10_db(cough):
     settings = kam_nmf.Settings(music_components=8, k=5, min_separation=20)
     mixture = jnp.asarray(music + noise)
     V = jnp.abs(signal.stft(mixture, n_fft=N_FFT, hop=HOP))
-    gain, share = kam_nmf.soft_mask(V / V.max(), jnp.asarray(learned.W), settings, jnp.ones(V.shape[1]))
+    gain, share, _ = kam_nmf.soft_mask(V / V.max(), jnp.asarray(learned.W), settings, jnp.ones(V.shape[1]))
 
     # The gain acts linearly on the STFT, so the interference left in the output is exactly the
     # gain applied to the interference alone (and likewise for the music); reduce_track returns
@@ -151,12 +151,18 @@ def test_cli_end_to_end(tmp_path, shared_data, capsys):
     assert json.loads((out / "bleed.json").read_text())["config"]["dictionary"] == str(dict_path)
     assert run("reduce", session, "--out", out, "--method", "kam-nmf", "--dictionary", dict_path) == 2
     assert "exists already" in capsys.readouterr().err
+    auto = tmp_path / "auto"
+    assert run("reduce", session, "--out", auto, "--method", "kam-nmf", "--dictionary", dict_path, *common,
+               "--set", "auto_k=True", "--set", "k_candidates=(3, 5, 7)") == 0
+    assert int(np.load(auto / "bleed.npz")["k"][0]) in (3, 5, 7)
+    assert json.loads((auto / "bleed.json").read_text())["config"]["k_candidates"] == [3, 5, 7]
 
     bad = [
         (("--method", "kam-nmf"), "needs an interference dictionary"),
         (("--method", "kamir", "--dictionary", dict_path), "--dictionary is for --method kam-nmf"),
         (("--method", "kam-nmf", "--dictionary", dict_path, "--set", "n_fft=1024"), "needs 513"),
         (("--method", "spectral-subtraction"), "needs at least 2"),
+        (("--method", "kam-nmf", "--dictionary", dict_path, "--set", "k_candidates=()"), "k_candidates must"),
     ]
     for args, message in bad:
         assert run("reduce", session, "--out", tmp_path / "never", *args) == 2

@@ -46,6 +46,8 @@ class Method:
             not fit a session; called for every session before anything is written.
         uses_sample_rate: ``run`` and ``batch_key`` take the sessions' ``sample_rate=`` keyword
             (and sessions batch only with sessions of the same rate).
+        long_samples: sessions with more samples (tracks × length) take ``run_long``; ``None``:
+            :data:`bleedjax.reduce.LONG_SESSION_SAMPLES`.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Method:
     min_tracks: int = 2
     validate: Callable[[ml_collections.ConfigDict, int], None] | None = None
     uses_sample_rate: bool = False
+    long_samples: int | None = None
 
 
 def _settings(cls, config: ml_collections.ConfigDict):
@@ -141,6 +144,9 @@ def _kam_nmf_dictionary(config):
 
 
 def _kam_nmf_validate(config, sample_rate: int) -> None:
+    from bleedjax.methods import kam_nmf
+
+    _settings(kam_nmf.Settings, config)
     _kam_nmf_dictionary(config).check(sample_rate, config.n_fft, where=str(config.dictionary))
 
 
@@ -154,11 +160,28 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
         jnp.asarray(audio.reshape(-1, samples), jnp.float32), jnp.asarray(learned.W), settings,
         jnp.asarray(np.repeat(lengths, tracks)),
     )
-    cleaned, interference, share = (np.asarray(a) for a in jax.device_get(result))
+    cleaned, interference, share, k = (np.asarray(a) for a in jax.device_get(result))
+    arrays = {"corruption": share.reshape(sessions, tracks, -1), "k": k.reshape(sessions, tracks)}
     return BatchResult(
-        cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None,
-        {"corruption": share.reshape(sessions, tracks, -1)}, interference.reshape(audio.shape),
+        cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None, arrays,
+        interference.reshape(audio.shape),
     )
+
+
+def _kam_nmf_run_long(folder, out_dir, config, track_names, pad, progress) -> BatchResult:
+    from bleedjax.methods import kam_nmf, kam_nmf_long
+
+    learned = _kam_nmf_dictionary(config)
+    settings = _settings(kam_nmf.Settings, config)
+    long = _settings(kam_nmf_long.LongSettings, config)
+    share, k = kam_nmf_long.reduce_long(folder, out_dir, learned.W, settings, long, pad=pad, progress=progress)
+    tracks = len(track_names)
+    return BatchResult(None, np.zeros((1, tracks, tracks)), None, {"corruption": share[None], "k": k[None]})
+
+
+KAM_NMF_LONG_SAMPLES = 1 << 23
+"""KAM + NMF streams sessions above 2^23 samples (6.3 minutes of one track at 22.05 kHz): the
+in-memory path needs about 0.1 GiB per minute of a track."""
 
 
 def _differentiable_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -197,7 +220,7 @@ METHODS = {
     ),
     "kam-nmf": Method(
         "kam-nmf", _kam_nmf_config, (), _kam_nmf_run, artefacts=("bleed.json", "bleed.npz", "interference"),
-        min_tracks=1, validate=_kam_nmf_validate,
+        min_tracks=1, validate=_kam_nmf_validate, run_long=_kam_nmf_run_long, long_samples=KAM_NMF_LONG_SAMPLES,
     ),
     "differentiable": Method(
         "differentiable", _differentiable_config, (), _differentiable_run,

@@ -17,7 +17,9 @@ microphone suffices), on the magnitude spectrogram ``V = |X|`` (scaled to a peak
    itself); the music in a corrupted frame is the median of the current music estimate over
    those frames, ``M = min(median, V)``. Distances between columns of ``M₀ = W_m H_m`` are
    computed exactly as distances between columns of ``R H_m`` with ``W_m = Q R`` (QR), so in
-   ``components`` rather than ``bins`` dimensions.
+   ``components`` rather than ``bins`` dimensions. With ``auto_k``, ``k`` is chosen per track
+   among ``k_candidates`` from the hubness of the k-NN graph [4] (:mod:`bleedjax.hubness`: the
+   largest candidate whose k-occurrence skewness is at most ``hubness_threshold``).
 4. **Soft mask**: the interference is the NMF estimate ``N = N₀ V / (N₀ + M₀)``, the music
    ``M``, and the Wiener gain ``G = M² / (M² + N²)`` in corrupted frames (1 elsewhere); the
    music estimate is refined as ``G V`` and steps 3–4 repeat ``kam_iterations`` times.
@@ -34,18 +36,21 @@ References:
     [2] P. Smaragdis, B. Raj, M. Shashanka, "Supervised and semi-supervised separation of sounds
         from single-channel mixtures", ICA 2007.
     [3] Z. Rafii, B. Pardo, "Music/voice separation using the similarity matrix", ISMIR 2012.
+    [4] D. Fano Yela, D. Stowell, M. Sandler, "Does k matter? k-NN hubness analysis for kernel
+        additive modelling vocal separation", LVA/ICA 2018.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from bleedjax import nmf, signal, similarity
+from bleedjax import hubness, nmf, signal, similarity
 from bleedjax._types import Array, Float, Int
 
 EPS = 1e-12
@@ -66,6 +71,9 @@ class Settings:
     sparsity: float = 0.0
     detection_threshold: float = 0.1
     k: int = 9
+    auto_k: bool = False
+    k_candidates: Sequence[int] = (3, 5, 7, 9, 11, 15, 19)
+    hubness_threshold: float = 1.0
     context: int = 2
     min_separation: int = 43
     kam_iterations: int = 2
@@ -87,6 +95,12 @@ class Settings:
             raise ValueError(f"detection_threshold must be in [0, 1), got {self.detection_threshold}")
         if self.sparsity < 0:
             raise ValueError(f"sparsity must be >= 0, got {self.sparsity}")
+        object.__setattr__(self, "k_candidates", hubness.check_candidates(self.k_candidates))
+
+    @property
+    def candidates(self) -> tuple[int, ...]:
+        """The values of ``k`` to choose from: ``k_candidates`` with ``auto_k``, else ``(k,)``."""
+        return self.k_candidates if self.auto_k else (self.k,)
 
 
 class Result(NamedTuple):
@@ -96,17 +110,93 @@ class Result(NamedTuple):
         cleaned: the music estimate.
         interference: the interference estimate (``cleaned + interference`` is the input).
         corruption: ``(frames,)`` the NMF's interference share ``r_t`` per frame.
+        k: the number of neighbours used (``settings.k`` unless ``auto_k``).
     """
 
     cleaned: Float[Array, " samples"]
     interference: Float[Array, " samples"]
     corruption: Float[Array, " frames"]
+    k: Int[Array, ""]
 
 
-def _music_features(W_m: Float[Array, "bins components"], H_m: Float[Array, "components frames"]):
+def music_features(W: Float[Array, "bins components"], H: Float[Array, "components frames"], atoms: int):
     """``R H_m`` with ``W_m = Q R``: columns as far apart as the columns of ``W_m H_m``."""
-    R = jnp.linalg.qr(W_m, mode="r")
-    return jnp.matmul(R, H_m, precision=jax.lax.Precision.HIGHEST)
+    R = jnp.linalg.qr(W[:, atoms:], mode="r")
+    return jnp.matmul(R, H[atoms:], precision=jax.lax.Precision.HIGHEST)
+
+
+def initial_factors(
+    dictionary: Float[Array, "bins atoms"], mean: Float[Array, ""] | float, frames: int, settings: Settings
+) -> tuple[Float[Array, "bins components"], Float[Array, "components frames"]]:
+    """Step 1's start: ``W = [W_n, random W_m]`` and random ``H`` for a spectrogram of ``frames``
+    frames and mean ``mean`` (:func:`bleedjax.nmf.random_init`)."""
+    atoms = dictionary.shape[1]
+    W_random, H = nmf.random_init_from_mean(mean, (dictionary.shape[0], frames), atoms + settings.music_components,
+                                            key=jax.random.key(settings.seed))
+    return jnp.concatenate([dictionary, W_random[:, atoms:]], axis=1), H
+
+
+def estimates(
+    W: Float[Array, "bins components"], H: Float[Array, "components frames"], atoms: int
+) -> tuple[Float[Array, "bins frames"], Float[Array, "bins frames"]]:
+    """The NMF estimates ``N₀ = W_n H_n`` (interference) and ``M₀ = W_m H_m`` (music)."""
+    N0 = jnp.matmul(W[:, :atoms], H[:atoms], precision=jax.lax.Precision.HIGHEST)
+    M0 = jnp.matmul(W[:, atoms:], H[atoms:], precision=jax.lax.Precision.HIGHEST)
+    return N0, M0
+
+
+def interference_share(N0, M0, valid: Float[Array, " frames"]) -> Float[Array, " frames"]:
+    """Step 2's ``r_t = Σ_f N₀ / Σ_f (N₀ + M₀)`` (0 in padding frames)."""
+    return jnp.sum(N0, axis=0) / jnp.maximum(jnp.sum(N0 + M0, axis=0), EPS) * valid
+
+
+def nmf_gain(N0, M0) -> Float[Array, "bins frames"]:
+    """The ``"nmf"`` variant's Wiener gain ``M₀² / (M₀² + N₀²)``."""
+    return M0**2 / jnp.maximum(M0**2 + N0**2, EPS)
+
+
+def start_gain(N0, M0) -> Float[Array, "bins frames"]:
+    """The music gain before step 3: ``M₀ / (M₀ + N₀)``."""
+    return M0 / jnp.maximum(M0 + N0, EPS)
+
+
+def kam_gain(
+    median: Float[Array, "bins frames"],
+    V: Float[Array, "bins frames"],
+    N0: Float[Array, "bins frames"],
+    M0: Float[Array, "bins frames"],
+    corrupted: Float[Array, " frames"],
+) -> Float[Array, "bins frames"]:
+    """Step 4: ``M = min(median, V)``, ``N = N₀ V / (N₀ + M₀)`` and ``G = M² / (M² + N²)`` in
+    corrupted frames, 1 elsewhere."""
+    M = jnp.minimum(median, V)
+    N = N0 * V / jnp.maximum(N0 + M0, EPS)
+    return jnp.where(corrupted[None, :] > 0, M**2 / jnp.maximum(M**2 + N**2, EPS), 1.0)
+
+
+class Kernel(NamedTuple):
+    """The similarity kernel of one track: neighbours for the largest candidate ``k`` and the
+    index of the ``k`` used among :attr:`Settings.candidates`."""
+
+    neighbours: Int[Array, "frames k"]
+    index: Int[Array, ""]
+
+    def median(self, values: Float[Array, "bins frames"], settings: Settings) -> Float[Array, "bins frames"]:
+        """The median of ``values`` over every frame's chosen neighbours."""
+        return hubness.chosen_median(values, self.neighbours, self.index, settings.candidates, block=settings.block)
+
+    def k(self, settings: Settings) -> Int[Array, ""]:
+        return jnp.asarray(settings.candidates)[self.index]
+
+
+def similarity_kernel(features: Float[Array, "dims frames"], settings: Settings, valid: Float[Array, " frames"]) -> Kernel:
+    """Step 3's neighbours by ``features`` (context stacked here), ``k`` fixed or by hubness [4]."""
+    stacked = similarity.stack_context(features, settings.context)
+    neighbours, index, _ = hubness.auto_neighbours(
+        stacked, candidates=settings.candidates, threshold=settings.hubness_threshold,
+        min_separation=settings.min_separation, valid=valid, block=settings.block,
+    )
+    return Kernel(neighbours, index)
 
 
 def soft_mask(
@@ -114,7 +204,7 @@ def soft_mask(
     dictionary: Float[Array, "bins atoms"],
     settings: Settings,
     valid: Float[Array, " frames"],
-) -> tuple[Float[Array, "bins frames"], Float[Array, " frames"]]:
+) -> tuple[Float[Array, "bins frames"], Float[Array, " frames"], Int[Array, ""]]:
     """Steps 1–4 of the module docstring on one magnitude spectrogram.
 
     Args:
@@ -124,38 +214,30 @@ def soft_mask(
         valid: ``(frames,)`` 1 for real frames, 0 for zero padding.
 
     Returns:
-        the ``(bins, frames)`` music gain ``G`` in [0, 1] and the ``(frames,)`` share ``r_t``.
+        the ``(bins, frames)`` music gain ``G`` in [0, 1], the ``(frames,)`` share ``r_t`` and
+        the ``k`` used (``settings.k`` for the ``"nmf"`` variant, which has no kernel).
     """
-    settings_knn = {"k": settings.k, "min_separation": settings.min_separation, "block": settings.block}
     if settings.variant == "kam":
-        M = similarity.similarity_median(V, V, context=settings.context, valid=valid, **settings_knn)
-        M = jnp.minimum(M, V)
+        kernel = similarity_kernel(V, settings, valid)
+        M = jnp.minimum(kernel.median(V, settings), V)
         gain = M**2 / jnp.maximum(M**2 + (V - M) ** 2, EPS)
-        return gain, jnp.zeros(V.shape[1])
+        return gain, jnp.zeros(V.shape[1]), kernel.k(settings)
     atoms = dictionary.shape[1]
-    W_m, H = nmf.random_init(V, atoms + settings.music_components, key=jax.random.key(settings.seed))
-    W = jnp.concatenate([dictionary, W_m[:, atoms:]], axis=1)
+    W, H = initial_factors(dictionary, jnp.mean(V), V.shape[1], settings)
     fit = nmf.nmf(V, W, H, beta=settings.beta, iterations=settings.nmf_iterations,
                   sparsity=settings.sparsity, fixed=atoms, weights=valid)
-    N0 = jnp.matmul(fit.W[:, :atoms], fit.H[:atoms], precision=jax.lax.Precision.HIGHEST)
-    M0 = jnp.matmul(fit.W[:, atoms:], fit.H[atoms:], precision=jax.lax.Precision.HIGHEST)
-    share = jnp.sum(N0, axis=0) / jnp.maximum(jnp.sum(N0 + M0, axis=0), EPS) * valid
+    N0, M0 = estimates(fit.W, fit.H, atoms)
+    share = interference_share(N0, M0, valid)
     if settings.variant == "nmf":
-        return M0**2 / jnp.maximum(M0**2 + N0**2, EPS), share
-    corrupted = (share > settings.detection_threshold)[None, :]
-    N = N0 * V / jnp.maximum(N0 + M0, EPS)
-    neighbours = similarity.nearest_frames(
-        similarity.stack_context(_music_features(fit.W[:, atoms:], fit.H[atoms:]), settings.context),
-        valid=valid, **settings_knn,
-    )
+        return nmf_gain(N0, M0), share, jnp.asarray(settings.k)
+    corrupted = (share > settings.detection_threshold).astype(jnp.float32)
+    kernel = similarity_kernel(music_features(fit.W, fit.H, atoms), settings, valid)
 
     def refine(gain, _):
-        M = jnp.minimum(similarity.neighbour_median(gain * V, neighbours, block=settings.block), V)
-        return jnp.where(corrupted, M**2 / jnp.maximum(M**2 + N**2, EPS), 1.0), None
+        return kam_gain(kernel.median(gain * V, settings), V, N0, M0, corrupted), None
 
-    start = M0 / jnp.maximum(M0 + N0, EPS)
-    gain, _ = jax.lax.scan(refine, start, None, length=settings.kam_iterations)
-    return gain, share
+    gain, _ = jax.lax.scan(refine, start_gain(N0, M0), None, length=settings.kam_iterations)
+    return gain, share, kernel.k(settings)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -184,9 +266,9 @@ def reduce_track(
     valid = signal.frame_mask(length, X.shape[1], n_fft=settings.n_fft, hop=settings.hop)
     V = jnp.abs(X)
     V = V / jnp.maximum(jnp.max(V), EPS)
-    gain, share = soft_mask(V, dictionary, settings, valid)
+    gain, share, k = soft_mask(V, dictionary, settings, valid)
     cleaned = signal.istft(gain * X, length=audio.shape[-1], **transform)
-    return Result(cleaned, audio - cleaned, share)
+    return Result(cleaned, audio - cleaned, share, k)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

@@ -35,7 +35,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from bleedjax import streaming
 from bleedjax._types import Array, Bool, Float, Int, PRNGKeyArray
@@ -130,7 +129,7 @@ def _power_block(reader, first, last, settings, peak):
 
 
 def _blocks(total, long: LongSettings, label: str, progress: bool):
-    return tqdm(streaming.block_ranges(total, long.block_frames), desc=label, unit="block", disable=not progress)
+    return streaming.progress_blocks(streaming.block_ranges(total, long.block_frames), label, progress)
 
 
 def learn_lambda(
