@@ -212,8 +212,11 @@ def make_eval_step(state: TrainState, config: ml_collections.ConfigDict, mesh: j
     from bleedjax import models
 
     model_def = state.model_def
-    score = jax.vmap(functools.partial(bss_eval_sources,
-                                       filter_length=config.training.eval_filter_length))
+    one = functools.partial(bss_eval_sources, filter_length=config.training.eval_filter_length)
+    # One example at a time: a vmapped solve runs batched LAPACK kernels, which split the batch
+    # over XLA's thread pool from inside a pool thread; on a loaded 2-core machine this deadlocked
+    # the evaluation at step 400 of the bundled t-UNet (idle process in device_get).
+    score = lambda references, estimates: jax.lax.map(lambda pair: one(*pair), (references, estimates))
 
     prepare = batch_preparation(config)
 

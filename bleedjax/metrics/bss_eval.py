@@ -20,7 +20,9 @@ PHENICX instruments at 512 taps), so a float32 solve is off from mir_eval by up 
 such audio (white noise happens to be fine). The metrics are therefore computed in float64
 inside a ``jax.enable_x64(True)`` scope, local to these functions and thread-local (the rest of
 the library stays float32), and returned in the inputs' dtype; this also works under an outer
-``jit``/``vmap``.
+``jit``/``vmap``. The per-source solves run one at a time (``lax.map``): batched LAPACK kernels on
+CPU split their batch over XLA's thread pool from inside a pool thread, which deadlocked on a
+loaded 2-core machine (see :func:`bleedjax.models.inference.pinv_each`).
 
 Silence: mir_eval and museval raise on a silent (all-zero) reference or estimate. Here such a
 source gets NaN, and so does each window in which its reference or its estimate is silent; the
@@ -168,8 +170,8 @@ def _bss_eval_sources(
     c_all = jnp.linalg.solve(g, d).reshape(sources, filter_length, sources)
     idx = np.arange(sources)
     g_own = g.reshape(sources, filter_length, sources, filter_length)[idx, :, idx, :]
-    c_own = jax.vmap(jnp.linalg.solve)(
-        g_own, d.reshape(sources, filter_length, sources)[idx, :, idx]
+    c_own = jax.lax.map(
+        lambda system: jnp.linalg.solve(*system), (g_own, d.reshape(sources, filter_length, sources)[idx, :, idx])
     )
 
     c_all_spec = jnp.fft.rfft(jnp.transpose(c_all, (2, 0, 1)), n=n_fft, axis=-1)
@@ -253,7 +255,8 @@ def _bss_eval_images_framewise(
     idx = np.arange(sources)
     g_own = g.reshape(sources, own, sources, own)[idx, :, idx, :] + eps * jnp.eye(own)[None]
     d_own = d.reshape(sources, own, sources, channels)[idx, :, idx, :]
-    c_own = jax.vmap(jnp.linalg.solve)(g_own, d_own).reshape(sources, channels, taps, channels)
+    c_own = jax.lax.map(lambda system: jnp.linalg.solve(*system), (g_own, d_own))
+    c_own = c_own.reshape(sources, channels, taps, channels)
 
     frame_len = min(window, samples)
     length = frame_len + taps - 1
