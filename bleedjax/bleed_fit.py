@@ -131,7 +131,7 @@ def initialise(
     delays, peaks = gcc_phat.delays(
         spectra, max_delay=settings.max_delay, upsample=settings.upsample, beta=settings.phat_beta
     )
-    lam_settings = spectral_subtraction.Settings(max_lambda=settings.max_gain)
+    lam_settings = spectral_subtraction.Settings(max_lambda=settings.max_gain, refinements=0)
     lam, _ = spectral_subtraction.estimate_lambda(jnp.abs(spectra), lam_settings)
     params = bleed_model.flat(lam, delays, settings.bands)
     return project(params, settings), peaks

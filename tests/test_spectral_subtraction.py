@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import jax
@@ -9,12 +10,13 @@ import pytest
 import scipy.optimize
 import soundfile as sf
 
-from bleedjax import signal, simulation
+from bleedjax import demo, metrics, sessions, signal, simulation
 from bleedjax.methods import spectral_subtraction as ss
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="mir_eval")
 
 NAMES = ["cello", "oboe1", "horn1", "flute1"]
+PAPER_NNLS = dataclasses.replace(ss.PAPER, solver="nnls")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,8 @@ def test_gram_cost_equals_literal_cost(simulated):
 
 def test_descent_reaches_the_exact_solution(simulated):
     mags = magnitudes(simulated.mics)
-    descent, iterations = ss.estimate_lambda(mags, ss.Settings())
-    exact, _ = ss.estimate_lambda(mags, ss.Settings(solver="nnls"))
+    descent, iterations = ss.estimate_lambda(mags, ss.PAPER)
+    exact, _ = ss.estimate_lambda(mags, PAPER_NNLS)
     descent, exact = np.asarray(descent), np.asarray(exact)
     assert np.all(np.asarray(iterations) < ss.Settings().max_iterations)
     np.testing.assert_allclose(descent, exact, atol=1e-3 * exact.max())
@@ -56,7 +58,7 @@ def test_descent_reaches_the_exact_solution(simulated):
 
 def test_nnls_matches_scipy(simulated):
     mags = np.asarray(magnitudes(simulated.mics), np.float64)
-    exact, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(solver="nnls"))
+    exact, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
     for i in range(4):
         others = [j for j in range(4) if j != i]
         theirs, _ = scipy.optimize.nnls(mags[others].reshape(3, -1).T, mags[i].ravel())
@@ -68,8 +70,8 @@ def test_descent_with_active_constraints():
     base = rng.random((4, 20, 30)).astype(np.float32)
     base[0] = 0.5 * base[1] - 0.4 * base[2] + 0.1 * rng.random((20, 30))
     mags = jnp.asarray(np.abs(base))
-    descent, _ = ss.estimate_lambda(mags, ss.Settings())
-    exact, _ = ss.estimate_lambda(mags, ss.Settings(solver="nnls"))
+    descent, _ = ss.estimate_lambda(mags, ss.PAPER)
+    exact, _ = ss.estimate_lambda(mags, PAPER_NNLS)
     assert np.any(np.asarray(exact)[0, 1:] == 0.0)
     np.testing.assert_allclose(np.asarray(descent), np.asarray(exact), atol=2e-3)
 
@@ -84,8 +86,8 @@ def test_hyperparameters_converge_at_any_level(simulated, level):
 
 def test_track_gain_rescales_lambda(simulated):
     gain = jnp.asarray([1.0, 8.0, 1.0, 1.0])[:, None]
-    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), ss.Settings(solver="nnls"))
-    scaled, _ = ss.estimate_lambda(magnitudes(simulated.mics * gain), ss.Settings(solver="nnls"))
+    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), PAPER_NNLS)
+    scaled, _ = ss.estimate_lambda(magnitudes(simulated.mics * gain), PAPER_NNLS)
     expected = np.asarray(reference) * np.asarray(gain) / np.asarray(gain).T
     np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-3 * expected.max())
 
@@ -127,9 +129,9 @@ def test_removes_bleed_without_making_tracks_worse(simulated):
 
 def test_max_lambda_solves_the_box_constrained_problem(simulated):
     mags = np.asarray(magnitudes(simulated.mics), np.float64)
-    unconstrained, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(solver="nnls"))
+    unconstrained, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
     bound = 0.5 * float(np.asarray(unconstrained).max())
-    boxed, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), ss.Settings(max_lambda=bound))
+    boxed, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), dataclasses.replace(ss.PAPER, max_lambda=bound))
     boxed = np.asarray(boxed)
     assert boxed.max() <= bound + 1e-7 and np.isclose(boxed.max(), bound)
     gram = ss.magnitude_gram(jnp.asarray(mags, jnp.float32))
@@ -152,6 +154,8 @@ def test_settings_are_validated():
         ss.Settings(lambda_scale=-1.0)
     with pytest.raises(ValueError, match="descent"):
         ss.Settings(solver="nnls", max_lambda=1.0)
+    with pytest.raises(ValueError, match="refinements"):
+        ss.Settings(refinements=-1)
 
 
 def test_momentum_descent_is_heavy_ball_sgd():
@@ -166,3 +170,20 @@ def test_momentum_descent_is_heavy_ball_sgd():
         update_ours, state_ours = ours.update(grads, state_ours)
         update_theirs, state_theirs = theirs.update(grads, state_theirs)
         np.testing.assert_allclose(np.asarray(update_ours), np.asarray(update_theirs), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bach_excerpt():
+    session = sessions.read_session(demo.bundled_stems())
+    stems = jnp.asarray(session.audio[:, 5 * session.sample_rate : 13 * session.sample_rate])
+    return simulation.simulate_linear(stems, key=jax.random.key(0), max_crosstalk_db=-12,
+                                      sample_rate=session.sample_rate)
+
+
+def test_refined_default_meets_table3_correlation_with_a_sparse_timpani(bach_excerpt):
+    paper = ss.reduce_session(bach_excerpt.mics, ss.PAPER)
+    refined = ss.reduce_session(bach_excerpt.mics)
+    corr_paper = float(metrics.table3_correlation(bach_excerpt.gains, paper.lam))
+    corr_refined = float(metrics.table3_correlation(bach_excerpt.gains, refined.lam))
+    assert corr_paper < 0.9 <= corr_refined
+    assert float(refined.lam.max()) <= 1.0 + 1e-6

@@ -71,9 +71,7 @@ def _settings(cls, config: ml_collections.ConfigDict):
 def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.ConfigDict:
     from bleedjax.configs import spectral_subtraction
 
-    if preset is not None:
-        raise ValueError("spectral-subtraction has no presets; use --set or --config")
-    return spectral_subtraction.get_config()
+    return spectral_subtraction.get_config(spectral_subtraction.DEFAULT_PRESET if preset is None else preset)
 
 
 def _spectral_subtraction_run(audio, lengths, config, track_names) -> BatchResult:
@@ -212,7 +210,7 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
 
 METHODS = {
     "spectral-subtraction": Method(
-        "spectral-subtraction", _spectral_subtraction_config, (), _spectral_subtraction_run
+        "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper"), _spectral_subtraction_run
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,

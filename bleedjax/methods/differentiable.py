@@ -182,7 +182,7 @@ def reduce_session(
     residual_lambda = jnp.zeros_like(fitted.params.gains)
     if settings.residual == "spectral-subtraction":
         residual = spectral_subtraction.reduce_session(
-            cleaned, spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda), length
+            cleaned, spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0), length
         )
         cleaned, residual_lambda = residual.cleaned, residual.lam
     return Result(cleaned, fitted.params, fitted.initial, fitted.costs, residual_lambda)
