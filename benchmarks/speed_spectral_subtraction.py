@@ -145,7 +145,7 @@ def _bleedjax_worker(task: dict) -> dict:
     from bleedjax.methods import spectral_subtraction as ss
 
     audio, loaded_rss = _load(task)
-    settings = ss.Settings()
+    settings = ss.Settings(**ss.PRESETS[task.get("preset", "paper")])
     function = ss.reduce_sessions if audio.ndim == 3 else ss.reduce_session
     x = jax.device_put(audio)
     del audio
@@ -194,7 +194,7 @@ def _breakdown_worker(task: dict) -> dict:
     from bleedjax.methods import spectral_subtraction as ss
 
     audio, _ = _load(task)
-    settings = ss.Settings()
+    settings = ss.Settings(**ss.PRESETS[task.get("preset", "paper")])
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     length = audio.shape[-1]
     x = jax.device_put(audio)
@@ -360,6 +360,7 @@ class Options:
     breakdown: bool
     parts: list[str]
     seed: int
+    preset: str = "paper"
 
 
 def _save_audio(folder: pathlib.Path, name: str, audio) -> str:
@@ -403,7 +404,7 @@ def run_sessions(options: Options, stems, folder: pathlib.Path) -> list[dict]:
         )[0]
         path = _save_audio(folder, f"session_{tracks}", audio)
         del audio
-        common = {"audio": path, "repeats": options.repeats}
+        common = {"audio": path, "repeats": options.repeats, "preset": options.preset}
         row = {"tracks": tracks, "seconds_of_audio": samples / SAMPLE_RATE}
         row["bleedjax"] = _common.run_worker(
             __file__, {"kind": "bleedjax", "transforms": True, **common}
@@ -455,7 +456,7 @@ def run_batch(options: Options, stems, folder: pathlib.Path) -> dict:
         "tracks": options.batch_tracks,
         "seconds_of_audio": samples / SAMPLE_RATE,
         "bleedjax": _common.run_worker(
-            __file__, {"kind": "bleedjax", "audio": path, "repeats": options.repeats}
+            __file__, {"kind": "bleedjax", "audio": path, "repeats": options.repeats, "preset": options.preset}
         ),
         "numpy": _common.run_worker(
             __file__,
@@ -501,11 +502,11 @@ def run_cli(options: Options, stems, folder: pathlib.Path) -> dict:
     executable = pathlib.Path(sys.executable).parent / "bleedjax"
     env = {"BLEEDJAX_CACHE_DIR": str(cache)}
     first = _timed_process(
-        [str(executable), "reduce", str(session), "--out", str(folder / "out1")], env
+        [str(executable), "reduce", str(session), "--out", str(folder / "out1"), "--preset", options.preset], env
     )
     cache_entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache.exists() else 0
     second = _timed_process(
-        [str(executable), "reduce", str(session), "--out", str(folder / "out2")], env
+        [str(executable), "reduce", str(session), "--out", str(folder / "out2"), "--preset", options.preset], env
     )
     imports = [_timed_process([sys.executable, "-c", "import bleedjax.cli"]) for _ in range(3)]
     jax_imports = [
@@ -562,7 +563,7 @@ def _float32_bound(row: dict) -> float:
 
 def report(results: dict, options: Options) -> str:
     fs, fb, fr = _common.format_seconds, _common.format_bytes, _common.format_ratio
-    parts = []
+    parts = [f"bleedjax settings: preset {options.preset!r} (benchmarks/speed_spectral_subtraction.py --preset)"]
     rows = results.get("sessions", [])
     if rows:
         parts.append(
@@ -811,6 +812,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=("paper", "refined"),
+        help="bleedjax's settings: 'paper' (default) is the algorithm the NumPy version implements; "
+        "'refined' is the CLI's default (box plus refinement rounds), for the transforms ratio",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: 4 and 8 tracks × 20 s, 10 sessions, CLI on 10 s",
@@ -843,6 +851,7 @@ def main(argv=None) -> int:
         breakdown=args.breakdown,
         parts=args.parts,
         seed=args.seed,
+        preset=args.preset,
     )
     cpus = _common.limit_cpus(args.threads)
     results = {"options": dataclasses.asdict(options), "cpus": cpus}

@@ -74,12 +74,13 @@ def make_runlocal(config: ml_collections.ConfigDict) -> None:
 
 
 def make_bundled(config: ml_collections.ConfigDict) -> None:
-    """The shipped model: the project's rendered stems at 22.05 kHz, about 15 minutes of training
+    """The shipped model: the project's rendered stems at 22.05 kHz, tens of minutes of training
     on two (shared) CPU cores.
 
-    ``data.manual_dir`` is a folder with ``train/bach`` (the whole Bach chorale of the demo,
-    rendered by ``scripts/render_demo_audio.py``) and ``validation/quartet``
-    (``benchmarks/audio/string_quartet``); ``bleedjax/assets/tunet/README.md`` has the commands.
+    ``data.manual_dir`` is a folder with ``train/`` (for the t-UNet: eight Bach chorales other
+    than the demo's, rendered by ``scripts/render_demo_audio.py --piece training``) and
+    ``validation/quartet`` (``benchmarks/audio/string_quartet``);
+    ``bleedjax/assets/tunet/README.md`` has the commands.
     Blocks of 4 s are the shortest that five poolings by 9 accept at this rate.
     """
     config.data.manual_dir = "bundled_stems"

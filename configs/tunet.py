@@ -55,4 +55,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.data.augmentation = "linear-seipel"
         config.loss = "gains"
         config.model.demix = "wiener"
+        config.training.num_train_steps = 800
     return config

@@ -2,7 +2,7 @@
 """Render the example audio bundled with bleedjax from public-domain scores.
 
 This script is a development tool; it is not installed with the package and
-nothing in ``bleedjax`` imports it.  It produces two multitrack pieces, each as
+nothing in ``bleedjax`` imports it.  It produces multitrack pieces, each as
 one dry, mono, 16-bit FLAC stem per instrument, all stems of a piece having
 exactly the same number of samples:
 
@@ -18,6 +18,12 @@ exactly the same number of samples:
     1st movement, music21 corpus ``mozart/k458/movement1``: violin1, violin2,
     viola, cello (the "similar instruments" hard case).  Written to
     ``benchmarks/audio/string_quartet/`` and used only by the benchmarks.
+
+``training`` (not run by ``--piece all``)
+    Eight other four-voice Bach chorales (``TRAINING_PIECES``), 30 s each at
+    22.05 kHz, each with its own ensemble: the training data of the bundled
+    t-UNet (``bleedjax/assets/tunet/README.md``), written to
+    ``DIR/bwv10.7`` and so on.  Not committed.
 
 Pipeline per piece: music21 loads the score (repeats expanded, ties merged),
 every part becomes its own single-track MIDI file with an explicit General MIDI
