@@ -92,16 +92,18 @@ def test_track_gain_rescales_lambda(simulated):
     np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-3 * expected.max())
 
 
-def test_padding_and_batching_do_not_change_results(simulated):
+@pytest.mark.parametrize("preset", ["refined", "paper"])
+def test_padding_and_batching_do_not_change_results(simulated, preset):
+    settings = ss.Settings(**ss.PRESETS[preset])
     audio = simulated.mics
-    alone = ss.reduce_session(audio)
+    alone = ss.reduce_session(audio, settings)
     padded = jnp.pad(audio, ((0, 0), (0, 10000)))
     shorter = audio.at[:, 30000:].set(0.0)
-    batch = ss.reduce_sessions(jnp.stack([padded, jnp.pad(shorter, ((0, 0), (0, 10000)))]), ss.Settings(),
+    batch = ss.reduce_sessions(jnp.stack([padded, jnp.pad(shorter, ((0, 0), (0, 10000)))]), settings,
                                jnp.asarray([44100, 54100]))
     np.testing.assert_allclose(np.asarray(batch.lam[0]), np.asarray(alone.lam), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(batch.cleaned[0, :, :44100]), np.asarray(alone.cleaned), atol=1e-5)
-    second = ss.reduce_session(jnp.pad(shorter, ((0, 0), (0, 10000))))
+    second = ss.reduce_session(jnp.pad(shorter, ((0, 0), (0, 10000))), settings)
     np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(second.lam), atol=1e-5)
 
 
