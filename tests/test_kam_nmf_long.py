@@ -12,7 +12,6 @@ import soundfile as sf
 from bleedjax import cli, dictionary, methods
 from bleedjax.frame_store import FrameStore
 from bleedjax.methods import kam_nmf, kam_nmf_long
-
 from tests.test_kam_nmf import RATE, music_loop
 
 

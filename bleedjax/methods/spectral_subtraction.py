@@ -68,7 +68,6 @@ import optax
 from bleedjax import signal
 from bleedjax._types import Array, Complex, Float, Int
 
-
 STOP_PATIENCE = 3
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +351,7 @@ def estimate_lambda(
         rows = jax.vmap(solve, in_axes=(0, 0, None))(target_grams(magnitudes, regressors), targets, settings)
         # A round that puts more of λ on the box is over-cleaned regressors feeding back
         # (strong bleed, about -6 dB): keep the previous round and stop.
-        on_box = lambda x: jnp.sum(x >= settings.max_lambda * (1.0 - 1e-3))  # noqa: E731
+        on_box = lambda x: jnp.sum(x >= settings.max_lambda * (1.0 - 1e-3))
         running = running & (on_box(rows.lam) < jnp.maximum(on_box(lam), 1))
         return jnp.where(running, rows.lam, lam), iterations + rows.iterations, running
 

@@ -167,11 +167,11 @@ class TUNet(nnx.Module):
             self.band_index = nnx.Variable(jnp.asarray(pair_features.band_index_of(frequency_bands, n_fft)))
             pair_inputs = pair_features.features_per_pair(pair_histogram_bins, frequency_bands) + 2 * channels[-1] + 1
             sizes = (pair_inputs, *dense, frequency_bands)
-            last = dict(kernel_init=nnx.initializers.zeros_init())
+            last = {"kernel_init": nnx.initializers.zeros_init()}
         else:
             sizes = (num_tracks * channels[-1], *dense, frequency_bands * num_tracks**2)
             start = np.tile(initial_matrix(num_tracks), (frequency_bands, 1, 1))
-            last = dict(bias_init=_constant(start.reshape(-1)))
+            last = {"bias_init": _constant(start.reshape(-1))}
         self.head = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes[:-1])])
         self.head.append(nnx.Linear(sizes[-2], sizes[-1], rngs=rngs, **last))
 
