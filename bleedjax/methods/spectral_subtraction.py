@@ -70,6 +70,7 @@ from bleedjax._types import Array, Complex, Float, Int
 
 STOP_PATIENCE = 3
 
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Hyperparameters; [1]'s except ``max_lambda`` and ``refinements`` (``PAPER`` is [1] exactly).
