@@ -107,6 +107,16 @@ def test_padding_and_batching_do_not_change_results(simulated, preset):
     np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(second.lam), atol=1e-5)
 
 
+def test_refinement_on_a_lattice_of_points_matches_every_point(simulated):
+    mags = jnp.swapaxes(magnitudes(simulated.mics), -1, -2)
+    every, _ = ss.estimate_lambda(mags, ss.Settings(refinement_stride=1))
+    lattice, _ = ss.estimate_lambda(mags, ss.Settings())
+    first_fit, _ = ss.estimate_lambda(mags, ss.Settings(refinements=0))
+    assert ss.Settings().refinement_stride == 4
+    assert np.abs(np.asarray(every) - np.asarray(first_fit)).max() > 0.05
+    np.testing.assert_allclose(np.asarray(lattice), np.asarray(every), atol=0.01)
+
+
 def test_zero_scale_is_identity_and_silent_tracks_stay_finite(simulated):
     audio = simulated.mics.at[2].set(0.0)
     result = ss.reduce_session(audio, ss.Settings(lambda_scale=0.0))
@@ -158,6 +168,8 @@ def test_settings_are_validated():
         ss.Settings(solver="nnls", max_lambda=1.0)
     with pytest.raises(ValueError, match="refinements"):
         ss.Settings(refinements=-1)
+    with pytest.raises(ValueError, match="refinement_stride"):
+        ss.Settings(refinement_stride=0)
 
 
 def test_momentum_descent_is_heavy_ball_sgd():
