@@ -223,7 +223,7 @@ def _breakdown_worker(task: dict) -> dict:
     )
     del mags, gram
     cleaned = stage(
-        "subtract (Eq. 7)", lambda s, m: ss.subtract(s, m, settings.lambda_scale), spec, lam
+        "subtract (Eq. 7)", lambda s, m: ss.subtract(s, m, settings.lambda_scale, settings.exponent), spec, lam
     )
     del spec
     stage("istft", lambda c: signal.istft(c, length=length, **transform), cleaned)
