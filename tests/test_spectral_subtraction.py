@@ -231,3 +231,9 @@ def test_refined_default_meets_table3_correlation_with_a_sparse_timpani(bach_exc
     corr_refined = float(metrics.table3_correlation(bach_excerpt.gains, refined.lam))
     assert corr_paper < 0.9 <= corr_refined
     assert float(refined.lam.max()) <= 1.0 + 1e-6
+
+
+def test_cli_offers_every_preset():
+    from bleedjax import methods
+
+    assert methods.METHODS["spectral-subtraction"].presets == tuple(ss.PRESETS)
