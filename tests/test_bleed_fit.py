@@ -47,6 +47,56 @@ def test_gcc_phat_finds_fractional_delays():
     assert np.all(np.diag(np.asarray(found)) == 0) and np.all(np.asarray(peaks)[off] > 0)
 
 
+def test_gcc_phat_candidates_start_with_the_highest_peak():
+    mics, _, delays = delayed_mixture()
+    cross = gcc_phat.cross_spectra(signal.stft(jnp.asarray(mics), n_fft=1024, hop=256))
+    found, heights = gcc_phat.pair_candidates(cross[0, 2], max_delay=256, count=4)
+    best, height = gcc_phat.pair_delay(cross[0, 2], max_delay=256)
+    assert float(found[0]) == pytest.approx(float(best)) and float(heights[0]) == pytest.approx(float(height))
+    assert np.all(np.diff(np.asarray(heights)) <= 0)
+    assert np.min(np.abs(np.asarray(found) - delays[0, 2])) < 0.25
+
+
+def held_notes_sharing_a_floor(seed: int = 0):
+    """Two held harmonic notes (their correlation repeats every pitch period) over a faint common
+    broadband floor (perfectly correlated at lag 0, as in stems from one recording chain)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(RATE) / RATE
+    floor = 0.003 * rng.standard_normal(RATE)
+    tone = lambda f0: sum(0.1 / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 6))
+    sources = np.stack([tone(220.0) + floor, tone(330.0) + floor]).astype(np.float32)
+    gains = np.asarray([[1.0, 0.3], [0.3, 1.0]], np.float32)
+    delays = np.asarray([[0.0, 70.3], [41.7, 0.0]], np.float32)
+    mics = bleed_model.bleed(jnp.asarray(sources), jnp.asarray(gains), jnp.asarray(delays), max_delay=100)
+    return np.asarray(mics), gains, delays
+
+
+def test_fit_finds_the_bleed_where_the_highest_gcc_peak_is_shared_content():
+    mics, gains, delays = held_notes_sharing_a_floor()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    initial, _ = gcc_phat.delays(spectra, max_delay=256)
+    assert np.all(np.asarray(initial) < 1.0)
+    result = differentiable.fit_session(jnp.asarray(mics), SETTINGS)
+    off = ~np.eye(2, dtype=bool)
+    np.testing.assert_allclose(np.asarray(result.params.delays)[off], delays[off], atol=0.5)
+    np.testing.assert_allclose(np.asarray(result.params.gains)[off], gains[off], rtol=0.2)
+
+
+def test_pair_gains_minimise_the_cost_along_each_gain():
+    mics, _, delays = delayed_mixture()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    params = bleed_model.flat(jnp.full((3, 3), 0.1), jnp.asarray(delays))
+    stats = bleed_fit.statistics(spectra, spectra, SETTINGS)
+    gains, decrease = bleed_fit.pair_gains(params, stats, jnp.asarray(delays)[..., None], SETTINGS)
+    off = ~np.eye(3, dtype=bool)
+    assert np.all(np.asarray(gains)[off] > 0) and np.all(np.asarray(decrease)[off] > 0)
+    gradient = jax.jit(jax.grad(bleed_fit.cost), static_argnums=2)
+    for i, j in zip(*np.nonzero(off)):
+        at_best = params._replace(gains=params.gains.at[i, j].set(gains[i, j, 0]))
+        slope = float(gradient(at_best, stats, SETTINGS).gains[i, j])
+        assert abs(slope) < 1e-3 * abs(float(gradient(params, stats, SETTINGS).gains[i, j])), (i, j, slope)
+
+
 def test_cost_from_statistics_equals_the_residual_energy():
     mics, _, _ = delayed_mixture()
     spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
@@ -123,7 +173,7 @@ def test_silent_track_stays_finite():
 
 
 @pytest.mark.parametrize(
-    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}]
+    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):
