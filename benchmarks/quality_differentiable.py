@@ -15,7 +15,9 @@ differentiable model (``bleedjax.methods.differentiable``) with its default magn
 stage (``diff``) and without it (``diff none``). Reported: SDR/SIR/SAR gains over the unprocessed
 microphones (mean and worst track over all seeds), and for the fitted model the errors of the
 recovered delays (ms) and gains (dB) over the off-diagonal pairs whose true bleed is above
--30 dB (mean of |error| and worst). The truth for rooms is the direct path: delays from the
+-30 dB (mean of |error| and worst), and the same over the subset of those pairs whose bleed is
+also above -30 dB relative to the microphone's own signal (``g_ij² E_j / E_i``, E the energy of
+the reference; columns ``audible``): fainter bleed leaves the delay undefined. The truth for rooms is the direct path: delays from the
 geometry and the 1/r gain ratio ``d_jj / d_ij``; the RMS gain of the whole rendered bleed (mostly
 late reverberation) is not what a gain-and-delay model can recover.
 
@@ -44,6 +46,7 @@ from bleedjax.methods import spectral_subtraction as ss
 CONDITIONS = ["delayed-6", "delayed-12", "room-0.2", "room-0.4", "room-0.6"]
 METHODS = ["spectral-subtraction", "kamir K4", "diff", "diff none"]
 MIN_TRUE_DB = -30.0
+MIN_RELATIVE_DB = -30.0
 
 
 def delayed(sources: np.ndarray, db: float, seed: int, rate: int):
@@ -87,14 +90,18 @@ def run(method: str, mics: np.ndarray, rate: int):
     return np.asarray(result.cleaned), jax.device_get(result.params)
 
 
-def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """|delay error| in ms and |gain error| in dB over the pairs with true bleed above -30 dB."""
+def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int, references: np.ndarray):
+    """|delay error| in ms and |gain error| in dB over the pairs with true bleed above -30 dB, and
+    which of them are audible (bleed above -30 dB relative to the microphone's own signal)."""
     num = len(gains)
     keep = ~np.eye(num, dtype=bool) & (20 * np.log10(np.maximum(gains, 1e-12)) > MIN_TRUE_DB)
+    energy = np.sum(np.asarray(references, np.float64) ** 2, axis=-1)
+    relative = gains.astype(np.float64) ** 2 * energy[None, :] / np.maximum(energy[:, None], 1e-30)
+    audible = 10 * np.log10(np.maximum(relative, 1e-30)) > MIN_RELATIVE_DB
     delay_ms = np.abs(np.asarray(params.delays) - delays)[keep] / rate * 1e3
     fitted = np.maximum(np.asarray(params.gains), 1e-12)
     gain_db = np.abs(20 * np.log10(fitted[keep] / gains[keep]))
-    return delay_ms, gain_db
+    return delay_ms, gain_db, audible[keep]
 
 
 def main(argv=None) -> int:
@@ -107,7 +114,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}\n")
     header = (f"{'piece':<28} {'bleed':<11} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
-              f"{'worst':>7} {'ΔSAR mean':>9} {'delay ms mean':>13} {'worst':>6} {'gain dB mean':>12} {'worst':>6}")
+              f"{'worst':>7} {'ΔSAR mean':>9} {'delay ms mean':>13} {'worst':>6} {'gain dB mean':>12} {'worst':>6} "
+              f"{'audible delay':>13} {'worst':>6} {'audible gain':>12} {'worst':>6}")
     print(header)
     print("-" * len(header))
     rows, started = [], time.perf_counter()
@@ -119,7 +127,7 @@ def main(argv=None) -> int:
         for condition in args.conditions:
             kind, value = condition.split("-", 1)
             scores = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in METHODS}
-            errors = {m: ([], []) for m in METHODS}
+            errors = {m: ([], [], []) for m in METHODS}
             for seed in range(args.seeds):
                 if kind == "delayed":
                     mics, references, gains, delays = delayed(sources, -float(value), seed, rate)
@@ -130,14 +138,18 @@ def main(argv=None) -> int:
                     for metric, values in score_gains(references, mics, cleaned).items():
                         scores[method][metric].append(values)
                     if params is not None:
-                        delay_error, gain_error = parameter_errors(params, gains, delays, rate)
+                        delay_error, gain_error, audible = parameter_errors(params, gains, delays, rate, references)
                         errors[method][0].append(delay_error)
                         errors[method][1].append(gain_error)
+                        errors[method][2].append(audible)
             summary = {}
             for method in METHODS:
                 flat = {k: np.concatenate(v) for k, v in scores[method].items()}
                 delay_error = np.concatenate(errors[method][0]) if errors[method][0] else np.full(1, np.nan)
                 gain_error = np.concatenate(errors[method][1]) if errors[method][1] else np.full(1, np.nan)
+                audible = np.concatenate(errors[method][2]) if errors[method][2] else np.ones(1, bool)
+                delay_audible = delay_error[audible] if audible.any() else np.full(1, np.nan)
+                gain_audible = gain_error[audible] if audible.any() else np.full(1, np.nan)
                 row = {
                     "piece": piece, "bleed": condition, "method": method,
                     "sdr_gain_mean": float(np.nanmean(flat["sdr"])), "sdr_gain_worst": float(np.nanmin(flat["sdr"])),
@@ -145,6 +157,11 @@ def main(argv=None) -> int:
                     "sar_gain_mean": float(np.nanmean(flat["sar"])),
                     "delay_error_ms_mean": float(np.mean(delay_error)), "delay_error_ms_worst": float(np.max(delay_error)),
                     "gain_error_db_mean": float(np.mean(gain_error)), "gain_error_db_worst": float(np.max(gain_error)),
+                    "audible_pairs": int(audible.sum()),
+                    "delay_error_ms_audible_mean": float(np.mean(delay_audible)),
+                    "delay_error_ms_audible_worst": float(np.max(delay_audible)),
+                    "gain_error_db_audible_mean": float(np.mean(gain_audible)),
+                    "gain_error_db_audible_worst": float(np.max(gain_audible)),
                 }
                 rows.append(row)
                 summary[method] = row
@@ -152,7 +169,9 @@ def main(argv=None) -> int:
                       f"{row['sdr_gain_worst']:7.2f} {row['sir_gain_mean']:9.2f} {row['sir_gain_worst']:7.2f} "
                       f"{row['sar_gain_mean']:9.2f} {row['delay_error_ms_mean']:13.3f} "
                       f"{row['delay_error_ms_worst']:6.2f} {row['gain_error_db_mean']:12.2f} "
-                      f"{row['gain_error_db_worst']:6.2f}", flush=True)
+                      f"{row['gain_error_db_worst']:6.2f} {row['delay_error_ms_audible_mean']:13.3f} "
+                      f"{row['delay_error_ms_audible_worst']:6.2f} {row['gain_error_db_audible_mean']:12.2f} "
+                      f"{row['gain_error_db_audible_worst']:6.2f}", flush=True)
             best = max(("diff", "diff none"), key=lambda m: summary[m]["sdr_gain_mean"])
             baseline = summary["spectral-subtraction"]
             for method in ("diff", "diff none"):

@@ -27,6 +27,12 @@ delay-aware model does not fit.
 
 Initialisation: delays by GCC-PHAT between microphone pairs (:mod:`bleedjax.gcc_phat`), gains from
 Seipel & Lerch's magnitude λ (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`).
+From round 1 on, each pair's delay is re-chosen before the fitting (:func:`select_delays`) among
+its current value and the ``candidates`` highest GCC-PHAT peaks of the microphone against the
+unmixed source, by the decrease of the cost at the closed-form best gain, which also resets the
+gain. The highest peak alone is not enough when sources are correlated: stems that share a faint
+common floor peak at lag 0, and a note held through a short excerpt makes the correlation repeat
+every pitch period.
 
 References:
     [1] L. Parra, C. Spence, "Convolutive blind separation of non-stationary sources", IEEE
@@ -69,6 +75,7 @@ class FitSettings:
     floor: float = 1e-3
     upsample: int = 4
     phat_beta: float = 0.8
+    candidates: int = 4
     regularisation: float = 1e-4
 
     def __post_init__(self):
@@ -76,8 +83,8 @@ class FitSettings:
             raise ValueError(f"window must be 'hann' or 'hamming', got {self.window!r}")
         if not 0 < self.max_delay < self.n_fft // 2:
             raise ValueError(f"max_delay must be in (0, n_fft / 2 = {self.n_fft // 2}), got {self.max_delay}")
-        if self.max_gain <= 0 or self.bands < 1 or self.rounds < 1 or self.steps < 0:
-            raise ValueError("need max_gain > 0, bands >= 1, rounds >= 1 and steps >= 0")
+        if self.max_gain <= 0 or self.bands < 1 or self.rounds < 1 or self.steps < 0 or self.candidates < 1:
+            raise ValueError("need max_gain > 0, bands >= 1, rounds >= 1, steps >= 0 and candidates >= 1")
         if not 0.0 <= self.whitening <= 1.0:
             raise ValueError(f"whitening must be in [0, 1], got {self.whitening}")
 
@@ -137,10 +144,61 @@ def initialise(
     return project(params, settings), peaks
 
 
-def _gcc_delays(cross: Complex[Array, "tracks tracks bins"], settings: FitSettings) -> Float[Array, "tracks tracks"]:
-    num = cross.shape[0]
-    pair = lambda c: gcc_phat.pair_delay(c, max_delay=settings.max_delay, upsample=settings.upsample, beta=settings.phat_beta)[0]
-    return jax.vmap(pair)(cross.reshape(num * num, -1)).reshape(num, num) * _off_diagonal(num)
+def pair_gains(
+    params: BleedParams, stats: Statistics, delays: Float[Array, "tracks tracks count"], settings: FitSettings
+) -> tuple[Float[Array, "tracks tracks count"], Float[Array, "tracks tracks count"]]:
+    """Best gain of each pair ``(i, j)`` for each candidate delay, all other pairs as in ``params``.
+
+    The cost of target ``i`` is quadratic in ``g_ij``: ``a − 2 g b(τ) + g² c(τ)`` with
+    ``b = Re Σ_f w_i conj(h) (G_ij − Σ_{k≠i,j} A_ik Γ_kj)``, ``c = Σ_f w_i |h|² Γ_jj`` and
+    ``h = c_ij(f) ρ_w(τ) e^{−2πifτ}`` (``G`` = ``stats.cross``, ``Γ`` = ``stats.gram``), so
+    ``g* = clip(b / c, 0, max_gain)`` lowers it by ``2 g* b − g*² c`` (the least-squares gain of
+    [2] for one reference).
+
+    Returns:
+        ``(J, J, K)`` best gains and the decrease of the cost (before the per-target
+        normalisation) that each brings.
+    """
+    num = params.gains.shape[0]
+    off = _off_diagonal(num)
+    bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
+    own_gram = jnp.einsum("jjf->jf", stats.gram)
+    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram) - bleed * own_gram[None]
+    target = stats.cross - others
+    frequencies = jnp.arange(settings.n_fft // 2 + 1, dtype=jnp.float32) / settings.n_fft
+    colour = bleed_model.colour_response(params.colour, frequencies)
+    overlap = bleed_model.window_correlation(delays, n_fft=settings.n_fft, window_name=settings.window)
+    phase = jnp.exp(-2j * jnp.pi * frequencies[None, None, None, :] * delays[..., None])
+    unit = colour[:, :, None, :] * overlap[..., None] * phase
+    weights = stats.weights[:, None, None, :]
+    b = jnp.real(jnp.sum(weights * jnp.conj(unit) * target[:, :, None, :], axis=-1))
+    c = jnp.sum(weights * jnp.abs(unit) ** 2 * jnp.real(own_gram)[None, :, None, :], axis=-1)
+    gains = jnp.clip(b / jnp.where(c > 0, c, 1.0), 0.0, settings.max_gain)
+    return gains, 2.0 * gains * b - gains**2 * c
+
+
+def select_delays(params: BleedParams, stats: Statistics, settings: FitSettings) -> BleedParams:
+    """Each pair's delay and gain: the current delay or one of the ``candidates`` highest GCC-PHAT
+    peaks of ``stats.cross``, whichever lowers the cost most, with its best gain (:func:`pair_gains`).
+
+    The peaks are sharp but some belong to what the sources share rather than to the bleed
+    (correlation near lag 0, the pitch period of a held note). The cost arbitrates between them,
+    weighted here by ``1 / (P_i + floor · mean P_i)`` (PHAT on the microphone's power) so that,
+    as in GCC-PHAT, the delay is judged by the whole band rather than by the loudest partials.
+    """
+    num = params.gains.shape[0]
+    pair = lambda c: gcc_phat.pair_candidates(
+        c, max_delay=settings.max_delay, count=settings.candidates, upsample=settings.upsample, beta=settings.phat_beta
+    )[0]
+    found = jax.vmap(pair)(stats.cross.reshape(num * num, -1)).reshape(num, num, settings.candidates)
+    delays = jnp.concatenate([params.delays[..., None], found], axis=-1)
+    level = jnp.mean(stats.power, axis=-1, keepdims=True)
+    phat = stats._replace(weights=1.0 / (stats.power + settings.floor * level + 1e-30))
+    gains, decrease = pair_gains(params, phat, delays, settings)
+    best = jnp.argmax(decrease, axis=-1)[..., None]
+    pick = lambda values: jnp.take_along_axis(values, best, axis=-1)[..., 0]
+    off = _off_diagonal(num)
+    return project(params._replace(gains=pick(gains) * off + jnp.eye(num), delays=pick(delays)), settings)
 
 
 def unmix_stft(
@@ -229,7 +287,8 @@ def fit(
     def round_(params, index):
         unmixed = jnp.where(index == 0, spectra, unmix_stft(params, spectra, settings))
         stats = statistics(spectra, jax.lax.stop_gradient(unmixed), settings)
-        params = params._replace(delays=_gcc_delays(stats.cross, settings))
+        # in round 0 the regressors are microphones, whose common third sources bias the cost
+        params = jax.tree.map(lambda a, b: jnp.where(index == 0, a, b), params, select_delays(params, stats, settings))
 
         def step(carry, _):
             params, state = carry

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bleedjax._types import Array, Complex, Float
+from bleedjax._types import Array, Complex, Float, Int
 
 EPS = 1e-20
 
@@ -32,6 +32,44 @@ EPS = 1e-20
 def cross_spectra(spectra: Complex[Array, "tracks bins frames"]) -> Complex[Array, "tracks tracks bins"]:
     """``G_ij(f) = Σ_t X_i(f, t) conj(X_j(f, t))`` for every pair."""
     return jnp.einsum("ift,jft->ijf", spectra, jnp.conj(spectra), precision=jax.lax.Precision.HIGHEST)
+
+
+def correlation(
+    cross: Complex[Array, " bins"], *, upsample: int = 4, beta: float = 0.8
+) -> Float[Array, " lags"]:
+    """The PHAT-β weighted cross-correlation of one pair on a ``1 / upsample``-sample grid.
+
+    Args:
+        cross: ``(n_fft // 2 + 1,)`` cross-power spectrum ``G_ij`` of the pair.
+        upsample: evaluation grid of ``1 / upsample`` samples.
+        beta: the PHAT-β exponent.
+
+    Returns:
+        ``(n_fft · upsample,)`` circular correlation (lag ``k / upsample`` at index ``k``), scaled
+        so that a pure delay peaks at 1 ([1] Eq. 2, [2]).
+    """
+    n_fft = 2 * (cross.shape[-1] - 1)
+    magnitude = jnp.abs(cross)
+    whitened = cross / (magnitude**beta + EPS)
+    whitened = whitened / (jnp.sum(magnitude ** (1.0 - beta)) / cross.shape[-1] + EPS)
+    fine = n_fft * upsample
+    padded = jnp.zeros(fine // 2 + 1, whitened.dtype).at[: whitened.shape[0]].set(whitened)
+    return jnp.fft.irfft(padded, n=fine) * upsample
+
+
+def _refine(values: Float[Array, " lags"], peak: Int[Array, "*k"], upsample: int, max_delay: int) -> Float[Array, "*k"]:
+    left = values[peak - 1]
+    centre, right = values[peak], values[peak + 1]
+    curvature = left - 2.0 * centre + right
+    offset = jnp.where(curvature < 0, 0.5 * (left - right) / jnp.where(curvature < 0, curvature, -1.0), 0.0)
+    offset = jnp.clip(offset, -0.5, 0.5)
+    return jnp.clip((peak + offset) / upsample, 0.0, float(max_delay))
+
+
+def _check(cross: Complex[Array, " bins"], max_delay: int) -> None:
+    n_fft = 2 * (cross.shape[-1] - 1)
+    if not 0 < max_delay < n_fft // 2:
+        raise ValueError(f"max_delay must be in (0, n_fft / 2 = {n_fft // 2}), got {max_delay}")
 
 
 def pair_delay(
@@ -49,24 +87,40 @@ def pair_delay(
         the delay in samples and the height of the correlation peak relative to its value for a
         pure delay (1 for a pure delay, near 0 when the pair shares nothing).
     """
-    n_fft = 2 * (cross.shape[-1] - 1)
-    if not 0 < max_delay < n_fft // 2:
-        raise ValueError(f"max_delay must be in (0, n_fft / 2 = {n_fft // 2}), got {max_delay}")
-    magnitude = jnp.abs(cross)
-    whitened = cross / (magnitude**beta + EPS)
-    whitened = whitened / (jnp.sum(magnitude ** (1.0 - beta)) / cross.shape[-1] + EPS)
-    fine = n_fft * upsample
-    padded = jnp.zeros(fine // 2 + 1, whitened.dtype).at[: whitened.shape[0]].set(whitened)
-    correlation = jnp.fft.irfft(padded, n=fine) * upsample
-    lags = correlation[: max_delay * upsample + 1]
-    peak = jnp.argmax(lags)
-    left = correlation[peak - 1]
-    centre, right = correlation[peak], correlation[peak + 1]
-    curvature = left - 2.0 * centre + right
-    offset = jnp.where(curvature < 0, 0.5 * (left - right) / jnp.where(curvature < 0, curvature, -1.0), 0.0)
-    offset = jnp.clip(offset, -0.5, 0.5)
-    delay = jnp.clip((peak + offset) / upsample, 0.0, float(max_delay))
-    return delay, centre
+    _check(cross, max_delay)
+    values = correlation(cross, upsample=upsample, beta=beta)
+    peak = jnp.argmax(values[: max_delay * upsample + 1])
+    return _refine(values, peak, upsample, max_delay), values[peak]
+
+
+def pair_candidates(
+    cross: Complex[Array, " bins"], *, max_delay: int, count: int, upsample: int = 4, beta: float = 0.8
+) -> tuple[Float[Array, " count"], Float[Array, " count"]]:
+    """The ``count`` highest local maxima of the correlation over the lags ``[0, max_delay]``.
+
+    Several peaks compete when the pair shares more than the bleed: sources that play together
+    are correlated near lag 0, and a held note repeats its correlation every pitch period.
+
+    Args:
+        cross: ``(n_fft // 2 + 1,)`` cross-power spectrum ``G_ij`` of the pair.
+        max_delay: largest lag searched, in samples (``< n_fft / 2``).
+        count: number of peaks (static).
+        upsample: evaluation grid of ``1 / upsample`` samples.
+        beta: the PHAT-β exponent.
+
+    Returns:
+        ``(count,)`` delays in samples (refined like :func:`pair_delay`, highest peak first; the
+        first is :func:`pair_delay`'s) and their heights.
+    """
+    _check(cross, max_delay)
+    values = correlation(cross, upsample=upsample, beta=beta)
+    searched = max_delay * upsample + 1
+    lags = values[:searched]
+    outside = jnp.full(1, -jnp.inf, lags.dtype)
+    is_peak = (lags >= jnp.concatenate([outside, lags[:-1]])) & (lags >= jnp.concatenate([lags[1:], outside]))
+    heights, peaks = jax.lax.top_k(jnp.where(is_peak, lags, -jnp.inf), count)
+    peaks = jnp.where(jnp.isfinite(heights), peaks, peaks[0])
+    return _refine(values, peaks, upsample, max_delay), values[peaks]
 
 
 def delays(

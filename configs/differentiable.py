@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_delay = 1024  # samples; must be below n_fft / 2 (GCC-PHAT's lag range)
     config.rounds = 4  # unmix / fit alternations
     config.steps = 150  # Adam steps per round
+    config.candidates = 4  # GCC-PHAT peaks per pair that each round chooses among by the cost
     config.cleaning = "invert"  # invert | subtract | wiener
     config.residual = "spectral-subtraction"  # spectral-subtraction | none
     return config

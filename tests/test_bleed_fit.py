@@ -47,6 +47,46 @@ def test_gcc_phat_finds_fractional_delays():
     assert np.all(np.diag(np.asarray(found)) == 0) and np.all(np.asarray(peaks)[off] > 0)
 
 
+def test_gcc_phat_candidates_start_with_the_highest_peak():
+    mics, _, delays = delayed_mixture()
+    cross = gcc_phat.cross_spectra(signal.stft(jnp.asarray(mics), n_fft=1024, hop=256))
+    found, heights = gcc_phat.pair_candidates(cross[0, 2], max_delay=256, count=4)
+    best, height = gcc_phat.pair_delay(cross[0, 2], max_delay=256)
+    assert float(found[0]) == pytest.approx(float(best)) and float(heights[0]) == pytest.approx(float(height))
+    assert np.all(np.diff(np.asarray(heights)) <= 0)
+    assert np.min(np.abs(np.asarray(found) - delays[0, 2])) < 0.25
+
+
+def test_select_delays_restores_a_lost_pair_from_the_gcc_peaks():
+    """A pair whose delay went wrong and whose gain collapsed to 0 comes back: the true delay is
+    among the GCC-PHAT peaks of the microphone against the sources, and the cost picks it."""
+    mics, sources, delays = delayed_mixture()
+    transform = {"n_fft": 1024, "hop": 256}
+    stats = bleed_fit.statistics(
+        signal.stft(jnp.asarray(mics), **transform), signal.stft(jnp.asarray(sources), **transform), SETTINGS
+    )
+    lost = bleed_model.flat(jnp.asarray(GAINS).at[0, 2].set(0.0), jnp.asarray(delays).at[0, 2].set(3.0))
+    chosen = bleed_fit.select_delays(lost, stats, SETTINGS)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(np.asarray(chosen.delays)[off], delays[off], atol=0.25)
+    np.testing.assert_allclose(np.asarray(chosen.gains)[off], GAINS[off], rtol=0.1)
+
+
+def test_pair_gains_minimise_the_cost_along_each_gain():
+    mics, _, delays = delayed_mixture()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    params = bleed_model.flat(jnp.full((3, 3), 0.1), jnp.asarray(delays))
+    stats = bleed_fit.statistics(spectra, spectra, SETTINGS)
+    gains, decrease = bleed_fit.pair_gains(params, stats, jnp.asarray(delays)[..., None], SETTINGS)
+    off = ~np.eye(3, dtype=bool)
+    assert np.all(np.asarray(gains)[off] > 0) and np.all(np.asarray(decrease)[off] > 0)
+    gradient = jax.jit(jax.grad(bleed_fit.cost), static_argnums=2)
+    for i, j in zip(*np.nonzero(off)):
+        at_best = params._replace(gains=params.gains.at[i, j].set(gains[i, j, 0]))
+        slope = float(gradient(at_best, stats, SETTINGS).gains[i, j])
+        assert abs(slope) < 1e-3 * abs(float(gradient(params, stats, SETTINGS).gains[i, j])), (i, j, slope)
+
+
 def test_cost_from_statistics_equals_the_residual_energy():
     mics, _, _ = delayed_mixture()
     spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
@@ -123,7 +163,7 @@ def test_silent_track_stays_finite():
 
 
 @pytest.mark.parametrize(
-    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}]
+    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):
