@@ -43,7 +43,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.model.stem = "any"  # synthetic test batches have no track names
         training_common.make_runlocal(config)
     elif variant == "bundled":
-        # The paper's shape at a size two CPU cores train in about half an hour: 1024-point frames
+        # The paper's shape at a size two shared CPU cores train in 50 minutes: 1024-point frames
         # (513 bins), 8/16 channels, the paper's bottleneck of 100 (two dense layers of
         # 24 592 x 100 instead of 196 672 x 100), 16 windows per track and example.
         config.model.n_fft = 1024
