@@ -58,6 +58,18 @@ def test_load_config_variant_and_errors(tmp_path):
         train.load_config(str(tmp_path / "missing.py"))
 
 
+def test_bundled_cae_trains_on_the_bundled_tunet_data():
+    """``configs/cae.py:bundled`` reads the same prepared dataset and bleed as the bundled t-UNet,
+    with every track active, and keeps the paper's shape (3 frames, two convolutions, 100)."""
+    cae, tunet = train.load_config("configs/cae.py:bundled"), train.load_config("configs/tunet.py:bundled")
+    for key in ("builder", "manual_dir", "sample_rate", "block_seconds", "augmentation", "seipel_crosstalk_db"):
+        assert cae.data[key] == tunet.data[key], key
+    assert cae.data.min_active_tracks == cae.data.num_tracks
+    model = cae.model
+    assert (model.context_frames, len(model.conv_channels), model.bottleneck, model.stem) == (3, 2, 100, "any")
+    assert model.hop * 4 == model.n_fft and 0 < model.train_frames
+
+
 def test_sigkill_and_resume_continue_the_loss_curve_exactly(tmp_path):
     """A training process killed with SIGKILL while reading batch 12 (the checkpoint at step 10
     may still be in flight) and restarted in the same workdir ends with the same metrics.jsonl
