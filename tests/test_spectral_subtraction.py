@@ -166,6 +166,37 @@ def test_refined_lambda_subtracts_the_regressors_it_was_fitted_against(simulated
     np.testing.assert_allclose(np.asarray(ss.reduce_session(simulated.mics).cleaned), np.asarray(expected), atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, chunk_frames", [(4, 32), (5, 8), (7, 3), (4, 64)])
+def test_chunked_statistics_equal_the_whole_spectrogram(simulated, stride, chunk_frames):
+    spectrogram = jnp.swapaxes(signal.stft(simulated.mics, n_fft=1024, hop=256, window_name="hamming"), -1, -2)
+    num_frames = spectrogram.shape[1]
+    assert num_frames % (stride * max(1, chunk_frames // stride))  # a shorter last chunk is exercised
+    mask = (jnp.arange(num_frames) < num_frames - 9).astype(jnp.float32)
+    gram, points = ss.spectrogram_statistics(spectrogram, stride, mask, chunk_frames)
+    masked = np.abs(np.asarray(spectrogram)) * np.asarray(mask)[None, :, None]
+    flat = masked.reshape(masked.shape[0], -1).astype(np.float64)
+    np.testing.assert_array_equal(np.asarray(points), flat[:, ::stride].astype(np.float32))
+    # float32 sums of n non-negative terms: rounding grows like sqrt(n)·eps (here 6e-6 for the
+    # chunks and 7e-6 for one matmul over the whole spectrogram).
+    np.testing.assert_allclose(np.asarray(gram), flat @ flat.T, rtol=np.sqrt(flat.shape[1]) * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("preset", ["refined", "paper", "power"])
+@pytest.mark.parametrize("chunk_bytes", [4 << 20, 5 * 4 * 2049 * 8, 1])
+def test_subtraction_in_place_equals_the_whole_spectrogram(simulated, preset, chunk_bytes):
+    settings = ss.Settings(**ss.PRESETS[preset])
+    spectrogram = jnp.swapaxes(signal.stft(simulated.mics, n_fft=4096, hop=2048, window_name="hamming"), -1, -2)
+    assert spectrogram.shape[1] % 5  # 5-frame chunks leave a shorter last chunk
+    refinement = ss.refine_lambda(jnp.abs(spectrogram), settings)
+    assert int(refinement.rounds) == (0 if preset == "paper" else 3)
+    regressors = ss.cleaned_regressors(jnp.abs(spectrogram), refinement) if settings.refinements else None
+    whole = ss.subtract(spectrogram, refinement.lam, 0.8, settings.exponent, regressors)
+    in_place = jax.jit(lambda s: ss.subtract_in_place(s, refinement, 0.8, settings.exponent, chunk_bytes))(spectrogram)
+    scale = float(jnp.abs(spectrogram).max())
+    np.testing.assert_allclose(np.asarray(in_place), np.asarray(whole), rtol=1e-5, atol=1e-6 * scale)
+    assert float(jnp.abs(whole - spectrogram).max()) > 1e-2 * scale  # the subtraction did something
+
+
 def test_zero_scale_is_identity_and_silent_tracks_stay_finite(simulated):
     audio = simulated.mics.at[2].set(0.0)
     result = ss.reduce_session(audio, ss.Settings(lambda_scale=0.0))

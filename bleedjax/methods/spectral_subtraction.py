@@ -56,11 +56,15 @@ Beyond [1]:
       the first fit uses every point. The default (0) is ``max(4, J)``, which keeps the rounds'
       share of the time from growing with J. λ is a J × J statistic: on a 4-minute, 4-track
       session stride 4 moved λ by at most 0.003 and ΔSDR by at most 0.04 dB (−6/−12/−18 dB,
-      2 seeds); on 1–15 s sessions λ moves by 1–6 % of what the rounds change. With the
-      cleaned regressors of :func:`cleaned_regressors`, the whole ``reduce`` takes 1.49× /
-      1.56× the transforms at 4 / 16 tracks (3 min, 44.1 kHz), against 2.96× / 3.55× on every
-      point. Padding at the end of a session leaves the lattice on its own frames unchanged, so
-      batching stays exact.
+      2 seeds); on 1–15 s sessions λ moves by 1–6 % of what the rounds change. Padding at the
+      end of a session leaves the lattice on its own frames unchanged, so batching stays exact.
+    * Memory traffic. :func:`reduce_session` reads the complex spectrogram once for the Gram
+      matrix and the lattice (:func:`spectrogram_statistics`, in chunks, so the magnitudes are
+      never written out whole) and once for Eq. (7) with the cleaned regressors
+      (:func:`subtract_in_place`, chunks of about 4 MB written over the spectrogram). The whole
+      ``reduce`` with the default preset takes 1.29× / 1.51× the STFT + iSTFT at 4 / 16 tracks
+      (3 min, 44.1 kHz; ``benchmarks/speed_spectral_subtraction.py``), against 1.49× / 1.56×
+      with whole-array passes and 2.96× / 3.55× with the rounds on every point.
     * ``exponent`` generalises Eq. (7) to power-domain subtraction (:func:`subtract`); preset
       ``power`` is the default's λ with ``exponent=2``, for ensembles whose spectra overlap.
 
@@ -380,36 +384,54 @@ def refine_lambda(
     """
     if mask is not None:
         magnitudes = magnitudes * mask[None, None, :]
-    num_tracks = magnitudes.shape[0]
+    stride = lattice_stride(settings, magnitudes.shape[0])
+    points = magnitudes.reshape(magnitudes.shape[0], -1)[:, ::stride]
+    return refine_from_statistics(magnitude_gram(magnitudes), points, settings)
+
+
+def lattice_stride(settings: Settings, num_tracks: int) -> int:
+    """The refinement rounds' lattice stride: ``settings.refinement_stride``, or ``max(4, J)``."""
+    return settings.refinement_stride or max(4, num_tracks)
+
+
+def refine_from_statistics(
+    gram: Float[Array, "tracks tracks"], points: Float[Array, "tracks points"], settings: Settings
+) -> Refinement:
+    """:func:`refine_lambda` from its two statistics: the magnitude Gram matrix of every point
+    (:func:`magnitude_gram`) and the magnitudes on the lattice of every
+    :func:`lattice_stride`-th point of the flattened spectrograms (``(J, P)``)."""
+    num_tracks = gram.shape[0]
     solve = descend_row if settings.solver == "descent" else nnls_row
     targets = jnp.arange(num_tracks)
-    rows = jax.vmap(solve, in_axes=(None, 0, None))(magnitude_gram(magnitudes), targets, settings)
-    stride = settings.refinement_stride or max(4, num_tracks)
-    points = magnitudes.reshape(num_tracks, -1)[:, ::stride]
+    rows = jax.vmap(solve, in_axes=(None, 0, None))(gram, targets, settings)
     on_box = lambda x: jnp.sum(x >= settings.max_lambda * (1.0 - 1e-3))
 
-    def refine(round_index, carry):
-        lam, regressors, basis, rounds, iterations, running = carry
+    def refine(carry):
+        lam, regressors, basis, rounds, iterations, _ = carry
         candidate = jnp.maximum(points - lam @ regressors, 0.0)
         rows = jax.vmap(solve, in_axes=(0, 0, None))(target_grams(points, candidate), targets, settings)
         # A round that puts more of λ on the box is over-cleaned regressors feeding back
         # (strong bleed, about -6 dB): keep the previous round and stop.
-        running = running & (on_box(rows.lam) < jnp.maximum(on_box(lam), 1))
-        basis = basis.at[round_index].set(jnp.where(running, lam, basis[round_index]))
+        accepted = on_box(rows.lam) < jnp.maximum(on_box(lam), 1)
+        basis = basis.at[rounds].set(jnp.where(accepted, lam, basis[rounds]))
         return (
-            jnp.where(running, rows.lam, lam),
-            jnp.where(running, candidate, regressors),
+            jnp.where(accepted, rows.lam, lam),
+            jnp.where(accepted, candidate, regressors),
             basis,
-            rounds + running.astype(jnp.int32),
+            rounds + accepted.astype(jnp.int32),
             iterations + rows.iterations,
-            running,
+            accepted,
         )
+
+    def more_rounds(carry):
+        _, _, _, rounds, _, running = carry
+        return running & (rounds < settings.refinements)
 
     basis = jnp.zeros((settings.refinements, num_tracks, num_tracks), jnp.float32)
     if not settings.refinements:
         return Refinement(rows.lam, basis, jnp.asarray(0), rows.iterations)
     start = (rows.lam, points, basis, jnp.asarray(0), rows.iterations, jnp.asarray(True))
-    lam, _, basis, rounds, iterations, _ = jax.lax.fori_loop(0, settings.refinements, refine, start)
+    lam, _, basis, rounds, iterations, _ = jax.lax.while_loop(more_rounds, refine, start)
     return Refinement(lam, basis, rounds, iterations)
 
 
@@ -428,15 +450,15 @@ def cleaned_regressors(
 ) -> Float[Array, "tracks ..."]:
     """The regressors ``R`` that :func:`refine_lambda`'s λ was fitted against, on every
     time-frequency point: ``R_0 = X`` and ``R_k = max(X − basis[k−1] R_{k−1}, 0)`` for the
-    accepted rounds."""
+    accepted rounds (rejected rounds cost nothing)."""
 
-    def clean(round_index, regressors):
-        candidate = jnp.maximum(
-            magnitudes - jnp.einsum("ij,j...->i...", refinement.basis[round_index], regressors), 0.0
-        )
-        return jnp.where(round_index < refinement.rounds, candidate, regressors)
+    def one_round(carry):
+        round_index, regressors = carry
+        basis = refinement.basis[round_index]
+        return round_index + 1, jnp.maximum(magnitudes - jnp.einsum("ij,j...->i...", basis, regressors), 0.0)
 
-    return jax.lax.fori_loop(0, refinement.basis.shape[0], clean, magnitudes)
+    more_rounds = lambda carry: carry[0] < refinement.rounds
+    return jax.lax.while_loop(more_rounds, one_round, (jnp.asarray(0), magnitudes))[1]
 
 
 def subtract(
@@ -466,6 +488,88 @@ def subtract(
     return spectrogram * gain
 
 
+def spectrogram_statistics(
+    spectrogram: Complex[Array, "tracks frames bins"],
+    stride: int,
+    mask: Float[Array, " frames"] | None = None,
+    chunk_frames: int = 32,
+) -> tuple[Float[Array, "tracks tracks"], Float[Array, "tracks points"]]:
+    """The statistics of :func:`refine_from_statistics` from a complex ``(J, frames, bins)``
+    spectrogram in one pass, ``chunk_frames`` (rounded to a multiple of ``stride``) frames at a
+    time, so that the magnitudes are never written out whole.
+
+    Equal to ``magnitude_gram(X)`` and ``X.reshape(J, -1)[:, ::stride]`` with
+    ``X = |spectrogram| · mask`` (the Gram up to float32 summation order): every chunk starts
+    at a multiple of ``stride`` in the flattened spectrogram, so its lattice points are its own
+    every ``stride``-th point.
+    """
+    num_tracks, num_frames, num_bins = spectrogram.shape
+    mask = jnp.ones(num_frames, jnp.float32) if mask is None else mask
+    chunk_frames = min(stride * max(1, chunk_frames // stride), num_frames)
+    full_chunks, rest = divmod(num_frames, chunk_frames)
+    per_chunk = chunk_frames * num_bins // stride
+    highest = jax.lax.Precision.HIGHEST
+
+    def magnitudes(start, size):
+        chunk = jax.lax.dynamic_slice_in_dim(spectrogram, start, size, axis=1)
+        weights = jax.lax.dynamic_slice_in_dim(mask, start, size)
+        return (jnp.abs(chunk) * weights[None, :, None]).reshape(num_tracks, -1)
+
+    def body(index, carry):
+        gram, points = carry
+        flat = magnitudes(index * chunk_frames, chunk_frames)
+        gram = gram + jnp.matmul(flat, flat.T, precision=highest)
+        return gram, jax.lax.dynamic_update_slice_in_dim(points, flat[:, ::stride], index * per_chunk, axis=1)
+
+    start = (
+        jnp.zeros((num_tracks, num_tracks), jnp.float32),
+        jnp.zeros((num_tracks, -(-num_frames * num_bins // stride)), jnp.float32),
+    )
+    gram, points = jax.lax.fori_loop(0, full_chunks, body, start)
+    if rest:
+        flat = magnitudes(full_chunks * chunk_frames, rest)
+        gram = gram + jnp.matmul(flat, flat.T, precision=highest)
+        points = points.at[:, full_chunks * per_chunk :].set(flat[:, ::stride])
+    return gram, points
+
+
+def subtract_in_place(
+    spectrogram: Complex[Array, "tracks frames bins"],
+    refinement: Refinement,
+    lambda_scale: float = 1.0,
+    exponent: float = 1.0,
+    chunk_bytes: int = 4 << 20,
+) -> Complex[Array, "tracks frames bins"]:
+    """:func:`subtract` with :func:`cleaned_regressors`, written over ``spectrogram`` in chunks
+    of frames of about ``chunk_bytes`` (a last, shorter chunk separately).
+
+    Equal to ``subtract(spectrogram, refinement.lam, lambda_scale, exponent,
+    cleaned_regressors(|spectrogram|, refinement))`` (``regressors`` omitted when
+    ``refinement.basis`` is empty). Inside a jitted function where ``spectrogram`` is not used
+    afterwards, XLA updates its buffer in place, so neither the regressors nor the cleaned
+    spectrogram is allocated whole, and the rounds run in the cache rather than as one pass
+    through memory each. For the default ``refined`` preset this took the whole ``reduce`` from
+    1.40–1.42× to 1.21–1.27× the STFT + iSTFT (16 tracks of 3 min at 44.1 kHz, 3 rounds).
+    """
+    num_tracks, num_frames, num_bins = spectrogram.shape
+    chunk_frames = max(1, min(chunk_bytes // (num_tracks * num_bins * spectrogram.dtype.itemsize), num_frames))
+    full_chunks, rest = divmod(num_frames, chunk_frames)
+    with_rounds = refinement.basis.shape[0] > 0
+
+    def clean(chunk):
+        regressors = cleaned_regressors(jnp.abs(chunk), refinement) if with_rounds else None
+        return subtract(chunk, refinement.lam, lambda_scale, exponent, regressors)
+
+    def body(index, out):
+        chunk = jax.lax.dynamic_slice_in_dim(out, index * chunk_frames, chunk_frames, axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(out, clean(chunk), index * chunk_frames, axis=1)
+
+    out = jax.lax.fori_loop(0, full_chunks, body, spectrogram)
+    if rest:
+        out = out.at[:, full_chunks * chunk_frames :].set(clean(out[:, full_chunks * chunk_frames :]))
+    return out
+
+
 class Result(NamedTuple):
     """Output of :func:`reduce_session`."""
 
@@ -493,16 +597,18 @@ def reduce_session(
     """
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     # λ and Eq. (7) do not care whether bins or frames come first; working in the rfft's own
-    # (frames, bins) order lets XLA cancel the two transposes of stft/istft (1.75x -> ~1.4x of
-    # the transforms' time in benchmarks/speed_spectral_subtraction.py).
+    # (frames, bins) order lets XLA cancel the two transposes of stft/istft, and makes chunks of
+    # frames contiguous.
     spectrogram = jnp.swapaxes(signal.stft(audio, **transform), -1, -2)
-    magnitudes = jnp.abs(spectrogram)
+    mask = None
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-2], n_fft=settings.n_fft, hop=settings.hop)
-        magnitudes = magnitudes * mask[None, :, None]
-    refinement = refine_lambda(magnitudes, settings)
-    regressors = cleaned_regressors(jnp.abs(spectrogram), refinement) if settings.refinements else None
-    cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent, regressors)
+    stride = lattice_stride(settings, audio.shape[0])
+    refinement = refine_from_statistics(*spectrogram_statistics(spectrogram, stride, mask), settings)
+    if settings.refinements:
+        cleaned = subtract_in_place(spectrogram, refinement, settings.lambda_scale, settings.exponent)
+    else:
+        cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent)
     cleaned = jnp.swapaxes(cleaned, -1, -2)
     return Result(signal.istft(cleaned, length=audio.shape[-1], **transform), refinement.lam, refinement.iterations)
 
