@@ -506,31 +506,29 @@ def spectrogram_statistics(
     num_tracks, num_frames, num_bins = spectrogram.shape
     mask = jnp.ones(num_frames, jnp.float32) if mask is None else mask
     chunk_frames = min(stride * max(1, chunk_frames // stride), num_frames)
-    full_chunks, rest = divmod(num_frames, chunk_frames)
-    per_chunk = chunk_frames * num_bins // stride
     highest = jax.lax.Precision.HIGHEST
 
-    def magnitudes(start, size):
+    def accumulate(start, size, carry):
+        gram, points = carry
         chunk = jax.lax.dynamic_slice_in_dim(spectrogram, start, size, axis=1)
         weights = jax.lax.dynamic_slice_in_dim(mask, start, size)
-        return (jnp.abs(chunk) * weights[None, :, None]).reshape(num_tracks, -1)
-
-    def body(index, carry):
-        gram, points = carry
-        flat = magnitudes(index * chunk_frames, chunk_frames)
+        flat = (jnp.abs(chunk) * weights[None, :, None]).reshape(num_tracks, -1)
         gram = gram + jnp.matmul(flat, flat.T, precision=highest)
-        return gram, jax.lax.dynamic_update_slice_in_dim(points, flat[:, ::stride], index * per_chunk, axis=1)
+        return gram, jax.lax.dynamic_update_slice_in_dim(points, flat[:, ::stride], start * num_bins // stride, axis=1)
 
     start = (
         jnp.zeros((num_tracks, num_tracks), jnp.float32),
         jnp.zeros((num_tracks, -(-num_frames * num_bins // stride)), jnp.float32),
     )
-    gram, points = jax.lax.fori_loop(0, full_chunks, body, start)
-    if rest:
-        flat = magnitudes(full_chunks * chunk_frames, rest)
-        gram = gram + jnp.matmul(flat, flat.T, precision=highest)
-        points = points.at[:, full_chunks * per_chunk :].set(flat[:, ::stride])
-    return gram, points
+    return _over_frame_chunks(num_frames, chunk_frames, accumulate, start)
+
+
+def _over_frame_chunks(num_frames: int, chunk_frames: int, step, carry):
+    """``carry = step(start, size, carry)`` for consecutive chunks of frames: a ``fori_loop`` over
+    the full chunks of ``chunk_frames``, then the shorter last chunk (``size`` stays static)."""
+    full_chunks, rest = divmod(num_frames, chunk_frames)
+    carry = jax.lax.fori_loop(0, full_chunks, lambda index, c: step(index * chunk_frames, chunk_frames, c), carry)
+    return step(full_chunks * chunk_frames, rest, carry) if rest else carry
 
 
 def subtract_in_place(
@@ -553,21 +551,15 @@ def subtract_in_place(
     """
     num_tracks, num_frames, num_bins = spectrogram.shape
     chunk_frames = max(1, min(chunk_bytes // (num_tracks * num_bins * spectrogram.dtype.itemsize), num_frames))
-    full_chunks, rest = divmod(num_frames, chunk_frames)
     with_rounds = refinement.basis.shape[0] > 0
 
-    def clean(chunk):
+    def clean(start, size, out):
+        chunk = jax.lax.dynamic_slice_in_dim(out, start, size, axis=1)
         regressors = cleaned_regressors(jnp.abs(chunk), refinement) if with_rounds else None
-        return subtract(chunk, refinement.lam, lambda_scale, exponent, regressors)
+        cleaned = subtract(chunk, refinement.lam, lambda_scale, exponent, regressors)
+        return jax.lax.dynamic_update_slice_in_dim(out, cleaned, start, axis=1)
 
-    def body(index, out):
-        chunk = jax.lax.dynamic_slice_in_dim(out, index * chunk_frames, chunk_frames, axis=1)
-        return jax.lax.dynamic_update_slice_in_dim(out, clean(chunk), index * chunk_frames, axis=1)
-
-    out = jax.lax.fori_loop(0, full_chunks, body, spectrogram)
-    if rest:
-        out = out.at[:, full_chunks * chunk_frames :].set(clean(out[:, full_chunks * chunk_frames :]))
-    return out
+    return _over_frame_chunks(num_frames, chunk_frames, clean, spectrogram)
 
 
 class Result(NamedTuple):
@@ -605,6 +597,7 @@ def reduce_session(
         mask = signal.frame_mask(length, spectrogram.shape[-2], n_fft=settings.n_fft, hop=settings.hop)
     stride = lattice_stride(settings, audio.shape[0])
     refinement = refine_from_statistics(*spectrogram_statistics(spectrogram, stride, mask), settings)
+    # Without rounds, one whole-array pass measured faster (4 tracks: 0.98x against 1.19x the transforms).
     if settings.refinements:
         cleaned = subtract_in_place(spectrogram, refinement, settings.lambda_scale, settings.exponent)
     else:
