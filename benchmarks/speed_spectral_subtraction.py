@@ -482,6 +482,17 @@ def _timed_process(command: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
+def _cli_command() -> list[str]:
+    """The installed ``bleedjax`` script beside this Python, else ``python -m bleedjax.cli``.
+
+    The second form serves an install without console scripts (``pip install --target``).
+    """
+    executable = pathlib.Path(sys.executable).parent / "bleedjax"
+    if executable.exists():
+        return [str(executable)]
+    return [sys.executable, "-m", "bleedjax.cli"]
+
+
 def run_cli(options: Options, stems, folder: pathlib.Path) -> dict:
     import soundfile as sf
 
@@ -499,14 +510,14 @@ def run_cli(options: Options, stems, folder: pathlib.Path) -> dict:
     for index, track in enumerate(audio):
         sf.write(session / f"mic{index:02d}.wav", track, SAMPLE_RATE, subtype="FLOAT")
     cache = folder / "jax_cache"
-    executable = pathlib.Path(sys.executable).parent / "bleedjax"
+    command = _cli_command()
     env = {"BLEEDJAX_CACHE_DIR": str(cache)}
     first = _timed_process(
-        [str(executable), "reduce", str(session), "--out", str(folder / "out1"), "--preset", options.preset], env
+        [*command, "reduce", str(session), "--out", str(folder / "out1"), "--preset", options.preset], env
     )
     cache_entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache.exists() else 0
     second = _timed_process(
-        [str(executable), "reduce", str(session), "--out", str(folder / "out2"), "--preset", options.preset], env
+        [*command, "reduce", str(session), "--out", str(folder / "out2"), "--preset", options.preset], env
     )
     imports = [_timed_process([sys.executable, "-c", "import bleedjax.cli"]) for _ in range(3)]
     jax_imports = [
