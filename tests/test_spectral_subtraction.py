@@ -253,6 +253,78 @@ def test_settings_are_validated():
         ss.Settings(refinement_stride=-1)
     with pytest.raises(ValueError, match="exponent"):
         ss.Settings(exponent=0.0)
+    with pytest.raises(ValueError, match="passes"):
+        ss.Settings(passes="streamed")
+    with pytest.raises(ValueError, match="unroll"):
+        ss.Settings(unroll=-1)
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 3, 7, 50])
+def test_unrolled_while_loop_takes_the_same_steps(unroll):
+    def condition(state):
+        value, steps = state
+        return (value % 7 != 3) & (steps < 40)
+
+    def body(state):
+        value, steps = state
+        return (value * 5 + 1) % 97, steps + 1
+
+    for start in range(0, 97, 12):
+        state = (jnp.asarray(start), jnp.asarray(0))
+        expected = jax.lax.while_loop(condition, body, state)
+        unrolled = jax.jit(lambda s: ss.unrolled_while_loop(condition, body, s, unroll))(state)
+        assert [int(x) for x in unrolled] == [int(x) for x in expected]
+
+
+def test_schedules_resolve_by_backend():
+    on_cpu = jax.default_backend() == "cpu"
+    assert ss.descent_unroll(ss.Settings()) == (1 if on_cpu else ss.ACCELERATOR_UNROLL)
+    assert ss.descent_unroll(ss.Settings(unroll=5)) == 5
+    assert ss.whole_array_passes(ss.Settings()) is not on_cpu
+    assert ss.whole_array_passes(ss.Settings(passes="whole")) and not ss.whole_array_passes(ss.Settings(passes="chunked"))
+
+
+def _dot_generals(jaxpr):
+    from jax.extend import core
+
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "dot_general":
+            yield equation
+        for value in equation.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else [value]:
+                if isinstance(inner, core.ClosedJaxpr):
+                    yield from _dot_generals(inner.jaxpr)
+                elif isinstance(inner, core.Jaxpr):
+                    yield from _dot_generals(inner)
+
+
+@pytest.mark.parametrize("solver", ["descent", "nnls"])
+@pytest.mark.parametrize("preset", ["refined", "paper", "power"])
+def test_every_product_is_float32_on_any_backend(preset, solver):
+    """DEFAULT precision is TF32 on NVIDIA GPUs and bfloat16 passes on TPUs: on an H200 it moved
+    λ by 1e-4 against NumPy and changed the refined preset's iterations with the schedule."""
+    fields = dict(ss.PRESETS[preset], solver=solver)
+    if solver == "nnls":
+        fields["max_lambda"] = float("inf")
+    settings = ss.Settings(**fields)
+    jaxpr = jax.make_jaxpr(lambda audio: ss.reduce_session(audio, settings))(jnp.zeros((3, 8192)))
+    products = list(_dot_generals(jaxpr.jaxpr))
+    assert len(products) >= 10  # the Gram, the descent or NNLS and Eq. (7) are all in there
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert [e.params["precision"] for e in products] == [highest] * len(products)
+
+
+@pytest.mark.parametrize("preset", ["refined", "paper", "power"])
+def test_accelerator_schedule_equals_the_cpu_schedule(simulated, preset):
+    results = {
+        schedule: ss.reduce_session(simulated.mics, ss.Settings(**ss.PRESETS[preset], passes=passes, unroll=unroll))
+        for schedule, (passes, unroll) in {"cpu": ("chunked", 1), "accelerator": ("whole", 8)}.items()
+    }
+    cpu, accelerator = results["cpu"], results["accelerator"]
+    np.testing.assert_array_equal(np.asarray(accelerator.iterations), np.asarray(cpu.iterations))
+    np.testing.assert_allclose(np.asarray(accelerator.lam), np.asarray(cpu.lam), rtol=1e-5, atol=1e-6)
+    scale = float(jnp.abs(simulated.mics).max())
+    np.testing.assert_allclose(np.asarray(accelerator.cleaned), np.asarray(cpu.cleaned), atol=1e-5 * scale)
 
 
 def test_momentum_descent_is_heavy_ball_sgd():

@@ -65,6 +65,13 @@ Beyond [1]:
       ``reduce`` with the default preset takes 1.29× / 1.51× the STFT + iSTFT at 4 / 16 tracks
       (3 min, 44.1 kHz; ``benchmarks/speed_spectral_subtraction.py``), against 1.49× / 1.56×
       with whole-array passes and 2.96× / 3.55× with the rounds on every point.
+    * On an accelerator both passes read the spectrogram whole (``passes='auto'``; chunks of
+      frames would each be a sequential loop trip there), and the descent takes
+      :data:`ACCELERATOR_UNROLL` steps per trip of its ``while_loop`` (``unroll=0``): a step is a
+      few J × J flops, and every trip costs kernel launches and a host round trip for the loop
+      condition. Neither changes the iterations, nor λ beyond float32 rounding
+      (:func:`unrolled_while_loop`); both are settings, so
+      ``passes='chunked'``, ``unroll=1`` give the CPU's schedule anywhere.
     * ``exponent`` generalises Eq. (7) to power-domain subtraction (:func:`subtract`); preset
       ``power`` is the default's λ with ``exponent=2``, for ensembles whose spectra overlap.
 
@@ -87,6 +94,56 @@ from bleedjax import signal
 from bleedjax._types import Array, Complex, Float, Int
 
 STOP_PATIENCE = 3
+# Every product in this module is a float32 one: DEFAULT would be TF32 on NVIDIA GPUs since Ampere
+# and bfloat16 passes on TPUs, which moves λ and the descent's stopping iteration with the backend.
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _dot(a, b):
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+ACCELERATOR_UNROLL = 8
+
+
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def descent_unroll(settings: Settings) -> int:
+    """Descent steps per trip of its ``while_loop``: ``settings.unroll``, or when that is 0,
+    1 on a CPU and :data:`ACCELERATOR_UNROLL` on an accelerator, where each trip costs kernel
+    launches and a host round trip for the loop condition while a step is a few J × J flops."""
+    return settings.unroll or (1 if _on_cpu() else ACCELERATOR_UNROLL)
+
+
+def whole_array_passes(settings: Settings) -> bool:
+    """Whether :func:`reduce_session` reads the spectrogram as one array (``passes='whole'``, and
+    ``'auto'`` on an accelerator) or in chunks of frames (``'chunked'``, and ``'auto'`` on a CPU,
+    where chunks stay in cache; on an accelerator each chunk is a sequential loop trip)."""
+    return settings.passes == "whole" or (settings.passes == "auto" and not _on_cpu())
+
+
+def unrolled_while_loop(condition, body, state, unroll: int):
+    """``jax.lax.while_loop(condition, body, state)`` taking ``unroll`` steps per trip.
+
+    Each step is guarded by ``condition``, so a step after the loop would have stopped leaves the
+    state as it is: the loop takes the same steps as the plain one in ``unroll`` times fewer trips
+    (float results can differ in rounding where XLA fuses the unrolled steps differently).
+    """
+    if unroll <= 1:
+        return jax.lax.while_loop(condition, body, state)
+
+    def guarded(current):
+        running = condition(current)
+        return jax.tree.map(lambda new, old: jnp.where(running, new, old), body(current), current)
+
+    def trip(current):
+        for _ in range(unroll):
+            current = guarded(current)
+        return current
+
+    return jax.lax.while_loop(condition, trip, state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +166,8 @@ class Settings:
     refinements: int = 3
     refinement_stride: int = 0
     exponent: float = 1.0
+    passes: str = "auto"
+    unroll: int = 0
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -132,6 +191,10 @@ class Settings:
             raise ValueError(f"exponent must be > 0, got {self.exponent}")
         if self.refinement_stride < 0:
             raise ValueError(f"refinement_stride must be >= 0 (0: automatic), got {self.refinement_stride}")
+        if self.passes not in ("auto", "chunked", "whole"):
+            raise ValueError(f"passes must be 'auto', 'chunked' or 'whole', got {self.passes!r}")
+        if self.unroll < 0:
+            raise ValueError(f"unroll must be >= 0 (0: automatic), got {self.unroll}")
 
 
 PRESETS: dict[str, dict] = {
@@ -156,7 +219,7 @@ class RowEstimate(NamedTuple):
 def magnitude_gram(magnitudes: Float[Array, "tracks bins frames"]) -> Float[Array, "tracks tracks"]:
     """``G_jk = Σ_{k,n} X_j X_k``, the only statistic Eq. (1) needs."""
     flat = magnitudes.reshape(magnitudes.shape[0], -1)
-    return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(flat, flat.T, precision=HIGHEST)
 
 
 def _others(num_tracks: int, target: Int[Array, ""]) -> Float[Array, " tracks"]:
@@ -169,7 +232,7 @@ def row_cost(
     """Eq. (1) for target ``i`` from the Gram matrix: ``cᵀ G c`` with ``c = e_i − λ``, λ_ii = 0."""
     num_tracks = gram.shape[0]
     coefficients = jax.nn.one_hot(target, num_tracks) - lam * _others(num_tracks, target)
-    return coefficients @ gram @ coefficients
+    return _dot(_dot(coefficients, gram), coefficients)
 
 
 def literal_row_cost(
@@ -177,7 +240,7 @@ def literal_row_cost(
 ) -> Float[Array, ""]:
     """Eq. (1) as written in [1], a pass over the spectrograms (reference for tests)."""
     others = lam * _others(magnitudes.shape[0], target)
-    residual = magnitudes[target] - jnp.einsum("j,jkn->kn", others, magnitudes)
+    residual = magnitudes[target] - jnp.einsum("j,jkn->kn", others, magnitudes, precision=HIGHEST)
     return jnp.sum(residual**2)
 
 
@@ -247,13 +310,13 @@ def descend_row(
         new = optax.projections.projection_box(unclamped, jnp.zeros_like(unclamped), upper) * others
         opt_state = opt_state._replace(velocity=jnp.where(new == unclamped, opt_state.velocity, 0.0))
         step_taken = new - unit_lam
-        change = grad @ step_taken + step_taken @ scaled_gram @ step_taken
+        change = _dot(grad, step_taken) + _dot(_dot(step_taken, scaled_gram), step_taken)
         quiet = jnp.where(jnp.abs(change) < threshold, quiet + 1, 0)
         return new, opt_state, quiet, step + 1
 
     start = jnp.zeros(num_tracks, jnp.float32)
     state = (start, optimiser.init(start), jnp.asarray(0), jnp.asarray(0))
-    unit_lam, _, _, steps = jax.lax.while_loop(condition, body, state)
+    unit_lam, _, _, steps = unrolled_while_loop(condition, body, state, descent_unroll(settings))
     lam = unit_lam * to_lambda
     return RowEstimate(lam, steps, row_cost(lam, gram, target))
 
@@ -293,13 +356,13 @@ def nnls_row(
 
     def outer_condition(state):
         lam, passive, step = state
-        gradient = rhs - hessian @ lam
+        gradient = rhs - _dot(hessian, lam)
         candidates = others & ~passive & (gradient > tol)
         return jnp.any(candidates) & (step < 3 * num_tracks)
 
     def outer(state):
         lam, passive, step = state
-        gradient = rhs - hessian @ lam
+        gradient = rhs - _dot(hessian, lam)
         gradient = jnp.where(others & ~passive, gradient, -jnp.inf)
         passive = passive.at[jnp.argmax(gradient)].set(True)
         start = (lam, passive, solve_passive(passive), jnp.asarray(0))
@@ -324,9 +387,8 @@ def target_grams(
     """
     num_tracks = magnitudes.shape[0]
     flat_x, flat_r = magnitudes.reshape(num_tracks, -1), regressors.reshape(num_tracks, -1)
-    highest = jax.lax.Precision.HIGHEST
-    rr = jnp.matmul(flat_r, flat_r.T, precision=highest)
-    rx = jnp.matmul(flat_r, flat_x.T, precision=highest)  # rx[j, i] = R_j·X_i
+    rr = jnp.matmul(flat_r, flat_r.T, precision=HIGHEST)
+    rx = jnp.matmul(flat_r, flat_x.T, precision=HIGHEST)  # rx[j, i] = R_j·X_i
     xx = jnp.sum(flat_x * flat_x, axis=1)
 
     def one(target):
@@ -408,7 +470,7 @@ def refine_from_statistics(
 
     def refine(carry):
         lam, regressors, basis, rounds, iterations, _ = carry
-        candidate = jnp.maximum(points - lam @ regressors, 0.0)
+        candidate = jnp.maximum(points - _dot(lam, regressors), 0.0)
         rows = jax.vmap(solve, in_axes=(0, 0, None))(target_grams(points, candidate), targets, settings)
         # A round that puts more of λ on the box is over-cleaned regressors feeding back
         # (strong bleed, about -6 dB): keep the previous round and stop.
@@ -455,7 +517,8 @@ def cleaned_regressors(
     def one_round(carry):
         round_index, regressors = carry
         basis = refinement.basis[round_index]
-        return round_index + 1, jnp.maximum(magnitudes - jnp.einsum("ij,j...->i...", basis, regressors), 0.0)
+        bleed = jnp.einsum("ij,j...->i...", basis, regressors, precision=HIGHEST)
+        return round_index + 1, jnp.maximum(magnitudes - bleed, 0.0)
 
     more_rounds = lambda carry: carry[0] < refinement.rounds
     return jax.lax.while_loop(more_rounds, one_round, (jnp.asarray(0), magnitudes))[1]
@@ -480,9 +543,9 @@ def subtract(
     magnitudes = jnp.abs(spectrogram)
     regressors = magnitudes if regressors is None else regressors
     if exponent == 1.0:
-        cleaned = jnp.maximum(magnitudes - jnp.einsum("ij,j...->i...", lam * lambda_scale, regressors), 0.0)
+        cleaned = jnp.maximum(magnitudes - jnp.einsum("ij,j...->i...", lam * lambda_scale, regressors, precision=HIGHEST), 0.0)
     else:
-        bleed = jnp.einsum("ij,j...->i...", (lam * lambda_scale) ** exponent, regressors**exponent)
+        bleed = jnp.einsum("ij,j...->i...", (lam * lambda_scale) ** exponent, regressors**exponent, precision=HIGHEST)
         cleaned = jnp.maximum(magnitudes**exponent - bleed, 0.0) ** (1.0 / exponent)
     gain = cleaned / jnp.where(magnitudes > 0, magnitudes, 1.0)
     return spectrogram * gain
@@ -506,14 +569,13 @@ def spectrogram_statistics(
     num_tracks, num_frames, num_bins = spectrogram.shape
     mask = jnp.ones(num_frames, jnp.float32) if mask is None else mask
     chunk_frames = min(stride * max(1, chunk_frames // stride), num_frames)
-    highest = jax.lax.Precision.HIGHEST
 
     def accumulate(start, size, carry):
         gram, points = carry
         chunk = jax.lax.dynamic_slice_in_dim(spectrogram, start, size, axis=1)
         weights = jax.lax.dynamic_slice_in_dim(mask, start, size)
         flat = (jnp.abs(chunk) * weights[None, :, None]).reshape(num_tracks, -1)
-        gram = gram + jnp.matmul(flat, flat.T, precision=highest)
+        gram = gram + jnp.matmul(flat, flat.T, precision=HIGHEST)
         return gram, jax.lax.dynamic_update_slice_in_dim(points, flat[:, ::stride], start * num_bins // stride, axis=1)
 
     start = (
@@ -595,10 +657,16 @@ def reduce_session(
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-2], n_fft=settings.n_fft, hop=settings.hop)
     stride = lattice_stride(settings, audio.shape[0])
-    refinement = refine_from_statistics(*spectrogram_statistics(spectrogram, stride, mask), settings)
+    whole = whole_array_passes(settings)
+    num_frames = spectrogram.shape[-2]
+    statistics = spectrogram_statistics(spectrogram, stride, mask, num_frames if whole else 32)
+    refinement = refine_from_statistics(*statistics, settings)
     # Without rounds, one whole-array pass measured faster (4 tracks: 0.98x against 1.19x the transforms).
-    if settings.refinements:
+    if settings.refinements and not whole:
         cleaned = subtract_in_place(spectrogram, refinement, settings.lambda_scale, settings.exponent)
+    elif settings.refinements:
+        regressors = cleaned_regressors(jnp.abs(spectrogram), refinement)
+        cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent, regressors)
     else:
         cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent)
     cleaned = jnp.swapaxes(cleaned, -1, -2)
