@@ -55,6 +55,8 @@ from bleedjax._types import Array, Complex, Float
 from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import spectral_subtraction
 
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
@@ -163,7 +165,7 @@ def pair_gains(
     off = _off_diagonal(num)
     bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
     own_gram = jnp.einsum("jjf->jf", stats.gram)
-    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram) - bleed * own_gram[None]
+    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram, precision=HIGHEST) - bleed * own_gram[None]
     target = stats.cross - others
     frequencies = jnp.arange(settings.n_fft // 2 + 1, dtype=jnp.float32) / settings.n_fft
     colour = bleed_model.colour_response(params.colour, frequencies)
@@ -215,8 +217,8 @@ def _solve(
 ) -> Complex[Array, "bins sources frames"]:
     hermitian = jnp.conj(jnp.swapaxes(mixing, -1, -2))
     num = mixing.shape[-1]
-    normal = hermitian @ mixing + mu * jnp.eye(num, dtype=mixing.dtype)[None]
-    return jnp.linalg.solve(normal, hermitian @ mics)
+    normal = jnp.matmul(hermitian, mixing, precision=HIGHEST) + mu * jnp.eye(num, dtype=mixing.dtype)[None]
+    return jnp.linalg.solve(normal, jnp.matmul(hermitian, mics, precision=HIGHEST))
 
 
 def statistics(
@@ -225,10 +227,9 @@ def statistics(
     settings: FitSettings,
 ) -> Statistics:
     """Per-bin powers, cross-spectra ``Σ_t X_i conj(Ŝ_j)``, ``Σ_t Ŝ_j conj(Ŝ_k)`` and weights."""
-    highest = jax.lax.Precision.HIGHEST
     power = jnp.sum(jnp.abs(mics) ** 2, axis=-1)
-    cross = jnp.einsum("ift,jft->ijf", mics, jnp.conj(sources), precision=highest)
-    gram = jnp.einsum("jft,kft->jkf", sources, jnp.conj(sources), precision=highest)
+    cross = jnp.einsum("ift,jft->ijf", mics, jnp.conj(sources), precision=HIGHEST)
+    gram = jnp.einsum("jft,kft->jkf", sources, jnp.conj(sources), precision=HIGHEST)
     level = jnp.mean(power, axis=-1, keepdims=True)
     weights = (power + settings.floor * level + 1e-30) ** (-settings.whitening)
     return Statistics(power, cross, gram, weights)
@@ -241,7 +242,7 @@ def cost(params: BleedParams, stats: Statistics, settings: FitSettings) -> Float
     bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window)
     bleed = bleed * _off_diagonal(num)[..., None]
     linear = jnp.real(jnp.sum(bleed * jnp.conj(stats.cross), axis=1))
-    quadratic = jnp.real(jnp.einsum("ijf,ikf,jkf->if", bleed, jnp.conj(bleed), stats.gram))
+    quadratic = jnp.real(jnp.einsum("ijf,ikf,jkf->if", bleed, jnp.conj(bleed), stats.gram, precision=HIGHEST))
     residual = stats.power - 2.0 * linear + quadratic
     norm = jnp.sum(stats.weights * stats.power, axis=-1)
     per_target = jnp.sum(stats.weights * residual, axis=-1) / jnp.where(norm > 0, norm, 1.0)

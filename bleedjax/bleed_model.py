@@ -116,7 +116,7 @@ def apply(
     n = _fft_length(samples, max_delay + 1)
     spectra = jnp.fft.rfft(sources, n=n, axis=-1)
     frequencies = jnp.arange(n // 2 + 1, dtype=jnp.float32) / n
-    mics = jnp.einsum("ijf,jf->if", transfer(params, frequencies), spectra)
+    mics = jnp.einsum("ijf,jf->if", transfer(params, frequencies), spectra, precision=jax.lax.Precision.HIGHEST)
     return jnp.fft.irfft(mics, n=n, axis=-1)[..., :samples]
 
 
@@ -170,7 +170,8 @@ def apply_stft(
         ``(I, bins, frames)``: the part of each microphone's STFT that the same frames of the
         sources predict.
     """
-    return jnp.einsum("ijf,jft->ift", stft_transfer(params, n_fft=n_fft, window_name=window_name), spectra)
+    transfer_matrix = stft_transfer(params, n_fft=n_fft, window_name=window_name)
+    return jnp.einsum("ijf,jft->ift", transfer_matrix, spectra, precision=jax.lax.Precision.HIGHEST)
 
 
 @functools.partial(jax.jit, static_argnames=("max_delay",))

@@ -120,7 +120,7 @@ def unmix(
         mixing = bleed_model.transfer(params, freqs)
         if first_order:
             bleed = mixing * (1.0 - jnp.eye(num))[..., None]
-            return spectrum - jnp.einsum("ijf,jf->if", bleed, spectrum)
+            return spectrum - jnp.einsum("ijf,jf->if", bleed, spectrum, precision=jax.lax.Precision.HIGHEST)
         out = bleed_fit._solve(jnp.moveaxis(mixing, -1, 0), spectrum.T[..., None], regularisation)
         return out[..., 0].T
 

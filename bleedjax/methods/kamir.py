@@ -182,7 +182,7 @@ def _correlate(
     """``Σ_t P_j(f, t) X_r(f, t)``: one batched matrix product over bins. (A broadcast
     multiply-and-sum over frames is about as fast, but XLA's CPU backend in jax 0.10.2
     miscompiles it when an elementwise step is fused after the sum, e.g. with 2049 bins.)"""
-    return jnp.einsum("jft,rft->frj", psd, values)
+    return jnp.einsum("jft,rft->frj", psd, values, precision=jax.lax.Precision.HIGHEST)
 
 
 def initial_lambda(
