@@ -1,0 +1,81 @@
+"""Spectral subtraction with the default (``refined``) λ and other gain functions, side by side.
+
+Is the quartet's SIR gain at −18 dB limited by Eq. (7) or by λ? One λ per session (``refined``:
+the box and the rounds against the cleaned regressors ``R``), then the cleaned track
+``X_i · g_i`` with these gains, each floored at 0:
+
+* ``magnitude``: Eq. (7), ``g = (|X_i| − Σ λ_ij R_j) / |X_i|`` (the default; its row equals
+  ``quality_spectral_subtraction.py``'s ``refined``);
+* ``power``: ``g = √(|X_i|² − Σ λ_ij² R_j²) / |X_i|`` (preset ``power``);
+* ``power^1.5`` and ``wiener`` (``power²``, the Wiener gain of the same estimates);
+* ``magnitude²``, a harder mask.
+
+Scored with bleedjax's BSS Eval (gains over the unprocessed microphones, mean and worst track).
+
+    .venv/bin/python benchmarks/quality_ss_gain_functions.py [--pieces mozart] [--seeds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _quality import CONDITIONS, condition_name, load_pieces, score_gains, simulate
+
+from bleedjax import signal
+from bleedjax.methods import spectral_subtraction as ss
+
+SETTINGS = ss.Settings()
+
+
+@jax.jit
+def cleaned_by_gain(audio):
+    """``{gain name: (J, samples) cleaned tracks}`` for one session, all with the same λ."""
+    transform = {"n_fft": SETTINGS.n_fft, "hop": SETTINGS.hop, "window_name": SETTINGS.window}
+    spectrogram = jnp.swapaxes(signal.stft(audio, **transform), -1, -2)  # (J, frames, bins), as reduce_session
+    magnitudes = jnp.abs(spectrogram)
+    refinement = ss.refine_lambda(magnitudes, SETTINGS)
+    regressors = ss.cleaned_regressors(magnitudes, refinement)
+    bleed = jnp.einsum("ij,j...->i...", refinement.lam, regressors, precision=ss.HIGHEST)
+    bleed_power = jnp.einsum("ij,j...->i...", refinement.lam**2, regressors**2, precision=ss.HIGHEST)
+    safe = jnp.where(magnitudes > 0, magnitudes, 1.0)
+    magnitude_gain = jnp.maximum(magnitudes - bleed, 0.0) / safe
+    power_gain = jnp.sqrt(jnp.maximum(magnitudes**2 - bleed_power, 0.0)) / safe
+    gains = {
+        "magnitude": magnitude_gain,
+        "power": power_gain,
+        "power^1.5": power_gain**1.5,
+        "wiener": power_gain**2,
+        "magnitude²": magnitude_gain**2,
+    }
+    return {name: signal.istft(jnp.swapaxes(spectrogram * gain, -1, -2), length=audio.shape[-1], **transform)
+            for name, gain in gains.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pieces", nargs="+", default=["mozart"], help="substrings of piece names (mozart)")
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args(argv)
+    pieces = {name: session for name, session in load_pieces().items() if any(p in name for p in args.pieces)}
+    print(f"{'piece':<28} {'bleed':<8} {'gain':<11} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7} "
+          f"{'ΔSAR mean':>9}")
+    for piece, session in pieces.items():
+        for bleed, db in CONDITIONS:
+            scores = {}
+            for seed in range(args.seeds):
+                mics, references, _ = simulate(session, bleed, db, seed)
+                for name, cleaned in cleaned_by_gain(jnp.asarray(mics)).items():
+                    scores.setdefault(name, []).append(score_gains(references, mics, cleaned))
+            for name, runs in scores.items():
+                sdr, sir, sar = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir", "sar"))
+                print(f"{piece:<28} {condition_name(bleed, db):<8} {name:<11} {sdr.mean():9.2f} {sdr.min():7.2f} "
+                      f"{sir.mean():9.2f} {sir.min():7.2f} {sar.mean():9.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
