@@ -4,9 +4,11 @@ spectrogram, and 1 or more descent steps per trip of its ``while_loop``.
 One session of ``--tracks`` × ``--seconds`` at 44.1 kHz (the speed benchmark's material) goes
 through ``reduce_session`` with ``passes`` ∈ {chunked, whole} × ``unroll`` ∈ ``--unrolls``, each
 compiled once and timed best of ``--repeats`` in round-robin with the others and with the STFT +
-iSTFT alone (the floor), so that all see the same load. Every schedule must reach the same
-iterations as ``passes='chunked', unroll=1`` (the CPU's schedule) and λ within 1e-5; the script
-fails otherwise. The ``auto`` row is what the default settings pick on this backend.
+iSTFT alone (the floor), so that all see the same load. Every schedule must reach λ within 1e-5
+of ``passes='chunked', unroll=1`` (the CPU's schedule); the script fails otherwise. The table
+shows how far each schedule moved the descent's stopping iteration: the steps are the same, but
+XLA fuses them differently, and float32 rounding can move a stop by a few iterations. The
+``auto`` row is what the default settings pick on this backend.
 
     .venv/bin/python benchmarks/speed_ss_schedules.py [--tracks 4 16] [--seconds 180]
         [--preset refined] [--unrolls 1 4 8 16 32] [--repeats 5] [--threads 2] [--json out.json]
@@ -48,12 +50,13 @@ def time_schedules(tracks: int, args) -> dict:
     round_trip = _round_trip(base).lower(x).compile()
     jax.block_until_ready(round_trip(x))
     reference = results["chunked, unroll 1"]
+    iteration_changes = {}
     for name, result in results.items():
-        if not np.array_equal(np.asarray(result.iterations), np.asarray(reference.iterations)):
-            raise SystemExit(f"{name}: iterations {np.asarray(result.iterations)} differ from the CPU schedule's "
-                             f"{np.asarray(reference.iterations)}")
-        np.testing.assert_allclose(np.asarray(result.lam), np.asarray(reference.lam), rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        iteration_changes[name] = int(np.abs(np.asarray(result.iterations) - np.asarray(reference.iterations)).max())
+        lam_change = float(np.abs(np.asarray(result.lam) - np.asarray(reference.lam)).max())
+        if lam_change > 1e-5 * max(1.0, float(np.abs(np.asarray(reference.lam)).max())):
+            raise SystemExit(f"{name}: λ differs from the CPU schedule's by {lam_change:.2e} (iterations "
+                             f"{np.asarray(result.iterations)} against {np.asarray(reference.iterations)})")
     timed = {name: (lambda c=c: jax.block_until_ready(c(x))) for name, c in compiled.items()}
     timed["transforms"] = lambda: jax.block_until_ready(round_trip(x))
     times = _common.interleaved_times(timed, args.repeats)
@@ -61,6 +64,7 @@ def time_schedules(tracks: int, args) -> dict:
     return {
         "device": f"{device.platform} ({device.device_kind})",
         "iterations": np.asarray(reference.iterations).tolist(),
+        "iteration_changes": iteration_changes,
         "auto": {"passes": "whole" if ss.whole_array_passes(base) else "chunked", "unroll": ss.descent_unroll(base)},
         "compile_s": compile_s,
         "best_s": {name: min(t.wall for t in ts) for name, ts in times.items()},
@@ -91,13 +95,14 @@ def main(argv=None) -> int:
         reference = best["chunked, unroll 1"]
         rows = [[name, _common.format_seconds(result["compile_s"].get(name)), _common.format_seconds(seconds),
                  f"{seconds / floor:.2f}× / {cpu[name] / cpu['transforms']:.2f}×",
-                 f"{reference / seconds:.2f}×"]
+                 f"{reference / seconds:.2f}×", result["iteration_changes"].get(name, "–")]
                 for name, seconds in best.items()]
         title = (f"{tracks} tracks × {args.seconds:g} s, preset {args.preset!r}, on {result['device']}; "
                  f"auto = {result['auto']['passes']}, unroll {result['auto']['unroll']}; "
                  f"descent iterations per row {result['iterations']}")
         print(_common.format_table(["schedule", "compile", f"best of {args.repeats}", "÷ transforms (wall / CPU)",
-                                    "speed-up over chunked, unroll 1"], rows, title=title), flush=True)
+                                    "speed-up over chunked, unroll 1", "max |Δ iterations|"], rows, title=title),
+              flush=True)
         print()
     if args.json:
         _common.write_json(args.json, results)

@@ -69,8 +69,9 @@ Beyond [1]:
       frames would each be a sequential loop trip there), and the descent takes
       :data:`ACCELERATOR_UNROLL` steps per trip of its ``while_loop`` (``unroll=0``): a step is a
       few J × J flops, and every trip costs kernel launches and a host round trip for the loop
-      condition. Neither changes the iterations, nor λ beyond float32 rounding
-      (:func:`unrolled_while_loop`); both are settings, so
+      condition. Both take the same steps (:func:`unrolled_while_loop`); float32 rounding, which
+      differs where XLA fuses differently, can move the descent's stop by a few iterations and λ
+      by about 1e-6. Both are settings, so
       ``passes='chunked'``, ``unroll=1`` give the CPU's schedule anywhere.
     * ``exponent`` generalises Eq. (7) to power-domain subtraction (:func:`subtract`); preset
       ``power`` is the default's λ with ``exponent=2``, for ensembles whose spectra overlap.
