@@ -93,9 +93,9 @@ def test_track_gain_rescales_lambda(simulated):
     np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-3 * expected.max())
 
 
-@pytest.mark.parametrize("preset", ["refined", "paper"])
-def test_padding_and_batching_do_not_change_results(simulated, preset):
-    settings = ss.Settings(**ss.PRESETS[preset])
+@pytest.mark.parametrize("preset, passes", [("refined", "chunked"), ("paper", "chunked"), ("refined", "whole")])
+def test_padding_and_batching_do_not_change_results(simulated, preset, passes):
+    settings = ss.Settings(**ss.PRESETS[preset], passes=passes)
     audio = simulated.mics
     alone = ss.reduce_session(audio, settings)
     padded = jnp.pad(audio, ((0, 0), (0, 10000)))
