@@ -132,7 +132,8 @@ def _window_series(window_name: str, n_fft: int) -> np.ndarray:
     weights[[0, -1]] = 1.0
     coefficients = weights * power / np.sum(weights * power)
     tail = np.cumsum(coefficients[::-1])[::-1]  # tail[k] = Σ_{m ≥ k} coefficients[m]
-    terms = max(1, int(np.argmax(tail <= SERIES_TAIL)) if tail[-1] <= SERIES_TAIL else n_fft + 1)
+    negligible = np.flatnonzero(tail <= SERIES_TAIL)
+    terms = max(1, int(negligible[0])) if negligible.size else n_fft + 1
     # float32 subnormals (far sidelobes) would slow every evaluation ~10x on CPU
     kept = coefficients[:terms]
     return np.where(kept < 1e-30, 0.0, kept).astype(np.float32)
