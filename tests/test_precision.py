@@ -1,9 +1,10 @@
 """Every matrix product of the signal-processing methods is a float32 one on any backend.
 
 JAX's DEFAULT precision is TF32 on NVIDIA GPUs since Ampere and bfloat16 passes on TPUs. On an
-H200, spectral subtraction's λ moved by up to 4.5e-4 against NumPy's float64 and the refined
-preset reached other iterations with its two schedules. The neural models are left out: they
-train and infer at the accelerator's fast precision on purpose.
+H200, before this check, spectral subtraction's λ differed from NumPy's float64 by up to 4.5e-4 and
+the refined preset reached other iterations with its two schedules, most likely for that reason.
+The neural models are left out: they train and infer at the accelerator's fast precision on
+purpose.
 """
 
 import jax
