@@ -10,6 +10,17 @@ the box and the rounds against the cleaned regressors ``R``), then the cleaned t
 * ``power^1.5`` and ``wiener`` (``power²``, the Wiener gain of the same estimates);
 * ``magnitude²``, a harder mask.
 
+Then bounds that know the answer (oracles, from the simulation's references ``S`` and mixing
+matrix ``A``; the bleed is ``B = X − S``), each a real gain on the microphone's STFT as above:
+
+* ``true λ``: Eq. (7) on the microphones with ``λ = A − I``, and ``true λ ×1.5`` over-subtracting;
+* ``ideal ratio``: ``|S|² / (|S|² + |B|²)``, and ``ideal amplitude``: ``min(|S| / |X|, 1)``;
+* ``true |B|``: ``(|X| − |B|) / |X|``, Eq. (7) with the exact bleed magnitude of every point;
+* ``floor``: the preset of that name (the default's λ capped by the ratio floor), for comparison.
+
+If even the oracles stay below a target, no λ and no gain function of this kind reaches it: the
+bleed that shares a time-frequency point with the target survives any real-valued gain.
+
 Scored with bleedjax's BSS Eval (gains over the unprocessed microphones, mean and worst track).
 
     .venv/bin/python benchmarks/quality_ss_gain_functions.py [--pieces mozart] [--seeds 2]
@@ -55,24 +66,48 @@ def cleaned_by_gain(audio):
             for name, gain in gains.items()}
 
 
+@jax.jit
+def cleaned_by_oracle(audio, references, mixing):
+    """``{oracle name: (J, samples) cleaned tracks}`` from the true references and mixing matrix."""
+    transform = {"n_fft": SETTINGS.n_fft, "hop": SETTINGS.hop, "window_name": SETTINGS.window}
+    spectrogram = signal.stft(audio, **transform)
+    target = jnp.abs(signal.stft(references, **transform))
+    magnitudes = jnp.abs(spectrogram)
+    bleed = jnp.abs(spectrogram - signal.stft(references, **transform))
+    safe = jnp.where(magnitudes > 0, magnitudes, 1.0)
+    true_lambda = mixing - jnp.eye(mixing.shape[0])
+    gains = {
+        "ideal ratio": target**2 / jnp.maximum(target**2 + bleed**2, jnp.finfo(jnp.float32).tiny),
+        "ideal amplitude": jnp.minimum(target / safe, 1.0),
+        "true |B|": jnp.maximum(magnitudes - bleed, 0.0) / safe,
+    }
+    cleaned = {name: spectrogram * gain for name, gain in gains.items()}
+    cleaned["true λ"] = ss.subtract(spectrogram, true_lambda)
+    cleaned["true λ ×1.5"] = ss.subtract(spectrogram, true_lambda, 1.5)
+    out = {name: signal.istft(value, length=audio.shape[-1], **transform) for name, value in cleaned.items()}
+    out["floor"] = ss.reduce_session(audio, ss.Settings(**ss.PRESETS["floor"])).cleaned
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", nargs="+", default=["mozart"], help="substrings of piece names (mozart)")
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args(argv)
     pieces = {name: session for name, session in load_pieces().items() if any(p in name for p in args.pieces)}
-    print(f"{'piece':<28} {'bleed':<8} {'gain':<11} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7} "
+    print(f"{'piece':<28} {'bleed':<8} {'gain':<16} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7} "
           f"{'ΔSAR mean':>9}")
     for piece, session in pieces.items():
         for bleed, db in CONDITIONS:
             scores = {}
             for seed in range(args.seeds):
-                mics, references, _ = simulate(session, bleed, db, seed)
-                for name, cleaned in cleaned_by_gain(jnp.asarray(mics)).items():
+                mics, references, mixing = simulate(session, bleed, db, seed)
+                inputs = jnp.asarray(mics), jnp.asarray(references), jnp.asarray(mixing, jnp.float32)
+                for name, cleaned in {**cleaned_by_gain(inputs[0]), **cleaned_by_oracle(*inputs)}.items():
                     scores.setdefault(name, []).append(score_gains(references, mics, cleaned))
             for name, runs in scores.items():
                 sdr, sir, sar = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir", "sar"))
-                print(f"{piece:<28} {condition_name(bleed, db):<8} {name:<11} {sdr.mean():9.2f} {sdr.min():7.2f} "
+                print(f"{piece:<28} {condition_name(bleed, db):<8} {name:<16} {sdr.mean():9.2f} {sdr.min():7.2f} "
                       f"{sir.mean():9.2f} {sir.min():7.2f} {sar.mean():9.2f}", flush=True)
     return 0
 

@@ -1,8 +1,11 @@
-"""Seipel & Lerch (AES 2018) spectral subtraction: presets ``refined`` (default) and ``paper``.
+"""Seipel & Lerch (AES 2018) spectral subtraction: presets ``refined`` (default), ``paper``,
+``power`` and ``floor``.
 
 ``paper`` is [1] exactly (Eq. (1) on the microphones, λ ≥ 0). ``refined`` is the library's default:
 the box λ ≤ 1 and three rounds that regress each microphone on the other tracks' cleaned
-magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`). Use with
+magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`). ``power`` subtracts
+powers with the default's λ; ``floor`` caps the default's λ by the ratio floor
+(``bound_quantile``) and subtracts it from the microphones. Use with
 ``bleedjax reduce --preset paper``, ``--config configs/spectral_subtraction.py`` or override
 single values with ``--set refinements=0``. The defaults are the library's (one source of truth);
 this file is where an experiment changes them.
