@@ -71,9 +71,10 @@ def cleaned_by_oracle(audio, references, mixing):
     """``{oracle name: (J, samples) cleaned tracks}`` from the true references and mixing matrix."""
     transform = {"n_fft": SETTINGS.n_fft, "hop": SETTINGS.hop, "window_name": SETTINGS.window}
     spectrogram = signal.stft(audio, **transform)
-    target = jnp.abs(signal.stft(references, **transform))
+    reference_spectrogram = signal.stft(references, **transform)
+    target = jnp.abs(reference_spectrogram)
     magnitudes = jnp.abs(spectrogram)
-    bleed = jnp.abs(spectrogram - signal.stft(references, **transform))
+    bleed = jnp.abs(spectrogram - reference_spectrogram)
     safe = jnp.where(magnitudes > 0, magnitudes, 1.0)
     true_lambda = mixing - jnp.eye(mixing.shape[0])
     gains = {

@@ -299,29 +299,25 @@ def test_max_lambda_solves_the_box_constrained_problem(simulated):
         assert ours_cost <= best_cost * (1 + 1e-3)
 
 
-def test_settings_are_validated():
-    with pytest.raises(ValueError, match="solver"):
-        ss.Settings(solver="adam")
-    with pytest.raises(ValueError, match="momentum"):
-        ss.Settings(momentum=1.5)
-    with pytest.raises(ValueError, match="lambda_scale"):
-        ss.Settings(lambda_scale=-1.0)
-    with pytest.raises(ValueError, match="descent"):
-        ss.Settings(solver="nnls", max_lambda=1.0)
-    with pytest.raises(ValueError, match="refinements"):
-        ss.Settings(refinements=-1)
-    with pytest.raises(ValueError, match="refinement_stride"):
-        ss.Settings(refinement_stride=-1)
-    with pytest.raises(ValueError, match="exponent"):
-        ss.Settings(exponent=0.0)
-    with pytest.raises(ValueError, match="passes"):
-        ss.Settings(passes="streamed")
-    with pytest.raises(ValueError, match="bound_quantile"):
-        ss.Settings(bound_quantile=1.0)
-    with pytest.raises(ValueError, match="bound_stride"):
-        ss.Settings(bound_stride=-1)
-    with pytest.raises(ValueError, match="unroll"):
-        ss.Settings(unroll=-1)
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"solver": "adam"}, "solver"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"lambda_scale": -1.0}, "lambda_scale"),
+        ({"solver": "nnls", "max_lambda": 1.0}, "descent"),
+        ({"refinements": -1}, "refinements"),
+        ({"refinement_stride": -1}, "refinement_stride"),
+        ({"exponent": 0.0}, "exponent"),
+        ({"passes": "streamed"}, "passes"),
+        ({"bound_quantile": 1.0}, "bound_quantile"),
+        ({"bound_stride": -1}, "bound_stride"),
+        ({"unroll": -1}, "unroll"),
+    ],
+)
+def test_settings_are_validated(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ss.Settings(**fields)
 
 
 @pytest.mark.parametrize("unroll", [1, 2, 3, 7, 13])  # 13: every loop in one trip

@@ -566,9 +566,10 @@ def refine_from_statistics(
         refinement = Refinement(lam, basis, rounds, iterations)
     if not settings.bound_quantile:
         return refinement
-    # The bound is a gain against the microphones, so Eq. (7) then subtracts λ X (no rounds).
+    # The bound is a gain against the microphones, so Eq. (7) then subtracts λ X: no rounds, and
+    # an empty basis tells subtract_in_place so statically.
     bound = ratio_floor_bound(points[:, :: settings.bound_stride or num_tracks], settings.bound_quantile)
-    return Refinement(jnp.minimum(refinement.lam, bound), basis, jnp.asarray(0), refinement.iterations)
+    return Refinement(jnp.minimum(refinement.lam, bound), basis[:0], jnp.asarray(0), refinement.iterations)
 
 
 def estimate_lambda(
