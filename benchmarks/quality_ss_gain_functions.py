@@ -13,10 +13,14 @@ the box and the rounds against the cleaned regressors ``R``), then the cleaned t
 Then bounds that know the answer (oracles, from the simulation's references ``S`` and mixing
 matrix ``A``; the bleed is ``B = X − S``), each a real gain on the microphone's STFT as above:
 
-* ``true λ``: Eq. (7) on the microphones with ``λ = A − I``, and ``true λ ×1.5`` over-subtracting;
-* ``ideal ratio``: ``|S|² / (|S|² + |B|²)``, and ``ideal amplitude``: ``min(|S| / |X|, 1)``;
+* ``true λ``: Eq. (7) on the microphones with ``λ = A − I``, and ``true λ ×1.5`` and ``×2``
+  over-subtracting;
+* ``ideal ratio``: ``|S|² / (|S|² + |B|²)``, ``ideal amplitude``: ``min(|S| / |X|, 1)``, and
+  ``ideal binary``: 1 where ``|S| > |B|``, else 0 (the oracle usually quoted as the upper bound
+  of masking methods' SIR);
 * ``true |B|``: ``(|X| − |B|) / |X|``, Eq. (7) with the exact bleed magnitude of every point;
-* ``floor``: the preset of that name (the default's λ capped by the ratio floor), for comparison.
+* ``floor``: the preset of that name (the default's λ capped by the ratio floor), for comparison,
+  and ``floor ×1.5``, ``floor ×2`` with its ``lambda_scale`` (the paper's over-subtraction).
 
 If even the oracles stay below a target, no λ and no gain function of this kind reaches it: the
 bleed that shares a time-frequency point with the target survives any real-valued gain.
@@ -40,6 +44,7 @@ from bleedjax import signal
 from bleedjax.methods import spectral_subtraction as ss
 
 SETTINGS = ss.Settings()
+OVER_SUBTRACTION = (1.5, 2.0)
 
 
 @jax.jit
@@ -81,12 +86,17 @@ def cleaned_by_oracle(audio, references, mixing):
         "ideal ratio": target**2 / jnp.maximum(target**2 + bleed**2, jnp.finfo(jnp.float32).tiny),
         "ideal amplitude": jnp.minimum(target / safe, 1.0),
         "true |B|": jnp.maximum(magnitudes - bleed, 0.0) / safe,
+        "ideal binary": (target > bleed).astype(magnitudes.dtype),
     }
     cleaned = {name: spectrogram * gain for name, gain in gains.items()}
     cleaned["true λ"] = ss.subtract(spectrogram, true_lambda)
-    cleaned["true λ ×1.5"] = ss.subtract(spectrogram, true_lambda, 1.5)
+    for scale in OVER_SUBTRACTION:
+        cleaned[f"true λ ×{scale:g}"] = ss.subtract(spectrogram, true_lambda, scale)
     out = {name: signal.istft(value, length=audio.shape[-1], **transform) for name, value in cleaned.items()}
     out["floor"] = ss.reduce_session(audio, ss.Settings(**ss.PRESETS["floor"])).cleaned
+    for scale in OVER_SUBTRACTION:
+        settings = ss.Settings(**ss.PRESETS["floor"], lambda_scale=scale)
+        out[f"floor ×{scale:g}"] = ss.reduce_session(audio, settings).cleaned
     return out
 
 

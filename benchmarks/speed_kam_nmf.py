@@ -84,7 +84,7 @@ def _numpy(task: dict) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="tracks in the vmapped batch (0: skip that case)")
     parser.add_argument("--batch-seconds", type=float, default=30.0)
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[1.0, 5.0, 15.0])
     parser.add_argument("--repeats", type=int, default=2, help="bleedjax calls per case, the first compiling (2)")
@@ -102,8 +102,12 @@ def main(argv=None) -> int:
         parser.error("--repeats must be at least 2: the first call compiles")
     rows = {}
     device = "?"
-    for label, tracks, seconds in [(f"1 track x {args.minutes:g} min", 1, 60 * args.minutes),
-                                   (f"{args.batch} tracks x {args.batch_seconds:g} s", args.batch, args.batch_seconds)]:
+    if args.batch < 0 or args.minutes <= 0 or args.batch_seconds <= 0:
+        parser.error("--batch must be >= 0, --minutes and --batch-seconds > 0")
+    cases = [(f"1 track x {args.minutes:g} min", 1, 60 * args.minutes)]
+    if args.batch:
+        cases.append((f"{args.batch} tracks x {args.batch_seconds:g} s", args.batch, args.batch_seconds))
+    for label, tracks, seconds in cases:
         ours = run_worker(script, {"kind": "bleedjax", "tracks": tracks, "seconds": seconds, "repeats": args.repeats})
         device = ours["device"]
         row = {"bleedjax_s": ours["best_s"], "compile_s": ours["first_s"] - ours["best_s"],
