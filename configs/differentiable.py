@@ -23,4 +23,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.candidates = 4  # GCC-PHAT peaks per pair that each round chooses among by the cost
     config.cleaning = "invert"  # invert | subtract | wiener
     config.residual = "spectral-subtraction"  # spectral-subtraction | none
+    config.residual_max_lambda = 0.25  # box on the residual's λ: −12 dB (1 removes unison targets)
     return config

@@ -163,7 +163,8 @@ def test_silent_track_stays_finite():
 
 
 @pytest.mark.parametrize(
-    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0}]
+    "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0},
+               {"residual_max_lambda": 0.0}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):

@@ -1,0 +1,111 @@
+"""Unison: every method on real desks of players that play the same part (PHENICX), side by side.
+
+An orchestra's strings play in sections: the two players of a desk, and often the desks of a
+section, play the same notes. The PHENICX anechoic excerpt of ``../shared/data`` has such pairs,
+recorded one player at a time: violin1/violin2 and violin3/violin4 (magnitude spectrograms
+correlated 0.83 and 0.88) and viola1/viola2 (0.94), against 0.01–0.10 between the pairs. A session
+of these six tracks gets the quality benchmarks' simulated bleed (Seipel & Lerch's matrix at
+−6/−12/−18 dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every method
+cleans it:
+
+* spectral subtraction, every preset; KAMIR, every preset;
+* the differentiable model: its default (inversion, then a residual magnitude subtraction with
+  λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), and the inversion alone.
+
+In unison, a microphone's own source and the bleed of its desk partner have almost the same
+magnitude spectrogram, so a magnitude method cannot tell them apart: at weak bleed it finds a
+large λ between the partners and removes the target. Gains are over the unprocessed microphones,
+scored with bleedjax's BSS Eval (cross-checked against ``mir_eval`` on the first session).
+
+    .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+from _quality import CONDITIONS, PHENICX, condition_name, cross_check, score_gains, simulate
+
+from bleedjax import methods, sessions
+
+DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
+VARIANTS = [("spectral-subtraction", preset, {}) for preset in methods.get_method("spectral-subtraction").presets]
+VARIANTS += [("kamir", preset, {}) for preset in methods.get_method("kamir").presets]
+VARIANTS += [
+    ("differentiable", None, {}),
+    ("differentiable", None, {"residual_max_lambda": 1.0}),
+    ("differentiable", None, {"residual": "none"}),
+]
+
+
+def unison_session() -> sessions.Session:
+    folder = pathlib.Path("/tmp/bleedjax-phenicx-desks")
+    folder.mkdir(exist_ok=True)
+    for name in DESKS:
+        target = folder / f"{name}.wav"
+        if not target.exists():
+            target.symlink_to(PHENICX / f"{name}.wav")
+    return sessions.read_session(folder)
+
+
+def label(method: str, preset: str | None, overrides: dict) -> str:
+    return " ".join([method, preset or ""] + [f"{k}={v}" for k, v in overrides.items()]).replace("  ", " ").strip()
+
+
+def clean(method: str, preset: str | None, overrides: dict, mics: np.ndarray, names: list[str]):
+    """``(cleaned (tracks, samples), (tracks, tracks) bleed matrix)`` of one variant."""
+    chosen = methods.get_method(method)
+    config = chosen.default_config(preset)
+    config.update(overrides)
+    result = chosen.run(mics[None], np.array([mics.shape[1]]), config, names)
+    return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
+
+
+def partners(names: list[str]) -> list[tuple[int, int]]:
+    """Index pairs (both orders) of the desk partners among the session's tracks."""
+    index = {pathlib.Path(n).stem: k for k, n in enumerate(names)}
+    pairs = [("violin1", "violin2"), ("violin3", "violin4"), ("viola1", "viola2")]
+    return [(index[a], index[b]) for a, b in pairs] + [(index[b], index[a]) for a, b in pairs]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--json", help="write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    if not PHENICX.is_dir():
+        parser.error(f"{PHENICX} not found: this benchmark needs ../shared/data beside the repository")
+    session, start, figures, checked = unison_session(), time.perf_counter(), {}, 0.0
+    print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
+    for bleed, db in CONDITIONS:
+        scores = {}
+        for seed in range(args.seeds):
+            mics, references, mixing = simulate(session, bleed, db, seed)
+            for method, preset, overrides in VARIANTS:
+                cleaned, matrix = clean(method, preset, overrides, mics, session.track_names)
+                if seed == 0 and (method, preset) == ("spectral-subtraction", "refined"):
+                    found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
+                    print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
+                scores.setdefault(label(method, preset, overrides), []).append(score_gains(references, mics, cleaned))
+                if not figures and seed == 0:
+                    checked = max(checked, cross_check(references, cleaned))
+        condition = condition_name(bleed, db)
+        for name, runs in scores.items():
+            sdr, sir = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir"))
+            figures.setdefault(condition, {})[name] = {"sdr": sdr.tolist(), "sir": sir.tolist()}
+            print(f"{condition:<8} {name:<58} {sdr.mean():9.2f} {sdr.min():7.2f} {sir.mean():9.2f} {sir.min():7.2f}",
+                  flush=True)
+    print(f"largest |bleedjax − mir_eval| on the first condition's first seed: {checked:.4f} dB")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
