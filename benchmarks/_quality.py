@@ -29,14 +29,19 @@ def load_pieces() -> dict[str, sessions.Session]:
         "mozart-k458 (2 violins)": sessions.read_session(REPO / "benchmarks" / "audio" / "string_quartet"),
     }
     if PHENICX.is_dir():
-        folder = pathlib.Path("/tmp/bleedjax-phenicx-subset")
-        folder.mkdir(exist_ok=True)
-        for name in PHENICX_TRACKS:
-            target = folder / f"{name}.wav"
-            if not target.exists():
-                target.symlink_to(PHENICX / f"{name}.wav")
-        pieces["phenicx real (6 tr, 1 s)"] = sessions.read_session(folder)
+        pieces["phenicx real (6 tr, 1 s)"] = phenicx_session(PHENICX_TRACKS, "subset")
     return pieces
+
+
+def phenicx_session(tracks: list[str], name: str) -> sessions.Session:
+    """A session of the given PHENICX tracks, symlinked into ``/tmp/bleedjax-phenicx-<name>``."""
+    folder = pathlib.Path(f"/tmp/bleedjax-phenicx-{name}")
+    folder.mkdir(exist_ok=True)
+    for track in tracks:
+        target = folder / f"{track}.wav"
+        if not target.exists():
+            target.symlink_to(PHENICX / f"{track}.wav")
+    return sessions.read_session(folder)
 
 
 def condition_name(bleed: str, db: float | None) -> str:

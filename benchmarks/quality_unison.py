@@ -17,7 +17,11 @@ magnitude spectrogram, so a magnitude method cannot tell them apart: at weak ble
 large λ between the partners and removes the target. Gains are over the unprocessed microphones,
 scored with bleedjax's BSS Eval (cross-checked against ``mir_eval`` on the first session).
 
-    .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--json out.json]
+``--parts warnings`` checks the warning of ``bleedjax reduce`` (:func:`bleedjax.reduce.mutual_bleed_pairs`,
+λ ≥ 0.4 both ways) on these desks and on the pieces of the other quality benchmarks: for every
+condition and seed, the pairs it names and their true gains.
+
+    .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--parts methods warnings] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,9 +33,18 @@ import sys
 import time
 
 import numpy as np
-from _quality import CONDITIONS, PHENICX, condition_name, cross_check, score_gains, simulate
+from _quality import (
+    CONDITIONS,
+    PHENICX,
+    condition_name,
+    cross_check,
+    load_pieces,
+    phenicx_session,
+    score_gains,
+    simulate,
+)
 
-from bleedjax import methods, sessions
+from bleedjax import methods, reduce, sessions
 
 DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
 VARIANTS = [("spectral-subtraction", preset, {}) for preset in methods.get_method("spectral-subtraction").presets]
@@ -44,13 +57,7 @@ VARIANTS += [
 
 
 def unison_session() -> sessions.Session:
-    folder = pathlib.Path("/tmp/bleedjax-phenicx-desks")
-    folder.mkdir(exist_ok=True)
-    for name in DESKS:
-        target = folder / f"{name}.wav"
-        if not target.exists():
-            target.symlink_to(PHENICX / f"{name}.wav")
-    return sessions.read_session(folder)
+    return phenicx_session(DESKS, "desks")
 
 
 def label(method: str, preset: str | None, overrides: dict) -> str:
@@ -73,18 +80,51 @@ def partners(names: list[str]) -> list[tuple[int, int]]:
     return [(index[a], index[b]) for a, b in pairs] + [(index[b], index[a]) for a, b in pairs]
 
 
+def named_pairs(seeds: int) -> dict:
+    """``{piece: {condition: [[seed, name_i, name_j, λ_ij, λ_ji, min true gain], ...]}}``: the pairs
+    that ``bleedjax reduce`` warns about, with the default spectral subtraction."""
+    pieces = load_pieces() | {"phenicx desks (unison)": unison_session()}
+    found = {}
+    for piece, session in pieces.items():
+        for bleed, db in CONDITIONS:
+            rows = found.setdefault(piece, {}).setdefault(condition_name(bleed, db), [])
+            for seed in range(seeds):
+                mics, _, mixing = simulate(session, bleed, db, seed)
+                _, matrix = clean("spectral-subtraction", None, {}, mics, session.track_names)
+                for first, second, forward, backward in reduce.mutual_bleed_pairs(matrix, session.track_names):
+                    i, j = session.track_names.index(first), session.track_names.index(second)
+                    rows.append([seed, first, second, forward, backward, float(min(mixing[i, j], mixing[j, i]))])
+            named = ", ".join(f"{a}/{b} (true {t:.2f})" for _, a, b, _, _, t in rows) or "none"
+            print(f"{piece:<28} {condition_name(bleed, db):<8} warned pairs over {seeds} seeds: {named}", flush=True)
+    return found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--parts", nargs="+", choices=["methods", "warnings"], default=["methods", "warnings"])
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     if not PHENICX.is_dir():
         parser.error(f"{PHENICX} not found: this benchmark needs ../shared/data beside the repository")
-    session, start, figures, checked = unison_session(), time.perf_counter(), {}, 0.0
+    start, figures = time.perf_counter(), {}
+    if "methods" in args.parts:
+        figures["methods"] = compare_methods(args.seeds)
+    if "warnings" in args.parts:
+        figures["warnings"] = named_pairs(args.seeds)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def compare_methods(seeds: int) -> dict:
+    """Every variant on the desks: ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
+    session, figures, checked = unison_session(), {}, 0.0
     print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
     for bleed, db in CONDITIONS:
         scores = {}
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             mics, references, mixing = simulate(session, bleed, db, seed)
             for method, preset, overrides in VARIANTS:
                 cleaned, matrix = clean(method, preset, overrides, mics, session.track_names)
@@ -101,10 +141,7 @@ def main(argv=None) -> int:
             print(f"{condition:<8} {name:<58} {sdr.mean():9.2f} {sdr.min():7.2f} {sir.mean():9.2f} {sir.min():7.2f}",
                   flush=True)
     print(f"largest |bleedjax − mir_eval| on the first condition's first seed: {checked:.4f} dB")
-    print(f"total {time.perf_counter() - start:.0f} s")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
-    return 0
+    return figures
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from tqdm import tqdm
 from bleedjax import methods, sessions, streaming
 
 MAX_BATCH_SAMPLES = 1 << 26
+MUTUAL_BLEED_THRESHOLD = 0.4
+"""λ (amplitude, −8 dB) that spectral subtraction must find both ways between two tracks for
+:func:`mutual_bleed_pairs` to name them."""
 LONG_SESSION_SAMPLES = 1 << 27
 """Sessions with more samples (tracks × length, e.g. 16 tracks × 3 min at 44.1 kHz) go through
 the method's streaming path, when it has one, instead of being loaded whole (a method may set
@@ -78,6 +81,29 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 def _json_safe(values: dict) -> dict:
     """Non-finite floats as strings ("inf"), which JSON cannot hold as numbers."""
     return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
+
+
+def mutual_bleed_pairs(
+    matrix: np.ndarray, track_names: Sequence[str], threshold: float = MUTUAL_BLEED_THRESHOLD
+) -> list[tuple[str, str, float, float]]:
+    """The pairs of tracks with ``matrix[i, j]`` and ``matrix[j, i]`` both ≥ ``threshold``, as
+    ``(name_i, name_j, matrix[i, j], matrix[j, i])`` with ``i < j``.
+
+    For spectral subtraction's ``(J, J)`` λ this means either strong bleed both ways or two tracks
+    that play the same part. Magnitudes cannot tell the two apart, and in unison Eq. (7) removes
+    the target: on the PHENICX desks (``benchmarks/quality_unison.py``) every desk pair is named at
+    −12 and −18 dB, where the true gains are 0.02–0.25, and on the other quality benchmarks only
+    pairs with true gains of 0.31 or more both ways are.
+    """
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(track_names):
+        raise ValueError(f"need a square matrix with one row per track, got {matrix.shape} for {len(track_names)} tracks")
+    return [
+        (track_names[i], track_names[j], float(matrix[i, j]), float(matrix[j, i]))
+        for i in range(len(track_names))
+        for j in range(i + 1, len(track_names))
+        if min(matrix[i, j], matrix[j, i]) >= threshold
+    ]
 
 
 def output_dirs(folders: Sequence[pathlib.Path], out: pathlib.Path) -> list[pathlib.Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bleedjax import evaluate, methods, sessions
+from bleedjax import cli, evaluate, methods, reduce, sessions
 from bleedjax.simulate_folder import simulate_arrays
 
 DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
@@ -42,3 +42,27 @@ def test_differentiable_default_keeps_unison_targets(desks_at_minus_18_db):
     gains = _sdr_gains("differentiable", {}, *desks_at_minus_18_db)
     assert gains.mean() > 0.0, gains
     assert gains.min() > -4.0, gains
+
+
+def test_mutual_bleed_pairs_names_pairs_above_the_threshold_both_ways():
+    matrix = np.array([[0.0, 0.5, 0.9], [0.45, 0.0, 0.1], [0.3, 0.6, 0.0]])
+    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"]) == [("a", "b", 0.5, 0.45)]
+    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"], threshold=0.3) == [
+        ("a", "b", 0.5, 0.45), ("a", "c", 0.9, 0.3)
+    ]
+    with pytest.raises(ValueError, match="square"):
+        reduce.mutual_bleed_pairs(matrix[:2], ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("partner, warned", [("violin2", True), ("oboe1", False)])
+def test_reduce_warns_about_unison_pairs(shared_data, tmp_path, capsys, partner, warned):
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    for name in ["violin1", partner, "cello"]:
+        (stems / f"{name}.wav").symlink_to(shared_data / "phenicx-anechoic-excerpt" / f"{name}.wav")
+    sim = tmp_path / "sim"
+    assert cli.main(["simulate", str(stems), "--out", str(sim), "--max-crosstalk-db", "-18", "--seed", "0"]) == 0
+    assert cli.main(["reduce", str(sim / "session"), "--out", str(tmp_path / "clean")]) == 0
+    err = capsys.readouterr().err
+    assert (f"between violin1.wav and {partner}.wav" in err or f"between {partner}.wav and violin1.wav" in err) == warned, err
+    assert ("warning:" in err) == warned, err
