@@ -95,6 +95,32 @@ def partner_correlations(session: sessions.Session) -> dict[str, float]:
     return out
 
 
+def compare_methods(seeds: int) -> dict:
+    """Every variant on the desks: ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
+    session, figures, checked = unison_session(), {}, 0.0
+    print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
+    for bleed, db in CONDITIONS:
+        scores = {}
+        for seed in range(seeds):
+            mics, references, mixing = simulate(session, bleed, db, seed)
+            for method, preset, overrides in VARIANTS:
+                cleaned, matrix = clean(method, preset, overrides, mics, session.track_names)
+                if seed == 0 and (method, preset) == ("spectral-subtraction", "refined"):
+                    found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
+                    print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
+                scores.setdefault(label(method, preset, overrides), []).append(score_gains(references, mics, cleaned))
+                if not figures and seed == 0:
+                    checked = max(checked, cross_check(references, cleaned))
+        condition = condition_name(bleed, db)
+        for name, runs in scores.items():
+            sdr, sir = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir"))
+            figures.setdefault(condition, {})[name] = {"sdr": sdr.tolist(), "sir": sir.tolist()}
+            print(f"{condition:<8} {name:<58} {sdr.mean():9.2f} {sdr.min():7.2f} {sir.mean():9.2f} {sir.min():7.2f}",
+                  flush=True)
+    print(f"largest |bleedjax − mir_eval| on the first condition's first seed: {checked:.4f} dB")
+    return figures
+
+
 def named_pairs(seeds: int) -> dict:
     """``{piece: {condition: [[seed, name_i, name_j, λ_ij, λ_ji, min true gain], ...]}}``: the pairs
     that ``bleedjax reduce`` warns about, with the default spectral subtraction."""
@@ -134,32 +160,6 @@ def main(argv=None) -> int:
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
-
-
-def compare_methods(seeds: int) -> dict:
-    """Every variant on the desks: ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
-    session, figures, checked = unison_session(), {}, 0.0
-    print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
-    for bleed, db in CONDITIONS:
-        scores = {}
-        for seed in range(seeds):
-            mics, references, mixing = simulate(session, bleed, db, seed)
-            for method, preset, overrides in VARIANTS:
-                cleaned, matrix = clean(method, preset, overrides, mics, session.track_names)
-                if seed == 0 and (method, preset) == ("spectral-subtraction", "refined"):
-                    found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
-                    print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
-                scores.setdefault(label(method, preset, overrides), []).append(score_gains(references, mics, cleaned))
-                if not figures and seed == 0:
-                    checked = max(checked, cross_check(references, cleaned))
-        condition = condition_name(bleed, db)
-        for name, runs in scores.items():
-            sdr, sir = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir"))
-            figures.setdefault(condition, {})[name] = {"sdr": sdr.tolist(), "sir": sir.tolist()}
-            print(f"{condition:<8} {name:<58} {sdr.mean():9.2f} {sdr.min():7.2f} {sir.mean():9.2f} {sir.min():7.2f}",
-                  flush=True)
-    print(f"largest |bleedjax − mir_eval| on the first condition's first seed: {checked:.4f} dB")
-    return figures
 
 
 if __name__ == "__main__":
