@@ -28,13 +28,13 @@ cross-checked against ``mir_eval.separation.bss_eval_sources``.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
 
 import numpy as np
 import soundfile as sf
+from _common import write_json
 from _quality import cross_check
 
 from bleedjax import evaluate, methods
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                                "gains": rows, "mir_eval_max_abs_db": worst_check}
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
+        write_json(args.json, figures)
     return 0
 
 

@@ -27,13 +27,13 @@ condition and seed, the pairs it names and their true gains.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
 
 import jax.numpy as jnp
 import numpy as np
+from _common import write_json
 from _quality import (
     CONDITIONS,
     PHENICX,
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         figures["warnings"] = named_pairs(args.seeds)
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(figures, indent=1))
+        write_json(args.json, figures)
     return 0
 
 
