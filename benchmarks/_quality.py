@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from bleedjax import demo, evaluate, sessions
+from bleedjax import demo, evaluate, methods, sessions
 from bleedjax.simulate_folder import simulate_arrays
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -55,6 +55,16 @@ def simulate(session: sessions.Session, bleed: str, db: float | None, seed: int)
         max_crosstalk_db=-12.0 if db is None else db, seed=seed,
     )
     return mics, references, np.asarray(truth["matrix"])
+
+
+def clean_with(method: str, preset: str | None, mics: np.ndarray, names: list[str], overrides: dict | None = None):
+    """``(cleaned (tracks, samples), (tracks, sources) bleed matrix)`` of a registered method on
+    one session, with its ``preset`` (``None``: the default) and config ``overrides``."""
+    chosen = methods.get_method(method)
+    config = chosen.default_config(preset)
+    config.update(overrides or {})
+    result = chosen.run_session(mics, config, names)
+    return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
 
 
 def score_gains(references, mics, cleaned) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import soundfile as sf
 from _common import write_json
-from _quality import cross_check
+from _quality import clean_with, cross_check
 
 from bleedjax import evaluate, methods
 
@@ -62,12 +62,6 @@ def load(microphone: str, singers: list[str]) -> tuple[np.ndarray, np.ndarray, l
     return references, mics, [f"{s}_{microphone}" for s in singers]
 
 
-def clean(method: str, preset: str | None, mics: np.ndarray, names: list[str]) -> np.ndarray:
-    chosen = methods.get_method(method)
-    result = chosen.run(mics[None], np.array([mics.shape[1]]), chosen.default_config(preset), names)
-    return np.asarray(result.cleaned[0])
-
-
 def with_more_bleed(mics: np.ndarray) -> np.ndarray:
     """The control: each microphone plus ``CONTROL_BLEED`` times every other microphone."""
     return mics + CONTROL_BLEED * (mics.sum(axis=0, keepdims=True) - mics)
@@ -76,7 +70,7 @@ def with_more_bleed(mics: np.ndarray) -> np.ndarray:
 def outputs(mics: np.ndarray, names: list[str]):
     """``(label, (tracks, samples) output)`` of every method, then of the control."""
     for method, preset in METHODS:
-        yield f"{method} {preset or ''}".strip(), clean(method, preset, mics, names)
+        yield f"{method} {preset or ''}".strip(), clean_with(method, preset, mics, names)[0]
     yield f"control: + {CONTROL_BLEED:g} × other mics", with_more_bleed(mics)
 
 

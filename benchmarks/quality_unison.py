@@ -37,6 +37,7 @@ from _common import write_json
 from _quality import (
     CONDITIONS,
     PHENICX,
+    clean_with,
     condition_name,
     cross_check,
     load_pieces,
@@ -63,15 +64,6 @@ def unison_session() -> sessions.Session:
 
 def label(method: str, preset: str | None, overrides: dict) -> str:
     return " ".join([method, preset or ""] + [f"{k}={v}" for k, v in overrides.items()]).replace("  ", " ").strip()
-
-
-def clean(method: str, preset: str | None, overrides: dict, mics: np.ndarray, names: list[str]):
-    """``(cleaned (tracks, samples), (tracks, tracks) bleed matrix)`` of one variant."""
-    chosen = methods.get_method(method)
-    config = chosen.default_config(preset)
-    config.update(overrides)
-    result = chosen.run(mics[None], np.array([mics.shape[1]]), config, names)
-    return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
 
 
 def partners(names: list[str]) -> list[tuple[int, int]]:
@@ -104,7 +96,7 @@ def compare_methods(seeds: int) -> dict:
         for seed in range(seeds):
             mics, references, mixing = simulate(session, bleed, db, seed)
             for method, preset, overrides in VARIANTS:
-                cleaned, matrix = clean(method, preset, overrides, mics, session.track_names)
+                cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides)
                 if seed == 0 and (method, preset) == ("spectral-subtraction", "refined"):
                     found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
                     print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
@@ -131,7 +123,7 @@ def named_pairs(seeds: int) -> dict:
             rows = found.setdefault(piece, {}).setdefault(condition_name(bleed, db), [])
             for seed in range(seeds):
                 mics, _, mixing = simulate(session, bleed, db, seed)
-                _, matrix = clean("spectral-subtraction", None, {}, mics, session.track_names)
+                _, matrix = clean_with("spectral-subtraction", None, mics, session.track_names)
                 for first, second, forward, backward in reduce.mutual_bleed_pairs(matrix, session.track_names):
                     i, j = session.track_names.index(first), session.track_names.index(second)
                     rows.append([seed, first, second, forward, backward, float(min(mixing[i, j], mixing[j, i]))])

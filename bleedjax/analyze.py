@@ -94,7 +94,7 @@ def estimate(
         settings = methods._settings(differentiable.Settings, config)
         params = jax.device_get(differentiable.fit_session(jnp.asarray(audio, jnp.float32), settings).params)
         return np.asarray(params.gains), np.asarray(params.delays)
-    output = chosen.run(audio[None], np.asarray([audio.shape[-1]]), config, track_names)
+    output = chosen.run_session(audio, config, track_names)
     if output.sources is not None and list(output.sources) != list(track_names):
         raise ValueError(f"analyze needs one source per track; the {method} channel map changes the sources")
     return np.asarray(output.matrices[0]), None

@@ -35,7 +35,7 @@ def _gains(references, mics, cleaned) -> dict[str, np.ndarray]:
 
 def _clean(name: str, mics: np.ndarray, names: list[str]) -> np.ndarray:
     method = methods.get_method(name)
-    return np.asarray(method.run(mics[None], np.array([mics.shape[1]]), method.default_config(None), names).cleaned[0])
+    return np.asarray(method.run_session(mics, method.default_config(None), names).cleaned[0])
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def _sdr_gains(name: str, overrides: dict, mics, references, names) -> np.ndarra
     method = methods.get_method(name)
     config = method.default_config(None)
     config.update(overrides)
-    cleaned = np.asarray(method.run(mics[None], np.array([mics.shape[1]]), config, names).cleaned[0])
+    cleaned = np.asarray(method.run_session(mics, config, names).cleaned[0])
     return evaluate.score(references, cleaned)["sdr"] - evaluate.score(references, mics)["sdr"]
 
 

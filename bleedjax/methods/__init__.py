@@ -62,6 +62,14 @@ class Method:
     uses_sample_rate: bool = False
     long_samples: int | None = None
 
+    def run_session(
+        self, audio: np.ndarray, config: ml_collections.ConfigDict, track_names: Sequence[str], **kwargs
+    ) -> BatchResult:
+        """``run`` on one unpadded ``(tracks, samples)`` session, as a batch of one (``kwargs``: e.g.
+        ``sample_rate=`` for the methods that take it)."""
+        audio = np.asarray(audio)
+        return self.run(audio[None], np.asarray([audio.shape[-1]]), config, track_names, **kwargs)
+
 
 def _settings(cls, config: ml_collections.ConfigDict):
     fields = {f.name for f in dataclasses.fields(cls)}
