@@ -29,6 +29,11 @@ from bleedjax import methods, sessions
 from bleedjax.simulation import SPEED_OF_SOUND
 
 DEFAULT_THRESHOLD_DB = -20.0
+MIN_SECONDS_FOR_DELAYS = 2.0
+"""Below this length the fitted delays are unreliable. On the Bach chorale and the Mozart quartet
+with delayed linear bleed (``benchmarks/quality_differentiable.py --seconds S``, 2 seeds) the mean
+delay error is 0.36–1.16 ms with 1 s and 0.34–0.62 ms with 1.5 s of audio, and 0.002–0.008 ms (worst
+pair 0.05 ms) from 2 s on: too few frames to tell a bleed's delay from its source's pitch period."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,18 @@ class Analysis:
     distances_m: np.ndarray | None
     scores_db: np.ndarray
     threshold_db: float
+    seconds: float = math.inf
+
+    @property
+    def warnings(self) -> list[str]:
+        """Caveats on the numbers (so far: delays fitted from too short a recording)."""
+        if self.delays_ms is None or self.seconds >= MIN_SECONDS_FOR_DELAYS:
+            return []
+        text = (
+            f"only {self.seconds:.2f} s of audio: delays fitted from less than {MIN_SECONDS_FOR_DELAYS:g} s are "
+            "unreliable (errors of ms, whole pitch periods); analyze a longer excerpt"
+        )
+        return [text]
 
     @property
     def flagged(self) -> list[str]:
@@ -73,6 +90,8 @@ class Analysis:
             "gains": clean(self.gains),
             "scores_db": {t: _number(s) for t, s in zip(self.tracks, self.scores_db)},
             "flagged": self.flagged,
+            "seconds": _number(self.seconds),
+            "warnings": self.warnings,
         }
 
 
@@ -137,6 +156,7 @@ def analyze_session(
     return Analysis(
         str(session.folder), method, session.track_names, session.sample_rate, gains, levels,
         delays_ms, distances, bleed_scores(gains, energies), float(threshold_db),
+        session.audio.shape[-1] / session.sample_rate,
     )
 
 
@@ -162,6 +182,7 @@ def format_report(analysis: Analysis) -> str:
         score_text = f"{score:9.1f}" if np.isfinite(score) else f"{'—':>9}"
         lines.append(f"{name:<{width}} " + " ".join(cells) + f" {score_text}  {flag}")
     lines.append(f"flagged above {analysis.threshold_db:g} dB: {', '.join(analysis.flagged) or 'none'}")
+    lines.extend(f"warning: {text}" for text in analysis.warnings)
     return "\n".join(lines)
 
 

@@ -59,6 +59,21 @@ def test_analysis_matches_the_simulation(simulated):
     expected = analyze.bleed_scores(gains, np.sum(mics.astype(np.float64) ** 2, axis=-1))
     np.testing.assert_allclose(result.scores_db, expected, atol=0.5)
     assert result.flagged == [t for t, s in zip(result.tracks, expected) if s > -12.0]
+    assert result.seconds == pytest.approx(4.0, abs=0.01) and result.warnings == []
+
+
+def test_delays_from_a_short_recording_come_with_a_warning():
+    def analysis(seconds, delays):
+        gains = np.full((2, 2), 0.1)
+        return analyze.Analysis("s", "differentiable", ["a.wav", "b.wav"], RATE, gains, 20 * np.log10(gains),
+                                delays, delays, np.zeros(2), -20.0, seconds)
+
+    short = analysis(1.5, np.ones((2, 2)))
+    assert len(short.warnings) == 1 and "1.50 s" in short.warnings[0]
+    assert "warning: only 1.50 s" in analyze.format_report(short)
+    assert short.to_json()["warnings"] == short.warnings
+    assert analysis(analyze.MIN_SECONDS_FOR_DELAYS, np.ones((2, 2))).warnings == []
+    assert analysis(1.5, None).warnings == []
 
 
 def test_cli_writes_report_and_refuses_to_overwrite(simulated, tmp_path, capsys):

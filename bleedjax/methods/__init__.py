@@ -203,8 +203,8 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
 
     settings = _settings(differentiable.Settings, config)
     result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
-    cleaned, params, initial, residual = jax.device_get(
-        (result.cleaned, result.params, result.initial, result.residual_lambda)
+    cleaned, params, initial, residual, coherent = jax.device_get(
+        (result.cleaned, result.params, result.initial, result.residual_lambda, result.coherence)
     )
     arrays = {
         "delays_samples": np.asarray(params.delays),
@@ -212,6 +212,7 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
         "initial_gains": np.asarray(initial.gains),
         "initial_delays_samples": np.asarray(initial.delays),
         "residual_lambda": np.asarray(residual),
+        "coherence": np.asarray(coherent),
     }
     return BatchResult(np.asarray(cleaned), np.asarray(params.gains), None, arrays)
 

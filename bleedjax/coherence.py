@@ -1,0 +1,89 @@
+"""How much of one track a convolutive linear filter of another track explains: the test that
+tells whether bleed is left after the differentiable model's phase-aware inversion.
+
+For tracks ``i`` and ``j`` with STFTs ``Y_i, Y_j`` (``(bins, frames)``), each bin ``f`` gets the
+least-squares complex filter over the current and ``lags`` previous frames of ``Y_j``,
+
+    w_ij(f) = argmin_w Σ_t |Y_i(f, t) − Σ_{k=0}^{L} w_k Y_j(f, t − k)|²,
+
+the convolutive transfer function (CTF) approximation of a room response in the STFT domain
+(Talmon, Cohen & Gannot, "Relative transfer function identification using convolutive transfer
+function approximation", IEEE TASLP 17(4), 2009, Eq. 7). The **coherent fraction** is the share
+of ``Y_i``'s energy that these filters explain,
+
+    E_ij = Σ_f c_ij(f)ᴴ G_j(f)⁻¹ c_ij(f) / Σ_{f,t} |Y_i(f, t)|² − (L + 1) / T,
+
+with ``G_j(f)[k, l] = Σ_t conj(Y_j(f, t−k)) Y_j(f, t−l)`` and ``c_ij(f)[k] = Σ_t conj(Y_j(f, t−k))
+Y_i(f, t)``. The subtracted ``(L + 1) / T`` is what ``L + 1`` free complex coefficients per bin
+explain of ``T`` frames of an unrelated signal, so ``E_ij ≈ 0`` for independent tracks.
+
+Bleed, direct or reverberant, is such a filtered copy of its source and raises ``E_ij``; music
+that merely plays along is not phase-coherent over many frames. Measured on the inversion's
+output (10 s, ``benchmarks/quality_differentiable.py`` conditions, seed 0): mean ``E_ij`` 0.04–0.10
+for delayed linear bleed, which the inversion removes, against 0.26–0.44 in rooms, whose
+reverberation it leaves, and 0.007–0.025 between the true sources.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bleedjax._types import Array, Complex, Float
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _delayed_frames(spectra: Complex[Array, "tracks bins frames"], lag: int) -> Complex[Array, "tracks bins frames"]:
+    """``Y(f, t − lag)``, zero for ``t < lag``."""
+    if lag == 0:
+        return spectra
+    return jnp.pad(spectra, ((0, 0), (0, 0), (lag, 0)))[..., : spectra.shape[-1]]
+
+
+def coherent_fraction(
+    spectra: Complex[Array, "tracks bins frames"],
+    *,
+    lags: int = 3,
+    mask: Float[Array, " frames"] | None = None,
+) -> Float[Array, "tracks tracks"]:
+    """``E_ij`` of the module docstring for every ordered pair (zero diagonal).
+
+    Args:
+        spectra: ``(J, bins, frames)`` STFTs of the tracks.
+        lags: ``L``, the previous frames each filter uses besides the current one.
+        mask: ``(frames,)`` 1 for real frames, 0 for the padding of a batched session.
+
+    Returns:
+        ``(J, J)``, row ``i`` explained by column ``j``; 0 where track ``i`` is silent.
+    """
+    num, _, frames = spectra.shape
+    if mask is not None:
+        spectra = spectra * mask[None, None, :]
+        count = jnp.sum(mask)
+    else:
+        count = jnp.asarray(frames, jnp.float32)
+    delayed = [_delayed_frames(spectra, k) for k in range(lags + 1)]
+    cross = jnp.stack(
+        [jnp.einsum("ift,jft->ijf", spectra, jnp.conj(d), precision=HIGHEST) for d in delayed], axis=-1
+    )
+    gram = jnp.stack(
+        [jnp.stack([jnp.einsum("jft,jft->jf", jnp.conj(dk), dl, precision=HIGHEST) for dl in delayed], -1)
+         for dk in delayed],
+        axis=-2,
+    )
+    scale = jnp.real(jnp.trace(gram, axis1=-2, axis2=-1)) / (lags + 1)
+    identity = jnp.eye(lags + 1)[None, None]
+    ridge = (1e-6 * scale[..., None, None] + 1e-30) * identity
+    filters = jnp.linalg.solve((gram + ridge)[None], cross[..., None])[..., 0]
+    explained = jnp.sum(jnp.real(jnp.sum(jnp.conj(cross) * filters, axis=-1)), axis=-1)
+    energy = jnp.sum(jnp.abs(spectra) ** 2, axis=(1, 2))
+    fraction = explained / jnp.where(energy > 0, energy, 1.0)[:, None] - (lags + 1) / jnp.maximum(count, 1.0)
+    fraction = jnp.where(energy[:, None] > 0, fraction, 0.0)
+    return fraction * (1.0 - jnp.eye(num, dtype=fraction.dtype))
+
+
+def gate(fraction: Float[Array, "tracks tracks"], low: float, high: float) -> Float[Array, "tracks tracks"]:
+    """``clip((E − low) / (high − low), 0, 1)``: 0 where the tracks are no more coherent than
+    ``low``, 1 from ``high`` on."""
+    return jnp.clip((fraction - low) / (high - low), 0.0, 1.0)
