@@ -34,11 +34,25 @@ from bleedjax._types import Array, Complex, Float
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _delayed_frames(spectra: Complex[Array, "tracks bins frames"], lag: int) -> Complex[Array, "tracks bins frames"]:
-    """``Y(f, t − lag)``, zero for ``t < lag``."""
-    if lag == 0:
-        return spectra
-    return jnp.pad(spectra, ((0, 0), (0, 0), (lag, 0)))[..., : spectra.shape[-1]]
+CHUNK_BYTES = 1 << 27
+
+
+def _delayed_frames(spectra: Complex[Array, "tracks bins frames"], lags: int) -> Complex[Array, "tracks bins frames lags"]:
+    """``Z[..., t, k] = Y(f, t − k)`` for ``k = 0..lags``, zero for ``t < k``."""
+    frames = spectra.shape[-1]
+    padded = jnp.pad(spectra, ((0, 0), (0, 0), (lags, 0)))
+    return jnp.stack([padded[..., lags - k : lags - k + frames] for k in range(lags + 1)], axis=-1)
+
+
+def _explained(chunk: Complex[Array, "tracks bins frames"], lags: int) -> Float[Array, "tracks tracks"]:
+    """``Σ_f c_ij(f)ᴴ G_j(f)⁻¹ c_ij(f)`` over the bins of ``chunk``."""
+    delayed = _delayed_frames(chunk, lags)
+    cross = jnp.einsum("ibt,jbtk->ijbk", chunk, jnp.conj(delayed), precision=HIGHEST)
+    gram = jnp.einsum("jbtk,jbtl->jbkl", jnp.conj(delayed), delayed, precision=HIGHEST)
+    scale = jnp.real(jnp.trace(gram, axis1=-2, axis2=-1)) / (lags + 1)
+    ridge = (1e-6 * scale[..., None, None] + 1e-30) * jnp.eye(lags + 1)[None, None]
+    filters = jnp.linalg.solve((gram + ridge)[None], cross[..., None])[..., 0]
+    return jnp.sum(jnp.real(jnp.sum(jnp.conj(cross) * filters, axis=-1)), axis=-1)
 
 
 def coherent_fraction(
@@ -46,37 +60,34 @@ def coherent_fraction(
     *,
     lags: int = 3,
     mask: Float[Array, " frames"] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Float[Array, "tracks tracks"]:
     """``E_ij`` of the module docstring for every ordered pair (zero diagonal).
+
+    The statistics are gathered over chunks of bins (``lax.map``) whose lagged frames take about
+    ``chunk_bytes``, so memory stays that of ``spectra`` plus one chunk for any length.
 
     Args:
         spectra: ``(J, bins, frames)`` STFTs of the tracks.
         lags: ``L``, the previous frames each filter uses besides the current one.
         mask: ``(frames,)`` 1 for real frames, 0 for the padding of a batched session.
+        chunk_bytes: the size of one chunk's lagged frames.
 
     Returns:
         ``(J, J)``, row ``i`` explained by column ``j``; 0 where track ``i`` is silent.
     """
-    num, _, frames = spectra.shape
+    num, bins, frames = spectra.shape
     if mask is not None:
         spectra = spectra * mask[None, None, :]
         count = jnp.sum(mask)
     else:
         count = jnp.asarray(frames, jnp.float32)
-    delayed = [_delayed_frames(spectra, k) for k in range(lags + 1)]
-    cross = jnp.stack(
-        [jnp.einsum("ift,jft->ijf", spectra, jnp.conj(d), precision=HIGHEST) for d in delayed], axis=-1
-    )
-    gram = jnp.stack(
-        [jnp.stack([jnp.einsum("jft,jft->jf", jnp.conj(dk), dl, precision=HIGHEST) for dl in delayed], -1)
-         for dk in delayed],
-        axis=-2,
-    )
-    scale = jnp.real(jnp.trace(gram, axis1=-2, axis2=-1)) / (lags + 1)
-    identity = jnp.eye(lags + 1)[None, None]
-    ridge = (1e-6 * scale[..., None, None] + 1e-30) * identity
-    filters = jnp.linalg.solve((gram + ridge)[None], cross[..., None])[..., 0]
-    explained = jnp.sum(jnp.real(jnp.sum(jnp.conj(cross) * filters, axis=-1)), axis=-1)
+    per_bin = num * frames * (lags + 1) * spectra.dtype.itemsize
+    size = int(min(bins, max(1, chunk_bytes // per_bin)))
+    chunks = -(-bins // size)
+    padded = jnp.pad(spectra, ((0, 0), (0, chunks * size - bins), (0, 0)))
+    blocks = jnp.moveaxis(padded.reshape(num, chunks, size, frames), 1, 0)
+    explained = jnp.sum(jax.lax.map(lambda chunk: _explained(chunk, lags), blocks), axis=0)
     energy = jnp.sum(jnp.abs(spectra) ** 2, axis=(1, 2))
     fraction = explained / jnp.where(energy > 0, energy, 1.0)[:, None] - (lags + 1) / jnp.maximum(count, 1.0)
     fraction = jnp.where(energy[:, None] > 0, fraction, 0.0)

@@ -32,12 +32,16 @@ def brute_force_fraction(spectra: np.ndarray, lags: int, mask: np.ndarray) -> np
     return out
 
 
-def test_coherent_fraction_equals_per_bin_least_squares():
+@pytest.mark.parametrize("chunk_bytes", [coherence.CHUNK_BYTES, 2 * 3 * 40 * 3 * 8])
+def test_coherent_fraction_equals_per_bin_least_squares(chunk_bytes):
+    """Whole, and in chunks of 2 bins (the last one padded)."""
     rng = np.random.default_rng(0)
     spectra = rng.standard_normal((3, 9, 40)) + 1j * rng.standard_normal((3, 9, 40))
     spectra[1] += 0.7 * np.roll(spectra[0], 1, axis=-1)
     mask = (np.arange(40) < 33).astype(np.float64)
-    found = coherence.coherent_fraction(jnp.asarray(spectra, jnp.complex64), lags=2, mask=jnp.asarray(mask, jnp.float32))
+    found = coherence.coherent_fraction(
+        jnp.asarray(spectra, jnp.complex64), lags=2, mask=jnp.asarray(mask, jnp.float32), chunk_bytes=chunk_bytes
+    )
     np.testing.assert_allclose(np.asarray(found), brute_force_fraction(spectra, 2, mask), atol=2e-4)
 
 
