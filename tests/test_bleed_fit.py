@@ -164,7 +164,7 @@ def test_silent_track_stays_finite():
 
 @pytest.mark.parametrize(
     "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0},
-               {"residual_max_lambda": 0.0}]
+               {"residual_max_lambda": 0.0}, {"residual_gate_low": 0.3}, {"residual_gate_low": -0.1}, {"residual_gate_lags": -1}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):
