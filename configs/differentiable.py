@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.residual = "spectral-subtraction"  # spectral-subtraction | none
     config.residual_max_lambda = 0.25  # box on the residual's λ: −12 dB (1 removes unison targets)
     config.residual_gate = True  # scale each pair's residual λ by the coherence gate (bleedjax.coherence)
-    config.residual_gate_low = 0.08  # coherent fraction at or below which the residual is off
+    config.residual_gate_low = 0.08  # mutual coherent fraction min(E_ij, E_ji) at or below which the residual is off
     config.residual_gate_high = 0.2  # ... and from which it is fully on
     config.residual_gate_lags = 3  # previous frames in the coherence test's filters
     return config

@@ -65,9 +65,33 @@ def test_independent_tracks_are_not_coherent_and_reverberant_bleed_is():
     assert np.all(np.abs(unrelated) < 0.03), unrelated
 
 
-def test_gate_is_a_clipped_ramp():
-    fraction = jnp.asarray([[0.0, 0.05], [0.14, 0.5]])
-    np.testing.assert_allclose(np.asarray(coherence.gate(fraction, 0.08, 0.2)), [[0.0, 0.0], [0.5, 1.0]], atol=1e-6)
+def test_gate_is_a_clipped_ramp_of_the_weaker_direction():
+    fraction = jnp.asarray([[0.0, 0.05, 0.3], [0.14, 0.0, 0.5], [0.9, 0.14, 0.0]])
+    expected = [[0.0, 0.0, 1.0], [0.0, 0.0, 0.5], [1.0, 0.5, 0.0]]
+    np.testing.assert_allclose(np.asarray(coherence.gate(fraction, 0.08, 0.2)), expected, atol=1e-6)
+
+
+def test_gate_stays_shut_for_a_faint_copy_in_the_other_direction():
+    """Output 1 holds source 0 at −30 dB (an inversion's residue) and output 0 nothing of source 1.
+    Where source 1 is quiet (below 2 kHz) that copy explains output 0, so ``E_01`` is large; the
+    residual stage would then subtract output 1 from output 0, which holds none of it. ``E_10``
+    stays at chance and the gate shut. With the copy at 0 dB (bleed: a quarter of output 1's
+    energy), ``E_10`` is that quarter and the gate opens."""
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal((2, 32000))
+    low = scipy.signal.sosfilt(scipy.signal.butter(8, 2000, "low", fs=16000, output="sos"), noise[0])
+    high = scipy.signal.sosfilt(scipy.signal.butter(8, 2000, "high", fs=16000, output="sos"), noise[1])
+    for copy, shut in ((10 ** (-30 / 20), True), (1.0, False)):
+        tracks = jnp.asarray(np.stack([low, high + copy * low]), jnp.float32)
+        found = np.asarray(coherence.coherent_fraction(signal.stft(tracks, n_fft=1024, hop=256), lags=3))
+        weights = np.asarray(coherence.gate(jnp.asarray(found), 0.08, 0.2))
+        assert found[0, 1] > 0.5, found
+        if shut:
+            assert found[1, 0] < 0.01, found
+            np.testing.assert_array_equal(weights, 0.0)
+        else:
+            assert found[1, 0] > 0.2, found
+            np.testing.assert_array_equal(weights, [[0.0, 1.0], [1.0, 0.0]])
 
 
 def test_gate_keeps_the_inversion_where_it_removed_the_bleed():

@@ -26,14 +26,17 @@ magnitude, and an unbounded residual λ takes one for the other's bleed and remo
 (on the PHENICX violin and viola desks with −18 dB bleed: mean ΔSDR −7.7 dB with a box of 1,
 +1.2 dB with 0.25; ``benchmarks/quality_unison.py``).
 The residual stage is **gated** pair by pair (``residual_gate``): it subtracts ``λ_ij · γ_ij`` with
-``γ_ij = clip((E_ij − residual_gate_low) / (residual_gate_high − residual_gate_low), 0, 1)``, where
-``E_ij`` is the coherent fraction of :mod:`bleedjax.coherence`: how much of output ``i`` a
-convolutive filter of output ``j`` explains. Bleed that the inversion has removed leaves ``E_ij``
-near zero and the output untouched; reverberant bleed that it has not removed is coherent with its
-source and keeps the stage on. Without the gate the magnitude stage also subtracted where nothing
-was left to subtract, and on delayed linear bleed cost up to 22 dB of the inversion's ΔSDR (the
-Mozart quartet at −12 dB: 5.91 dB with a worst track of −1.32, against 27.93 / 22.55 for the
-inversion alone; ``benchmarks/quality_differentiable.py``).
+``γ_ij = clip((min(E_ij, E_ji) − residual_gate_low) / (residual_gate_high − residual_gate_low), 0, 1)``,
+where ``E_ij`` is the coherent fraction of :mod:`bleedjax.coherence`: how much of output ``i`` a
+convolutive filter of output ``j`` explains. Bleed that the inversion has removed leaves both
+fractions near zero and the output untouched; reverberant bleed that it has not removed is
+coherent with its source both ways and keeps the stage on. The minimum of the two directions
+keeps the gate shut where only a faint copy of source ``i`` is left in output ``j``, which raises
+``E_ij`` alone. Without the gate the magnitude stage also subtracted where nothing was left to
+subtract, and on delayed linear bleed cost up to 22 dB of the inversion's ΔSDR (the Mozart
+quartet at −12 dB: 5.91 dB with a worst track of −1.32, against 27.93 / 22.55 for the inversion
+alone); gated on ``E_ij`` alone it still cost up to 23.5 dB on one track (2 seeds of 15 s: worst
+−1.79 against 21.75; ``benchmarks/quality_differentiable.py``).
 ``residual = "none"`` keeps the model's output.
 
 The per-frequency solves run over chunks of bins (``lax.map``), so memory stays ``O(J · samples)``
