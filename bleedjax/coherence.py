@@ -31,7 +31,11 @@ filter of large gain. After an inversion that leaves source ``i`` 30 dB down in 
 nothing of ``j`` in ``i``, ``E_ij`` reached 0.26 while ``E_ji`` stayed at 0.05 (the Mozart quartet's
 cello and viola). Bleed that the residual stage should remove raises both: output ``i`` holds
 source ``j``, which explains output ``j`` where source ``i`` is quiet, and what it explains of
-output ``i`` is the bleed itself. Real bleed is also mutual in practice: on the Dagstuhl choir's
+output ``i`` is the bleed itself. Per bin the coherence of the two is the same, and ``E_ji``
+weights it by the power of output ``j``, which is large where the bleed dominates, so ``E_ji`` is
+usually the larger: then the minimum is ``E_ij`` and the gate of a real bleed pair is what
+``E_ij`` alone would set (the test builds such a pair: 0.92 against 0.24). Real bleed is also
+mutual in practice: on the Dagstuhl choir's
 dynamic microphones ``E`` is 0.12–0.61 in both directions of every pair.
 """
 
