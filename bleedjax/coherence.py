@@ -35,8 +35,8 @@ output ``i`` is the bleed itself. Per bin the coherence of the two is the same, 
 weights it by the power of output ``j``, which is large where the bleed dominates, so ``E_ji`` is
 usually the larger: then the minimum is ``E_ij`` and the gate of a real bleed pair is what
 ``E_ij`` alone would set (the test builds such a pair: 0.92 against 0.24). Real bleed is also
-mutual in practice: on the Dagstuhl choir's
-dynamic microphones ``E`` is 0.12–0.61 in both directions of every pair.
+mutual in practice: on the Dagstuhl choir's dynamic microphones ``E`` is 0.12–0.61 in both
+directions of every pair.
 """
 
 from __future__ import annotations
