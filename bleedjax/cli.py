@@ -55,15 +55,8 @@ def _cmd_reduce(args) -> int:
     )
     for result in results:
         print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")
-        if args.method != "spectral-subtraction":
-            continue
-        for first, second, forward, backward in reduce.mutual_bleed_pairs(result.matrix, result.session.track_names):
-            print(
-                f"warning: {result.session.folder}: λ {forward:.2f} / {backward:.2f} between {first} and {second}: "
-                "strong bleed both ways, or the two play the same part; in unison spectral subtraction "
-                "removes the target, so try --method kamir or --method differentiable (README: Unison)",
-                file=sys.stderr,
-            )
+        for text in reduce.warnings(result, args.method):
+            print(f"warning: {result.session.folder}: {text}", file=sys.stderr)
     return 0
 
 

@@ -106,6 +106,34 @@ def mutual_bleed_pairs(
     ]
 
 
+def warnings(result: SessionResult, method: str) -> list[str]:
+    """Caveats on one cleaned session, for the command line to print.
+
+    * spectral subtraction: the pairs of :func:`mutual_bleed_pairs` (unison parts lose their
+      target);
+    * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
+      which the fitted delays are unreliable.
+    """
+    if method == "spectral-subtraction":
+        return [
+            f"λ {forward:.2f} / {backward:.2f} between {first} and {second}: strong bleed both ways, or the two "
+            "play the same part; in unison spectral subtraction removes the target, so try --method kamir or "
+            "--method differentiable (README: Unison)"
+            for first, second, forward, backward in mutual_bleed_pairs(result.matrix, result.session.track_names)
+        ]
+    if method == "differentiable":
+        from bleedjax.analyze import MIN_SECONDS_FOR_DELAYS
+
+        seconds = max(f.frames for f in result.session.files) / result.session.sample_rate
+        if seconds < MIN_SECONDS_FOR_DELAYS:
+            text = (
+                f"only {seconds:.2f} s of audio: delays fitted from less than {MIN_SECONDS_FOR_DELAYS:g} s are "
+                "unreliable (errors of ms), so the phase-aware inversion may miss; clean a longer excerpt"
+            )
+            return [text]
+    return []
+
+
 def output_dirs(folders: Sequence[pathlib.Path], out: pathlib.Path) -> list[pathlib.Path]:
     """``OUT`` itself for one session, ``OUT/<session name>`` for several (names must differ)."""
     if len(folders) == 1:

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 from bleedjax.configs import differentiable as differentiable_config
 
-from bleedjax import analyze, cli, reduce, simulate_folder
+from bleedjax import analyze, cli, reduce, sessions, simulate_folder
 from tests.test_bleed_fit import RATE
 
 SMALL = ["n_fft=1024", "hop=256", "max_delay=256", "rounds=3", "steps=100"]
@@ -74,6 +74,22 @@ def test_delays_from_a_short_recording_come_with_a_warning():
     assert short.to_json()["warnings"] == short.warnings
     assert analysis(analyze.MIN_SECONDS_FOR_DELAYS, np.ones((2, 2))).warnings == []
     assert analysis(1.5, None).warnings == []
+
+
+@pytest.mark.parametrize("seconds", [1.5, analyze.MIN_SECONDS_FOR_DELAYS])
+def test_reduce_warns_when_the_differentiable_model_fits_delays_from_a_short_session(tmp_path, seconds):
+    folder = tmp_path / "session"
+    folder.mkdir()
+    noise = np.random.default_rng(0).standard_normal((2, int(seconds * RATE))).astype(np.float32) * 0.1
+    for name, track in zip(("a", "b"), noise):
+        sf.write(folder / f"{name}.wav", track, RATE)
+    result = reduce.SessionResult(sessions.read_session(folder), tmp_path / "out", None, np.eye(2))
+    found = reduce.warnings(result, "differentiable")
+    if seconds < analyze.MIN_SECONDS_FOR_DELAYS:
+        assert len(found) == 1 and found[0].startswith("only 1.50 s of audio"), found
+    else:
+        assert found == []
+    assert reduce.warnings(result, "kamir") == []
 
 
 def test_cli_writes_report_and_refuses_to_overwrite(simulated, tmp_path, capsys):
