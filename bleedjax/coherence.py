@@ -27,9 +27,9 @@ short excerpt are the exception: on the PHENICX desks (1 s) the true sources rea
 The gate asks for **mutual** coherence, ``min(E_ij, E_ji)``. ``E_ij`` alone also rises when
 output ``j`` holds a faint copy of source ``i`` (the direction opposite to the one the residual
 stage subtracts): in the bins where source ``j`` is quiet that copy explains output ``i`` through a
-filter of large gain. After an inversion that leaves source ``i`` 30 dB down in output ``j`` and
-nothing of ``j`` in ``i``, ``E_ij`` reached 0.26 while ``E_ji`` stayed at 0.05 (the Mozart quartet's
-cello and viola). Bleed that the residual stage should remove raises both: output ``i`` holds
+filter of large gain. After an inversion that raised the SDR of both outputs by 30 dB, leaving a
+faint copy of source ``i`` in output ``j`` and nothing of ``j`` in ``i``, ``E_ij`` reached 0.26 while
+``E_ji`` stayed at 0.05 (the Mozart quartet's cello and viola). Bleed that the residual stage should remove raises both: output ``i`` holds
 source ``j``, which explains output ``j`` where source ``i`` is quiet, and what it explains of
 output ``i`` is the bleed itself. Per bin the coherence of the two is the same, and ``E_ji``
 weights it by the power of output ``j``, which is large where the bleed dominates, so ``E_ji`` is
