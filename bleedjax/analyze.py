@@ -36,6 +36,18 @@ delay error is 0.36–1.16 ms with 1 s and 0.34–0.62 ms with 1.5 s of audio, a
 pair 0.05 ms) from 2 s on: too few frames to tell a bleed's delay from its source's pitch period."""
 
 
+def short_recording_warnings(seconds: float, advice: str) -> list[str]:
+    """The caveat on delays fitted from ``seconds`` of audio (none from
+    :data:`MIN_SECONDS_FOR_DELAYS` on), ending with ``advice``; ``analyze`` and ``reduce`` print it."""
+    if seconds >= MIN_SECONDS_FOR_DELAYS:
+        return []
+    text = (
+        f"only {seconds:.2f} s of audio: delays fitted from less than {MIN_SECONDS_FOR_DELAYS:g} s are "
+        f"unreliable (errors of ms, whole pitch periods); {advice}"
+    )
+    return [text]
+
+
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """What :func:`analyze_session` found (``delays_ms``/``distances_m`` are ``None`` for
@@ -56,13 +68,9 @@ class Analysis:
     @property
     def warnings(self) -> list[str]:
         """Caveats on the numbers (so far: delays fitted from too short a recording)."""
-        if self.delays_ms is None or self.seconds >= MIN_SECONDS_FOR_DELAYS:
+        if self.delays_ms is None:
             return []
-        text = (
-            f"only {self.seconds:.2f} s of audio: delays fitted from less than {MIN_SECONDS_FOR_DELAYS:g} s are "
-            "unreliable (errors of ms, whole pitch periods); analyze a longer excerpt"
-        )
-        return [text]
+        return short_recording_warnings(self.seconds, "analyze a longer excerpt")
 
     @property
     def flagged(self) -> list[str]:

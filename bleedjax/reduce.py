@@ -122,15 +122,10 @@ def warnings(result: SessionResult, method: str) -> list[str]:
             for first, second, forward, backward in mutual_bleed_pairs(result.matrix, result.session.track_names)
         ]
     if method == "differentiable":
-        from bleedjax.analyze import MIN_SECONDS_FOR_DELAYS
+        from bleedjax.analyze import short_recording_warnings
 
         seconds = max(f.frames for f in result.session.files) / result.session.sample_rate
-        if seconds < MIN_SECONDS_FOR_DELAYS:
-            text = (
-                f"only {seconds:.2f} s of audio: delays fitted from less than {MIN_SECONDS_FOR_DELAYS:g} s are "
-                "unreliable (errors of ms), so the phase-aware inversion may miss; clean a longer excerpt"
-            )
-            return [text]
+        return short_recording_warnings(seconds, "the phase-aware inversion may miss; clean a longer excerpt")
     return []
 
 
