@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from bleedjax import bleed_fit, bleed_model, coherence, signal
-from bleedjax._types import Array, Float, Int
+from bleedjax._types import Array, Complex, Float, Int
 from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import spectral_subtraction
 
@@ -173,6 +173,18 @@ def wiener_mask(
     return signal.istft(x * mask, length=mics.shape[-1], **transform)
 
 
+def _masked_stft(
+    audio: Float[Array, "tracks samples"], settings: Settings, length: Int[Array, ""] | None
+) -> tuple[Complex[Array, "tracks bins frames"], Float[Array, " frames"] | None]:
+    """The fit's STFT with the frames beyond ``length`` zeroed, and that ``(frames,)`` mask
+    (``None`` without ``length``)."""
+    spectra = signal.stft(audio, n_fft=settings.n_fft, hop=settings.hop, window_name=settings.window)
+    if length is None:
+        return spectra, None
+    mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+    return spectra * mask[None, None, :], mask
+
+
 @functools.partial(jax.jit, static_argnames=("settings",))
 def fit_session(
     audio: Float[Array, "tracks samples"],
@@ -180,12 +192,7 @@ def fit_session(
     length: Int[Array, ""] | None = None,
 ) -> bleed_fit.FitResult:
     """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
-    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
-    spectra = signal.stft(audio, **transform)
-    if length is not None:
-        mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
-        spectra = spectra * mask[None, None, :]
-    return bleed_fit.fit(spectra, settings)
+    return bleed_fit.fit(_masked_stft(audio, settings, length)[0], settings)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -230,10 +237,7 @@ def output_coherence(
 ) -> Float[Array, "tracks tracks"]:
     """:func:`bleedjax.coherence.coherent_fraction` of the cleaned tracks on the fit's STFT, the
     frames beyond ``length`` left out."""
-    spectra = signal.stft(cleaned, n_fft=settings.n_fft, hop=settings.hop, window_name=settings.window)
-    mask = None
-    if length is not None:
-        mask = signal.frame_mask(length, spectra.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+    spectra, mask = _masked_stft(cleaned, settings, length)
     return coherence.coherent_fraction(spectra, lags=settings.residual_gate_lags, mask=mask)
 
 
