@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 
 import jax
@@ -48,17 +49,18 @@ from _quality import CONDITIONS, condition_name, load_pieces, score_gains, simul
 from bleedjax import signal
 from bleedjax.methods import spectral_subtraction as ss
 
-SETTINGS = ss.Settings()
+DEFAULT = ss.Settings()
 OVER_SUBTRACTION = (1.5, 2.0)
 
 
-@jax.jit
-def cleaned_by_gain(audio):
-    """``{gain name: (J, samples) cleaned tracks}`` for one session, all with the same λ."""
-    transform = {"n_fft": SETTINGS.n_fft, "hop": SETTINGS.hop, "window_name": SETTINGS.window}
+@functools.partial(jax.jit, static_argnames="settings")
+def cleaned_by_gain(audio, settings: ss.Settings):
+    """``{gain name: (J, samples) cleaned tracks}`` for one session, all with the same λ, on the
+    STFT of ``settings`` (the default preset otherwise)."""
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     spectrogram = jnp.swapaxes(signal.stft(audio, **transform), -1, -2)  # (J, frames, bins), as reduce_session
     magnitudes = jnp.abs(spectrogram)
-    refinement = ss.refine_lambda(magnitudes, SETTINGS)
+    refinement = ss.refine_lambda(magnitudes, settings)
     regressors = ss.cleaned_regressors(magnitudes, refinement)
     bleed = jnp.einsum("ij,j...->i...", refinement.lam, regressors, precision=ss.HIGHEST)
     bleed_power = jnp.einsum("ij,j...->i...", refinement.lam**2, regressors**2, precision=ss.HIGHEST)
@@ -76,10 +78,11 @@ def cleaned_by_gain(audio):
             for name, gain in gains.items()}
 
 
-@jax.jit
-def cleaned_by_oracle(audio, references, mixing):
-    """``{oracle name: (J, samples) cleaned tracks}`` from the true references and mixing matrix."""
-    transform = {"n_fft": SETTINGS.n_fft, "hop": SETTINGS.hop, "window_name": SETTINGS.window}
+@functools.partial(jax.jit, static_argnames="settings")
+def cleaned_by_oracle(audio, references, mixing, settings: ss.Settings):
+    """``{oracle name: (J, samples) cleaned tracks}`` from the true references and mixing matrix,
+    on the STFT of ``settings``."""
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     spectrogram = signal.stft(audio, **transform)
     reference_spectrogram = signal.stft(references, **transform)
     target = jnp.abs(reference_spectrogram)
@@ -98,7 +101,7 @@ def cleaned_by_oracle(audio, references, mixing):
     for scale in OVER_SUBTRACTION:
         cleaned[f"true λ ×{scale:g}"] = ss.subtract(spectrogram, true_lambda, scale)
     out = {name: signal.istft(value, length=audio.shape[-1], **transform) for name, value in cleaned.items()}
-    floor = dataclasses.replace(SETTINGS, **ss.PRESETS["floor"])
+    floor = dataclasses.replace(settings, **ss.PRESETS["floor"])
     out["floor"] = ss.reduce_session(audio, floor).cleaned
     for scale in OVER_SUBTRACTION:
         settings = dataclasses.replace(floor, lambda_scale=scale)
@@ -106,22 +109,14 @@ def cleaned_by_oracle(audio, references, mixing):
     return out
 
 
-def set_stft(n_fft: int, hop: int) -> None:
-    """Every row's STFT (before the jitted functions first trace)."""
-    global SETTINGS
-    SETTINGS = dataclasses.replace(SETTINGS, n_fft=n_fft, hop=hop)
-    cleaned_by_gain.clear_cache()
-    cleaned_by_oracle.clear_cache()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", nargs="+", default=["mozart"], help="substrings of piece names (mozart)")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--stft", nargs=2, type=int, metavar=("N_FFT", "HOP"), default=(SETTINGS.n_fft, SETTINGS.hop))
+    parser.add_argument("--stft", nargs=2, type=int, metavar=("N_FFT", "HOP"), default=(DEFAULT.n_fft, DEFAULT.hop))
     parser.add_argument("--levels", nargs="+", help="conditions to keep, as printed (-18, room); all by default")
     args = parser.parse_args(argv)
-    set_stft(*args.stft)
+    settings = dataclasses.replace(DEFAULT, n_fft=args.stft[0], hop=args.stft[1])
     conditions = [c for c in CONDITIONS if args.levels is None or condition_name(*c).split()[0] in args.levels]
     if not conditions:
         parser.error(f"--levels matches none of {[condition_name(*c).split()[0] for c in CONDITIONS]}")
@@ -134,7 +129,7 @@ def main(argv=None) -> int:
             for seed in range(args.seeds):
                 mics, references, mixing = simulate(session, bleed, db, seed)
                 inputs = jnp.asarray(mics), jnp.asarray(references), jnp.asarray(mixing, jnp.float32)
-                for name, cleaned in {**cleaned_by_gain(inputs[0]), **cleaned_by_oracle(*inputs)}.items():
+                for name, cleaned in {**cleaned_by_gain(inputs[0], settings), **cleaned_by_oracle(*inputs, settings)}.items():
                     scores.setdefault(name, []).append(score_gains(references, mics, cleaned))
             for name, runs in scores.items():
                 sdr, sir, sar = (np.concatenate([r[m] for r in runs]) for m in ("sdr", "sir", "sar"))
