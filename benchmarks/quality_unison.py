@@ -45,6 +45,7 @@ from _quality import (
     score_gains,
     simulate,
 )
+from bleedjax.configs import spectral_subtraction as spectral_subtraction_config
 
 from bleedjax import methods, reduce, sessions, signal
 
@@ -97,7 +98,7 @@ def compare_methods(seeds: int) -> dict:
             mics, references, mixing = simulate(session, bleed, db, seed)
             for method, preset, overrides in VARIANTS:
                 cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides)
-                if seed == 0 and (method, preset) == ("spectral-subtraction", "refined"):
+                if seed == 0 and (method, preset) == ("spectral-subtraction", spectral_subtraction_config.DEFAULT_PRESET):
                     found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
                     print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
                 scores.setdefault(label(method, preset, overrides), []).append(score_gains(references, mics, cleaned))

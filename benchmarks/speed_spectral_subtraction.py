@@ -825,10 +825,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--preset",
         default="paper",
-        choices=("paper", "refined", "power", "floor"),
+        choices=("paper", "refined", "power", "floor", "auto"),
         help="bleedjax's settings: 'paper' (default) is the algorithm the NumPy version implements; "
-        "'refined' is the CLI's default (box plus refinement rounds), for the transforms ratio; "
-        "'power' and 'floor' are the other presets",
+        "'auto' is the CLI's default ('floor' up to 6 tracks, 'refined', the box plus refinement "
+        "rounds, above), for the transforms ratio; 'power' and 'floor' are the other presets",
     )
     parser.add_argument(
         "--quick",

@@ -108,7 +108,7 @@ def _number(value: float) -> float | None:
 
 
 def estimate(
-    audio: np.ndarray, *, method: str, config: ml_collections.ConfigDict, track_names: list[str]
+    audio: np.ndarray, *, method: str, config: ml_collections.ConfigDict, track_names: list[str], sample_rate: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Amplitude bleed matrix ``(I, J)`` (off-diagonal) and delays in samples (or ``None``).
 
@@ -121,7 +121,10 @@ def estimate(
         settings = methods._settings(differentiable.Settings, config)
         params = jax.device_get(differentiable.fit_session(jnp.asarray(audio, jnp.float32), settings).params)
         return np.asarray(params.gains), np.asarray(params.delays)
-    output = chosen.run_session(audio, config, track_names)
+    if chosen.min_tracks < 2:
+        raise ValueError(f"analyze measures bleed between tracks; --method {method} removes interference within one")
+    rate = {"sample_rate": sample_rate} if chosen.uses_sample_rate else {}
+    output = chosen.run_session(audio, config, track_names, **rate)
     if output.sources is not None and list(output.sources) != list(track_names):
         raise ValueError(f"analyze needs one source per track; the {method} channel map changes the sources")
     return np.asarray(output.matrices[0]), None
@@ -152,7 +155,8 @@ def analyze_session(
     chosen = methods.get_method(method)
     config = chosen.default_config(None) if config is None else config
     session = sessions.read_session(folder, pad=pad)
-    gains, delays = estimate(session.audio, method=method, config=config, track_names=session.track_names)
+    gains, delays = estimate(session.audio, method=method, config=config, track_names=session.track_names,
+                             sample_rate=session.sample_rate)
     gains = np.where(np.eye(len(gains), dtype=bool), 0.0, gains)
     energies = np.sum(np.asarray(session.audio, np.float64) ** 2, axis=-1)
     with np.errstate(divide="ignore"):
@@ -235,8 +239,15 @@ def plot_analysis(path: str | os.PathLike, analysis: Analysis) -> pathlib.Path:
 
 
 def check_outputs(paths: list[str | os.PathLike | None], *, folder: str | os.PathLike, overwrite: bool) -> None:
-    """Refuses report files that exist (without ``overwrite``) or lie inside the session folder."""
+    """Refuses report files that exist (without ``overwrite``), lie inside the session folder, are
+    folders, or are one path given twice (the second would replace the first)."""
     chosen = [pathlib.Path(p) for p in paths if p]
+    resolved = [p.resolve() for p in chosen]
+    for path, where in zip(chosen, resolved):
+        if resolved.count(where) > 1:
+            raise sessions.SessionError(f"{path}: given for two reports")
+        if path.is_dir():
+            raise sessions.SessionError(f"{path}: is a folder, not a report file")
     for path in chosen:
         if pathlib.Path(folder).resolve() in path.resolve().parents:
             raise sessions.SessionError(f"{path}: report file is inside the session folder {folder}")

@@ -74,6 +74,8 @@ def _cmd_simulate(args) -> int:
 def _cmd_evaluate(args) -> int:
     from bleedjax import evaluate, sessions
 
+    if args.json and not args.overwrite:
+        sessions.refuse_overwrite([pathlib.Path(args.json)])
     result = evaluate.evaluate_folders(args.references, args.estimates, framewise=args.framewise)
     columns = list(next(iter(result["tracks"].values())).keys())
     rows = dict(result["tracks"]) | {"mean": result["mean"]}
@@ -213,7 +215,10 @@ def _cmd_analyze(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bleedjax", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bleedjax",
+        description="Remove microphone bleed (crosstalk) from multitrack recordings, and measure it.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     reduce_parser = commands.add_parser("reduce", help="remove bleed from session folders")
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("references")
     evaluate_parser.add_argument("estimates")
     evaluate_parser.add_argument("--json", help="write the scores as JSON")
+    evaluate_parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     evaluate_parser.add_argument("--framewise", action="store_true",
                                  help="museval v4 framewise images (1 s windows), median per track")
     evaluate_parser.set_defaults(run=_cmd_evaluate)
@@ -327,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (SessionError, ValueError) as error:
         message = " ".join(str(error).split())
+        print(f"bleedjax {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        # An output path that is a file where a folder is needed, or the reverse, and the like.
+        where = error.filename2 or error.filename
+        message = f"{where}: {error.strerror}" if where and error.strerror else " ".join(str(error).split())
         print(f"bleedjax {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

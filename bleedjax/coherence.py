@@ -57,9 +57,13 @@ def _delayed_frames(spectra: Complex[Array, "tracks bins frames"], lags: int) ->
     return jnp.stack([padded[..., lags - k : lags - k + frames] for k in range(lags + 1)], axis=-1)
 
 
-def _explained(chunk: Complex[Array, "tracks bins frames"], lags: int) -> Float[Array, "tracks tracks"]:
-    """``Σ_f c_ij(f)ᴴ G_j(f)⁻¹ c_ij(f)`` over the bins of ``chunk``."""
-    delayed = _delayed_frames(chunk, lags)
+def _explained(
+    chunk: Complex[Array, "tracks bins frames"], lags: int, mask: Float[Array, " frames"]
+) -> Float[Array, "tracks tracks"]:
+    """``Σ_f c_ij(f)ᴴ G_j(f)⁻¹ c_ij(f)`` over the bins of ``chunk``, summing over the frames ``t``
+    with ``mask[t] = 1`` only: a padded frame holds no target, but its lagged regressors would
+    still hold the last real frames."""
+    delayed = _delayed_frames(chunk, lags) * mask[None, None, :, None]
     cross = jnp.einsum("ibt,jbtk->ijbk", chunk, jnp.conj(delayed), precision=HIGHEST)
     gram = jnp.einsum("jbtk,jbtl->jbkl", jnp.conj(delayed), delayed, precision=HIGHEST)
     scale = jnp.real(jnp.trace(gram, axis1=-2, axis2=-1)) / (lags + 1)
@@ -90,17 +94,16 @@ def coherent_fraction(
         ``(J, J)``, row ``i`` explained by column ``j``; 0 where track ``i`` is silent.
     """
     num, bins, frames = spectra.shape
-    if mask is not None:
-        spectra = spectra * mask[None, None, :]
-        count = jnp.sum(mask)
-    else:
-        count = jnp.asarray(frames, jnp.float32)
+    if mask is None:
+        mask = jnp.ones(frames, jnp.float32)
+    spectra = spectra * mask[None, None, :]
+    count = jnp.sum(mask)
     per_bin = num * frames * (lags + 1) * spectra.dtype.itemsize
     size = int(min(bins, max(1, chunk_bytes // per_bin)))
     chunks = -(-bins // size)
     padded = jnp.pad(spectra, ((0, 0), (0, chunks * size - bins), (0, 0)))
     blocks = jnp.moveaxis(padded.reshape(num, chunks, size, frames), 1, 0)
-    explained = jnp.sum(jax.lax.map(lambda chunk: _explained(chunk, lags), blocks), axis=0)
+    explained = jnp.sum(jax.lax.map(lambda chunk: _explained(chunk, lags, mask), blocks), axis=0)
     energy = jnp.sum(jnp.abs(spectra) ** 2, axis=(1, 2))
     fraction = explained / jnp.where(energy > 0, energy, 1.0)[:, None] - (lags + 1) / jnp.maximum(count, 1.0)
     fraction = jnp.where(energy[:, None] > 0, fraction, 0.0)

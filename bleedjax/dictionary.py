@@ -137,6 +137,8 @@ def learn(
     """
     if components < 1:
         raise ValueError(f"components must be >= 1, got {components}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
     V = jnp.asarray(example_magnitudes(signals, n_fft=n_fft, hop=hop, window=window))
     W, H = nmf.random_init(V, components, key=key)
     result = nmf.nmf(V, W, H, beta=1.0, iterations=iterations)

@@ -81,7 +81,8 @@ def evaluate_folders(
     """Matches files by name and scores every reference track against its estimate.
 
     Raises:
-        SessionError: a reference without an estimate, or layouts that do not match.
+        SessionError: a reference without an estimate, layouts that do not match, or a silent
+            estimate of a reference that is not silent.
     """
     reference_session = sessions.read_session(references, min_tracks=1)
     estimate_dir = pathlib.Path(estimates)
@@ -104,6 +105,11 @@ def evaluate_folders(
         matched.append(data)
     estimate_audio = np.concatenate(matched)
     reference_audio = reference_session.audio
+    for name, estimate, reference in zip(reference_session.track_names, estimate_audio, reference_audio):
+        if not np.any(estimate) and np.any(reference):
+            # BSS Eval is 0/0 there; a NaN would leave the track out of the means and reward
+            # a method that mutes it.
+            raise sessions.SessionError(f"{estimate_dir / name}: the estimate is silent where the reference is not")
     scores = score(
         reference_audio, estimate_audio, framewise=framewise, sample_rate=reference_session.sample_rate
     )

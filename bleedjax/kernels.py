@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax._types import Array, Float
+from bleedjax._types import Array, Float, Int
 
 Mode = Literal["reflect", "nearest", "mirror", "constant", "wrap"]
 Method = Literal["network", "patches"]
@@ -163,6 +163,19 @@ def median_filter(
     if method not in ("network", "patches"):
         raise ValueError(f"unknown method {method!r}; expected 'network' or 'patches'")
     return _median_filter(spectrogram, key, _PAD_MODES[mode], float(cval), method)
+
+
+def reflect_past_end(
+    spectrogram: Float[Array, "*batch frames"], frames: Int[Array, ""] | int
+) -> Float[Array, "*batch frames"]:
+    """``spectrogram`` with the frames from ``frames`` on replaced by the reflection of those
+    before (``a b c d | d c b a``): :func:`median_filter`'s ``"reflect"`` border at an end that
+    may be traced, such as the true length of a session padded into a batch. On the first
+    ``frames`` frames, the median filter of the result equals that of those frames alone, for
+    footprints at most ``2 * frames + 1`` frames wide."""
+    index = jnp.arange(spectrogram.shape[-1])
+    source = jnp.where(index < frames, index, 2 * frames - 1 - index)
+    return jnp.take(spectrogram, jnp.clip(source, 0, spectrogram.shape[-1] - 1), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))

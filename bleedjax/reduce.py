@@ -207,6 +207,12 @@ def reduce_folders(
                 raise sessions.SessionError(f"{header.folder}: {error}") from None
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
+    for target in [pathlib.Path(out), *targets]:
+        if target.exists() and not target.is_dir():
+            raise sessions.SessionError(f"{target}: exists and is not a folder")
+    for header, stream in zip(headers, streamed):
+        if stream:
+            header.check_finite()
     if not overwrite:
         for session, target in zip(loaded, targets):
             sessions.refuse_overwrite(sessions.planned_outputs(session.files, target, chosen.artefacts))
@@ -226,6 +232,9 @@ def reduce_folders(
     ]
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[int, SessionResult] = {}
+    # Every in-memory batch is computed before any is written, so that an error in a later batch
+    # (a session too short for the t-UNet) leaves nothing behind.
+    finished: list[tuple[int, int, methods.BatchResult]] = []
     for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
         longest = max(samples_of[i] for i in batch)
         audio = np.stack(
@@ -233,13 +242,18 @@ def reduce_folders(
         )
         lengths = np.asarray([samples_of[i] for i in batch])
         rate = {"sample_rate": loaded[batch[0]].sample_rate} if chosen.uses_sample_rate else {}
-        output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names, **rate)
-        for row, index in enumerate(batch):
-            session, target = loaded[index], targets[index]
-            session_cleaned = output.cleaned[row, :, : samples_of[index]]
-            sessions.write_session(session, session_cleaned, target)
-            _write_artefacts(method, config, session, target, output, row)
-            results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
+        try:
+            output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names, **rate)
+        except ValueError as error:
+            named = ", ".join(str(loaded[i].folder) for i in batch)
+            raise sessions.SessionError(f"{named}: {error}") from None
+        finished.extend((index, row, output) for row, index in enumerate(batch))
+    for index, row, output in finished:
+        session, target = loaded[index], targets[index]
+        session_cleaned = output.cleaned[row, :, : samples_of[index]]
+        sessions.write_session(session, session_cleaned, target)
+        _write_artefacts(method, config, session, target, output, row)
+        results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
     for index in [i for i, s in enumerate(streamed) if s]:
         session, target = loaded[index], targets[index]
         output = chosen.run_long(folders[index], target, config, session.track_names, pad, show)

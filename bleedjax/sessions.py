@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -104,6 +105,8 @@ def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as error:
         raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
+    if data.shape[0] == 0:
+        raise SessionError(f"{path}: holds no samples")
     if not np.all(np.isfinite(data)):
         raise SessionError(f"{path}: contains NaN or infinite samples")
     track = TrackFile(path, data.shape[1], data.shape[0], info.format, info.subtype)
@@ -119,7 +122,7 @@ def read_session(folder: str | os.PathLike, *, pad: bool = False, min_tracks: in
         min_tracks: the fewest microphone tracks accepted.
 
     Raises:
-        SessionError: unreadable file, NaN/inf samples, differing sample rates, differing
+        SessionError: unreadable or empty file, NaN/inf samples, differing sample rates, differing
             lengths (without ``pad``), or fewer than ``min_tracks`` tracks.
     """
     folder = pathlib.Path(folder)
@@ -166,12 +169,22 @@ def check_output_location(inputs: Sequence[pathlib.Path], outputs: Sequence[path
                 raise SessionError(f"{out}: output folder is, or is inside, input folder {source}")
 
 
+def temporary_beside(final: pathlib.Path) -> pathlib.Path:
+    """An empty hidden file next to ``final``, to be renamed onto it, with the permissions a
+    new file gets under the process's umask (``mkstemp`` alone leaves 0600, which other users of
+    a shared studio machine could not read once renamed)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    return pathlib.Path(temporary)
+
+
 @contextlib.contextmanager
 def _atomic_path(final: pathlib.Path) -> Iterator[pathlib.Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    temporary = pathlib.Path(temporary)
+    temporary = temporary_beside(final)
     try:
         yield temporary
         os.replace(temporary, final)
@@ -192,10 +205,21 @@ def write_audio_atomic(path: pathlib.Path, audio: np.ndarray, sample_rate: int, 
         sf.write(str(temporary), data, sample_rate, subtype=subtype, format=like.format)
 
 
+def _strict_json(value):
+    """``value`` with every non-finite float as ``None``: standard JSON has no NaN or Infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
-    """Writes JSON atomically."""
+    """Writes standard JSON atomically (NaN and ±inf as ``null``)."""
     with _atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(payload, indent=2) + "\n")
+        temporary.write_text(json.dumps(_strict_json(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:

@@ -9,6 +9,7 @@ Layout written by :func:`simulate_folder`::
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 from typing import Literal
@@ -72,6 +73,8 @@ def simulate_folder(
     Raises:
         SessionError: bad stems, ``out`` inside the stems folder, or existing outputs.
     """
+    if not math.isfinite(max_crosstalk_db):
+        raise ValueError(f"--max-crosstalk-db must be a finite number of dB, got {max_crosstalk_db}")
     stems, out = pathlib.Path(stems), pathlib.Path(out)
     source = sessions.read_session(stems, pad=pad)
     sessions.check_output_location([stems], [out])

@@ -10,7 +10,8 @@ samples the events cover is ``snr_db``. Written:
     OUT/references/     the clean music (for ``bleedjax evaluate``)
     OUT/interference/   the interference alone
     OUT/truth.json      per track: the events (file, start in the noise file, start in the track,
-                        length, in seconds) and the gain
+                        length, in seconds) and the gain; ``gain``, the one factor applied to all
+                        three folders (below 1 only where the session would exceed full scale)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 from bleedjax import dictionary, sessions
 
 FADE_SECONDS = 0.01
+# The session's peak when the events would take it past full scale (as bleedjax simulate).
+PEAK = 0.9
 LOUD_DB = -20.0
 """Events are cut around frames within this many dB of the noise file's loudest frame."""
 
@@ -113,6 +116,8 @@ def simulate_interference(
         SessionError / ValueError: unreadable or empty inputs, no noise files, a sample-rate
             mismatch, bad sizes, or outputs that exist already (without ``overwrite``).
     """
+    if not np.isfinite(snr_db):
+        raise ValueError(f"--snr must be a finite number of dB, got {snr_db}")
     music = sessions.read_session(music_dir, min_tracks=1)
     noises, noise_rate = dictionary.read_mono(noise_files)
     if noise_rate != music.sample_rate:
@@ -132,12 +137,17 @@ def simulate_interference(
         rng=np.random.default_rng(seed),
     )
     tracks = dict(zip(music.track_names, events_of))
-    sessions.write_session(music, music.audio + interference, folders["session"])
-    sessions.write_session(music, music.audio, folders["references"])
-    sessions.write_session(music, interference, folders["interference"])
+    # One gain for all three folders keeps session = references + interference; it brings the
+    # session's peak to PEAK when the events would push it past full scale (and clip it).
+    peak = float(np.max(np.abs(music.audio + interference)))
+    scale = PEAK / peak if peak > PEAK else 1.0
+    sessions.write_session(music, scale * (music.audio + interference), folders["session"])
+    sessions.write_session(music, scale * music.audio, folders["references"])
+    sessions.write_session(music, scale * interference, folders["interference"])
     truth = {
         "sample_rate": music.sample_rate,
         "snr_db": snr_db,
+        "gain": scale,
         "seed": seed,
         "noise_files": [str(p) for p in noise_files],
         "tracks": tracks,

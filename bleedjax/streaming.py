@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import soundfile as sf
 
 from bleedjax import signal
-from bleedjax.sessions import SessionError, TrackFile, TrackLayout, audio_files
+from bleedjax.sessions import SessionError, TrackFile, TrackLayout, audio_files, temporary_beside
 
 
 class SessionReader(TrackLayout):
@@ -38,6 +37,8 @@ class SessionReader(TrackLayout):
                 info = sf.info(str(path))
             except (sf.SoundFileError, RuntimeError, OSError) as error:
                 raise SessionError(f"{path}: unreadable audio file ({' '.join(str(error).split())})") from None
+            if info.frames == 0:
+                raise SessionError(f"{path}: holds no samples")
             files.append((path, info))
         if not files or sum(info.channels for _, info in files) < min_tracks:
             count = sum(info.channels for _, info in files)
@@ -55,6 +56,15 @@ class SessionReader(TrackLayout):
         self.files = tuple(TrackFile(p, i.channels, i.frames, i.format, i.subtype) for p, i in files)
         self.num_tracks = sum(f.channels for f in self.files)
         self.length = max(f.frames for f in self.files)
+
+    def check_finite(self, block: int = 1 << 20) -> None:
+        """Reads every file once, ``block`` samples at a time, and raises :class:`SessionError`
+        on NaN or infinite samples: bad input is refused before anything is written."""
+        for track in self.files:
+            with sf.SoundFile(str(track.path)) as handle:
+                for data in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
+                    if not np.all(np.isfinite(data)):
+                        raise SessionError(f"{track.path}: contains NaN or infinite samples")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of every track, ``(tracks, stop - start)`` float32, zero
@@ -117,8 +127,7 @@ class OverlapAddWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.handles, self.temporaries = [], []
         for track in reader.files:
-            fd, temporary = tempfile.mkstemp(prefix=f".{track.name}.", suffix=".tmp", dir=out_dir)
-            os.close(fd)
+            temporary = temporary_beside(out_dir / track.name)
             subtype = track.subtype if sf.check_format(track.format, track.subtype) else None
             self.temporaries.append(pathlib.Path(temporary))
             self.handles.append(sf.SoundFile(temporary, "w", samplerate=reader.sample_rate,

@@ -1,11 +1,12 @@
-"""Seipel & Lerch (AES 2018) spectral subtraction: presets ``refined`` (default), ``paper``,
-``power`` and ``floor``.
+"""Seipel & Lerch (AES 2018) spectral subtraction: presets ``auto`` (default), ``refined``,
+``paper``, ``power`` and ``floor``.
 
-``paper`` is [1] exactly (Eq. (1) on the microphones, λ ≥ 0). ``refined`` is the library's default:
-the box λ ≤ 1 and three rounds that regress each microphone on the other tracks' cleaned
-magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`). ``power`` subtracts
-powers with the default's λ; ``floor`` caps the default's λ by the ratio floor
-(``bound_quantile``) and subtracts it from the microphones. Use with
+``paper`` is [1] exactly (Eq. (1) on the microphones, λ ≥ 0). ``refined`` is the library's
+``Settings()``: the box λ ≤ 1 and three rounds that regress each microphone on the other tracks'
+cleaned magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`). ``power``
+subtracts powers with ``refined``'s λ; ``floor`` caps ``refined``'s λ by the ratio floor
+(``bound_quantile``) and subtracts it from the microphones. ``auto``, the default, is ``floor``
+for sessions of up to 6 tracks and ``refined`` above (``bound_max_tracks``). Use with
 ``bleedjax reduce --preset paper``, ``--config configs/spectral_subtraction.py`` or override
 single values with ``--set refinements=0``. The defaults are the library's (one source of truth);
 this file is where an experiment changes them.
@@ -17,7 +18,7 @@ import ml_collections
 
 from bleedjax.methods.spectral_subtraction import PRESETS, Settings
 
-DEFAULT_PRESET = "refined"
+DEFAULT_PRESET = "auto"
 
 
 def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:

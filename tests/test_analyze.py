@@ -136,6 +136,11 @@ def test_bad_input(tmp_path, capsys):
     assert cli.main(["analyze", str(inside), "--json", str(inside / "report.json")]) == 2
     assert "inside the session folder" in capsys.readouterr().err
     assert not (inside / "report.json").exists()
+    same = tmp_path / "report"
+    assert cli.main(["analyze", str(inside), "--json", str(same), "--png", str(same)]) == 2
+    assert "given for two reports" in capsys.readouterr().err and not same.exists()
+    assert cli.main(["analyze", str(inside), "--method", "kam-nmf"]) == 2
+    assert "removes interference within one" in capsys.readouterr().err
 
 
 def test_silent_track_is_reported_not_flagged(simulated, tmp_path):

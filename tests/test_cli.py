@@ -1,6 +1,7 @@
 """The command line on real files: every bad input, safe writing, layouts, batches, end to end."""
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -120,7 +121,12 @@ def inf_samples(folder):
     return "mic2.wav"
 
 
-@pytest.mark.parametrize("spoil", [bad_rate, bad_length, too_few, unreadable, nan_samples, inf_samples])
+def empty_file(folder):
+    sf.write(folder / "mic1.wav", np.zeros(0, np.float32), RATE)
+    return "mic1.wav: holds no samples"
+
+
+@pytest.mark.parametrize("spoil", [bad_rate, bad_length, too_few, unreadable, nan_samples, inf_samples, empty_file])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, spoil):
     good = write_session(tmp_path / "good", seed=3)
     session = write_session(tmp_path / "bad")
@@ -131,6 +137,44 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, spoil):
     assert len(error.splitlines()) == 1 and expected in error and error.startswith("bleedjax reduce: error:")
     assert not (tmp_path / "out").exists()
     assert snapshot(session) == before
+
+
+def test_nan_in_a_streamed_session_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The streamed path reads audio block by block while it writes; it is checked first."""
+    good = write_session(tmp_path / "good", seed=3)
+    session = write_session(tmp_path / "bad")
+    nan_samples(session)
+    assert run("reduce", good, session, "--out", tmp_path / "out", "--method", "kamir", "--streaming") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "mic2.wav: contains NaN" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    first, second = write_session(tmp_path / "in" / "a", seed=1), write_session(tmp_path / "in" / "b", seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b").write_bytes(b"precious")
+    assert run("reduce", first, second, "--out", out) == 2
+    assert capsys.readouterr().err.strip() == f"bleedjax reduce: error: {out / 'b'}: exists and is not a folder"
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and (out / "b").read_bytes() == b"precious"
+    assert run("simulate", first, "--out", out / "b") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("bleedjax simulate: error:") and "b" in error
+
+
+def test_outputs_get_the_permissions_of_the_umask(tmp_path):
+    """``mkstemp`` makes 0600 files; renamed into place they would be unreadable to the rest of a
+    studio's group."""
+    session = write_session(tmp_path / "s")
+    previous = os.umask(0o022)
+    try:
+        assert run("reduce", session, "--out", tmp_path / "o") == 0
+    finally:
+        os.umask(previous)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()} == {
+        name: 0o644 for name in ["bleed.json", "mic0.wav", "mic1.wav", "mic2.wav"]
+    }
 
 
 def test_pad_accepts_unequal_lengths(tmp_path):
@@ -230,6 +274,29 @@ def test_evaluate_silent_reference_gives_null_not_crash(tmp_path):
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["tracks"]["mic2.wav"]["sdr"] is None
     assert scores["mean"]["sdr"] is not None
+
+
+def test_evaluate_writes_standard_json_and_keeps_existing_files(tmp_path, capsys):
+    """One track has no interference, so its SIR is +inf: standard JSON has no Infinity."""
+    refs = write_session(tmp_path / "refs", tracks=2)
+    (refs / "mic1.wav").unlink()
+    report = tmp_path / "s.json"
+    assert run("evaluate", refs, refs, "--json", report) == 0
+    scores = json.loads(report.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert scores["tracks"]["mic0.wav"]["sir"] is None and scores["tracks"]["mic0.wav"]["sdr"] > 100
+    report.write_text("precious")
+    assert run("evaluate", refs, refs, "--json", report) == 2
+    assert "exists" in capsys.readouterr().err and report.read_text() == "precious"
+    assert run("evaluate", refs, refs, "--json", report, "--overwrite") == 0
+
+
+def test_evaluate_refuses_a_silent_estimate_of_a_sounding_reference(tmp_path, capsys):
+    """BSS Eval is 0/0 there: a NaN would drop the track from the means and reward muting it."""
+    refs = write_session(tmp_path / "refs")
+    estimates = shutil.copytree(refs, tmp_path / "est")
+    sf.write(estimates / "mic1.wav", np.zeros(RATE), RATE)
+    assert run("evaluate", refs, estimates) == 2
+    assert "mic1.wav: the estimate is silent" in capsys.readouterr().err
 
 
 def test_demo(tmp_path, capsys):

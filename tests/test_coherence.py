@@ -14,9 +14,11 @@ from tests.test_bleed_fit import SETTINGS, delayed_mixture
 
 
 def brute_force_fraction(spectra: np.ndarray, lags: int, mask: np.ndarray) -> np.ndarray:
-    """Per bin, least squares of ``Y_i`` on the current and ``lags`` previous frames of ``Y_j``."""
+    """Per bin, least squares of ``Y_i`` on the current and ``lags`` previous frames of ``Y_j``,
+    over the frames where ``mask`` is 1."""
     spectra = spectra * mask
     num, bins, frames = spectra.shape
+    real = mask > 0
     out = np.zeros((num, num))
     for i in range(num):
         energy = np.sum(np.abs(spectra[i]) ** 2)
@@ -26,8 +28,8 @@ def brute_force_fraction(spectra: np.ndarray, lags: int, mask: np.ndarray) -> np
             explained = 0.0
             for f in range(bins):
                 design = np.stack([np.concatenate([np.zeros(k), spectra[j, f, : frames - k]]) for k in range(lags + 1)], -1)
-                weights, *_ = np.linalg.lstsq(design, spectra[i, f], rcond=None)
-                explained += np.sum(np.abs(design @ weights) ** 2)
+                weights, *_ = np.linalg.lstsq(design[real], spectra[i, f][real], rcond=None)
+                explained += np.sum(np.abs(design[real] @ weights) ** 2)
             out[i, j] = explained / energy - (lags + 1) / mask.sum()
     return out
 
@@ -43,6 +45,19 @@ def test_coherent_fraction_equals_per_bin_least_squares(chunk_bytes):
         jnp.asarray(spectra, jnp.complex64), lags=2, mask=jnp.asarray(mask, jnp.float32), chunk_bytes=chunk_bytes
     )
     np.testing.assert_allclose(np.asarray(found), brute_force_fraction(spectra, 2, mask), atol=2e-4)
+
+
+def test_padded_frames_change_nothing():
+    """The frames after a batched session's end hold no target, and their lagged regressors (the
+    session's last frames) must not enter the filters either."""
+    rng = np.random.default_rng(1)
+    spectra = rng.standard_normal((2, 5, 30)) + 1j * rng.standard_normal((2, 5, 30))
+    spectra[1] += 0.5 * np.roll(spectra[0], 1, axis=-1)
+    alone = coherence.coherent_fraction(jnp.asarray(spectra, jnp.complex64), lags=3)
+    padded = np.pad(spectra, ((0, 0), (0, 0), (0, 6)))
+    mask = (np.arange(36) < 30).astype(np.float32)
+    found = coherence.coherent_fraction(jnp.asarray(padded, jnp.complex64), lags=3, mask=jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(found), np.asarray(alone), atol=1e-6)
 
 
 def reverberant_pair(seed: int, samples: int = 32000) -> np.ndarray:

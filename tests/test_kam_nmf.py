@@ -77,6 +77,30 @@ def test_ablations_run_and_split_the_input(variant):
     np.testing.assert_allclose(result.cleaned + result.interference, audio[None], atol=1e-6)
 
 
+def test_a_padded_track_is_cleaned_as_it_is_alone(cough):
+    """A track padded into a batch with a longer one: the NMF starts from the same factors on its
+    frames, and the inverse STFT leaves out the padded STFT's extra frames (hop < n_fft / 2)."""
+    loop = music_loop(2)[: 2 * RATE - 700]
+    audio = loop + 0.5 * cough[: len(loop)]
+    W = jnp.asarray(np.random.default_rng(1).random((N_FFT // 2 + 1, 4)), jnp.float32)
+    settings = kam_nmf.Settings(music_components=4, nmf_iterations=10, k=3, min_separation=5)
+    alone = kam_nmf.reduce_track(jnp.asarray(audio), W, settings)
+    longer = np.pad(audio, (0, 3000))
+    batch = kam_nmf.reduce_tracks(jnp.stack([jnp.asarray(longer), jnp.asarray(np.pad(audio, (0, 3000)))]), W, settings,
+                                  jnp.asarray([len(longer), len(audio)]))
+    np.testing.assert_allclose(np.asarray(batch.cleaned[1, : len(audio)]), np.asarray(alone.cleaned), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(batch.corruption[1, : alone.corruption.shape[0]]), np.asarray(alone.corruption), atol=1e-5)
+
+
+def test_settings_refuse_more_neighbours_than_the_median_can_take():
+    with pytest.raises(ValueError, match="at most"):
+        kam_nmf.Settings(k=100000)
+    with pytest.raises(ValueError, match="at most"):
+        kam_nmf.Settings(k_candidates=(3, 500))
+    with pytest.raises(ValueError, match="frames of the track"):
+        kam_nmf.reduce_track(jnp.zeros(RATE // 4), jnp.ones((N_FFT // 2 + 1, 2)), kam_nmf.Settings(k=60))
+
+
 def test_dictionary_round_trip_and_errors(tmp_path, shared_data):
     files = [shared_data / "interference" / "knock-1.flac"]
     learned = dictionary.learn_from_files(files, components=4, iterations=20)
@@ -95,6 +119,8 @@ def test_dictionary_round_trip_and_errors(tmp_path, shared_data):
         loaded.check(RATE, 1024)
     with pytest.raises(ValueError, match="learned at 22050 Hz, but the audio is at 44100 Hz"):
         loaded.check(44100, N_FFT)
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        dictionary.learn([np.ones(RATE, np.float32)], RATE, components=2, iterations=-5, key=jax.random.key(0))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a dictionary"):
         dictionary.load(tmp_path / "bad.npz")
@@ -126,6 +152,22 @@ def test_simulate_interference_snr(tmp_path, shared_data):
     sf.write(music / "loop.wav", music_loop(1), 44100)
     with pytest.raises(ValueError, match="differs from the music"):
         simulate_interference(music, noise, tmp_path / "sim3")
+    with pytest.raises(ValueError, match="finite"):
+        simulate_interference(music, noise, tmp_path / "sim4", snr_db=float("nan"))
+
+
+def test_simulated_interference_is_scaled_not_clipped(tmp_path, shared_data):
+    """Loud music plus a clap at -6 dB would pass full scale: one gain brings the session to a
+    0.9 peak and keeps session = references + interference."""
+    music = tmp_path / "music"
+    music.mkdir()
+    sf.write(music / "loop.wav", music_loop(2) * 0.99 / music_loop(2).max(), RATE, subtype="PCM_16")
+    truth = simulate_interference(music, [shared_data / "interference" / "clap.flac"], tmp_path / "sim",
+                                  snr_db=-6.0, events=2, seed=0)
+    read = {name: sf.read(tmp_path / "sim" / name / "loop.wav", dtype="float64")[0]
+            for name in ("session", "references", "interference")}
+    assert 0.89 < np.abs(read["session"]).max() <= 0.9 + 1e-4 and truth["gain"] < 1.0
+    np.testing.assert_allclose(read["session"], read["references"] + read["interference"], atol=1e-4)
 
 
 def test_cli_end_to_end(tmp_path, shared_data, capsys):

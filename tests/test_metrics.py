@@ -103,6 +103,20 @@ def test_sources_silent_estimate_is_nan_and_the_others_unchanged():
     np.testing.assert_allclose(ours[:, :2], _mir_eval_sources(refs, filled)[:, :2], atol=TOL_DB)
 
 
+def test_integer_pcm_gives_float_decibels_and_nan_for_silence():
+    refs, ests = _random_case(seed=4)
+    scale = 3000.0 / np.abs(refs).max()
+    refs16, ests16 = (np.round(x * scale).astype(np.int16) for x in (refs, ests))
+    refs16[1] = 0
+    ours = metrics.bss_eval_sources(jnp.asarray(refs16), jnp.asarray(ests16))
+    assert ours.sdr.dtype == jnp.float32 and np.isnan(ours.sdr[1])
+    floats = metrics.bss_eval_sources(jnp.asarray(refs16, jnp.float32), jnp.asarray(ests16, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(ours.sdr), np.asarray(floats.sdr))
+    assert np.isfinite(float(metrics.si_sdr(jnp.asarray(refs16[0]), jnp.asarray(ests16[0]))))
+    with pytest.raises((ValueError, TypeError), match="sources,? samples"):  # TypeError: jaxtyping in tests
+        metrics.bss_eval_sources(jnp.asarray(refs[0]), jnp.asarray(ests[0]))
+
+
 def test_sources_jit_vmap_and_no_global_x64():
     refs, ests = _random_case(seed=4)
     batch_refs = jnp.stack([jnp.asarray(refs), jnp.asarray(refs)])

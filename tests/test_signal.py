@@ -65,3 +65,24 @@ def test_bad_sizes_and_windows():
         signal.stft(jnp.zeros(100), n_fft=64, hop=32, window_name="kaiser")
     with pytest.raises(ValueError, match="bins"):
         signal.istft(jnp.zeros((10, 5), jnp.complex64), length=100, n_fft=64, hop=32)
+    spec = signal.stft(jnp.ones(500), n_fft=64, hop=32)
+    with pytest.raises(ValueError, match="too few frames"):
+        signal.istft(spec, length=2000, n_fft=64, hop=32)
+
+
+def test_masked_istft_of_a_padded_signal_equals_the_unpadded_one():
+    """With hop < n_fft / 2 the padded STFT's extra frames overlap the signal's end; after a
+    nonlinear gain only the frame mask makes the first ``length`` samples agree."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(1000), jnp.float32)
+    transform = {"n_fft": 256, "hop": 64}
+
+    def gained(spec):
+        return spec * jnp.abs(spec) / (1.0 + jnp.abs(spec))
+
+    alone = signal.istft(gained(signal.stft(x, **transform)), length=1000, **transform)
+    padded = signal.stft(jnp.pad(x, (0, 700)), **transform)
+    mask = signal.frame_mask(1000, padded.shape[-1], **transform)
+    found = signal.istft(gained(padded), length=1700, frame_mask=mask, **transform)
+    np.testing.assert_allclose(np.asarray(found[:1000]), np.asarray(alone), atol=1e-6)
+    unmasked = signal.istft(gained(padded), length=1700, **transform)
+    assert np.abs(np.asarray(unmasked[:1000]) - np.asarray(alone)).max() > 1e-3

@@ -210,6 +210,30 @@ def test_floor_preset_caps_the_refined_lambda_and_subtracts_the_microphones(simu
                                np.asarray(subtracted), atol=1e-5)
 
 
+def test_auto_preset_is_floor_up_to_its_track_limit_and_refined_above(simulated):
+    mags = jnp.abs(signal.stft(simulated.mics, n_fft=4096, hop=2048, window_name="hamming"))
+    auto = ss.Settings(**ss.PRESETS["auto"])
+    assert auto.bound_max_tracks == ss.AUTO_MAX_TRACKS >= 4
+    floor = ss.refine_lambda(mags, ss.Settings(**ss.PRESETS["floor"]))
+    refined = ss.refine_lambda(mags, ss.Settings())
+    small = ss.refine_lambda(mags, auto)
+    large = ss.refine_lambda(mags, dataclasses.replace(auto, bound_max_tracks=3))
+    np.testing.assert_array_equal(np.asarray(small.lam), np.asarray(floor.lam))
+    assert small.basis.shape[0] == 0
+    np.testing.assert_array_equal(np.asarray(large.lam), np.asarray(refined.lam))
+    np.testing.assert_array_equal(np.asarray(large.basis), np.asarray(refined.basis))
+    assert int(large.rounds) == int(refined.rounds) > 0
+    assert np.any(np.asarray(small.lam) < np.asarray(large.lam) - 1e-3)
+
+
+def test_command_line_default_is_the_auto_preset():
+    from bleedjax import methods
+
+    config = methods.get_method("spectral-subtraction").default_config(None)
+    assert config.to_dict() == methods.get_method("spectral-subtraction").default_config("auto").to_dict()
+    assert (config.bound_quantile, config.bound_max_tracks) == (0.3, ss.AUTO_MAX_TRACKS)
+
+
 def test_refined_lambda_subtracts_the_regressors_it_was_fitted_against(simulated):
     spectrogram = jnp.swapaxes(signal.stft(simulated.mics, n_fft=4096, hop=2048, window_name="hamming"), -1, -2)
     mags = jnp.abs(spectrogram)
@@ -267,6 +291,8 @@ def test_zero_scale_is_identity_and_silent_tracks_stay_finite(simulated):
     assert np.all(np.isfinite(np.asarray(cleaned.cleaned))) and np.all(np.isfinite(np.asarray(cleaned.lam)))
     np.testing.assert_array_equal(np.asarray(cleaned.cleaned[2]), 0.0)
     np.testing.assert_array_equal(np.asarray(cleaned.lam[:, 2]), 0.0)
+    np.testing.assert_array_equal(np.asarray(cleaned.lam[2]), 0.0)
+    assert int(cleaned.iterations[2]) == 0  # nothing to descend for a silent target
 
 
 def test_removes_bleed_without_making_tracks_worse(simulated):
@@ -312,6 +338,7 @@ def test_max_lambda_solves_the_box_constrained_problem(simulated):
         ({"passes": "streamed"}, "passes"),
         ({"bound_quantile": 1.0}, "bound_quantile"),
         ({"bound_stride": -1}, "bound_stride"),
+        ({"bound_max_tracks": -1}, "bound_max_tracks"),
         ({"unroll": -1}, "unroll"),
     ],
 )

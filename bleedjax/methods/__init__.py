@@ -219,7 +219,7 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
 
 METHODS = {
     "spectral-subtraction": Method(
-        "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper", "power", "floor"), _spectral_subtraction_run
+        "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper", "power", "floor", "auto"), _spectral_subtraction_run
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,

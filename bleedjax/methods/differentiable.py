@@ -162,15 +162,20 @@ def unmix(
 
 
 def wiener_mask(
-    mics: Float[Array, "tracks samples"], sources: Float[Array, "tracks samples"], settings: Settings
+    mics: Float[Array, "tracks samples"],
+    sources: Float[Array, "tracks samples"],
+    settings: Settings,
+    length: Int[Array, ""] | None = None,
 ) -> Float[Array, "tracks samples"]:
-    """Soft mask ``|Ŝ|² / (|Ŝ|² + |X − Ŝ|²)`` on the microphones' STFT, then the inverse STFT."""
+    """Soft mask ``|Ŝ|² / (|Ŝ|² + |X − Ŝ|²)`` on the microphones' STFT, then the inverse STFT
+    (of the frames of the first ``length`` samples only, when the session is padded)."""
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     x = signal.stft(mics, **transform)
     own = jnp.abs(signal.stft(sources, **transform)) ** 2
     bleed = jnp.abs(x - signal.stft(sources, **transform)) ** 2
     mask = own / (own + bleed + 1e-20)
-    return signal.istft(x * mask, length=mics.shape[-1], **transform)
+    frames = None if length is None else signal.frame_mask(length, x.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
+    return signal.istft(x * mask, length=mics.shape[-1], frame_mask=frames, **transform)
 
 
 def _masked_stft(
@@ -217,7 +222,7 @@ def reduce_session(
         fitted.params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
         first_order=settings.cleaning == "subtract",
     )
-    cleaned = wiener_mask(audio, unmixed, settings) if settings.cleaning == "wiener" else unmixed
+    cleaned = wiener_mask(audio, unmixed, settings, length) if settings.cleaning == "wiener" else unmixed
     residual_lambda = coherent = jnp.zeros_like(fitted.params.gains)
     if settings.residual == "spectral-subtraction":
         weights = None

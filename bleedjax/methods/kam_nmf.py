@@ -54,6 +54,8 @@ from bleedjax import hubness, nmf, signal, similarity
 from bleedjax._types import Array, Float, Int
 
 EPS = 1e-12
+# The most neighbours of the similarity kernel; Fano Yela et al. use k of 5-20.
+MAX_K = 64
 VARIANTS = ("kam-nmf", "nmf", "kam")
 
 
@@ -96,6 +98,9 @@ class Settings:
         if self.sparsity < 0:
             raise ValueError(f"sparsity must be >= 0, got {self.sparsity}")
         object.__setattr__(self, "k_candidates", hubness.check_candidates(self.k_candidates))
+        if max(self.k, *self.k_candidates) > MAX_K:
+            raise ValueError(f"k and k_candidates must be at most {MAX_K} (the median's selection network grows "
+                             f"with k), got {max(self.k, *self.k_candidates)}")
 
     @property
     def candidates(self) -> tuple[int, ...]:
@@ -129,10 +134,15 @@ def initial_factors(
     dictionary: Float[Array, "bins atoms"], mean: Float[Array, ""] | float, frames: int, settings: Settings
 ) -> tuple[Float[Array, "bins components"], Float[Array, "components frames"]]:
     """Step 1's start: ``W = [W_n, random W_m]`` and random ``H`` for a spectrogram of ``frames``
-    frames and mean ``mean`` (:func:`bleedjax.nmf.random_init`)."""
+    frames and mean ``mean``, at :func:`bleedjax.nmf.random_init`'s scale. Column ``t`` of ``H``
+    is drawn from its own key (``fold_in(key, t)``), so the first frames of a track padded into a
+    batch start where the track alone does."""
     atoms = dictionary.shape[1]
-    W_random, H = nmf.random_init_from_mean(mean, (dictionary.shape[0], frames), atoms + settings.music_components,
-                                            key=jax.random.key(settings.seed))
+    components = atoms + settings.music_components
+    W_random, _ = nmf.random_init_from_mean(mean, (dictionary.shape[0], 1), components, key=jax.random.key(settings.seed))
+    key_h = jax.random.fold_in(jax.random.key(settings.seed), 1)
+    columns = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(key_h, t), (components,)))(jnp.arange(frames))
+    H = jnp.sqrt(jnp.maximum(mean, EPS) / components) * jnp.abs(columns.T) + EPS
     return jnp.concatenate([dictionary, W_random[:, atoms:]], axis=1), H
 
 
@@ -191,6 +201,9 @@ class Kernel(NamedTuple):
 
 def similarity_kernel(features: Float[Array, "dims frames"], settings: Settings, valid: Float[Array, " frames"]) -> Kernel:
     """Step 3's neighbours by ``features`` (context stacked here), ``k`` fixed or by hubness [4]."""
+    if max(settings.candidates) >= features.shape[-1]:
+        raise ValueError(f"k = {max(settings.candidates)} neighbours need more than the {features.shape[-1]} frames "
+                         "of the track; lower k (or k_candidates)")
     stacked = similarity.stack_context(features, settings.context)
     neighbours, index, _ = hubness.auto_neighbours(
         stacked, candidates=settings.candidates, threshold=settings.hubness_threshold,
@@ -223,7 +236,8 @@ def soft_mask(
         gain = M**2 / jnp.maximum(M**2 + (V - M) ** 2, EPS)
         return gain, jnp.zeros(V.shape[1]), kernel.k(settings)
     atoms = dictionary.shape[1]
-    W, H = initial_factors(dictionary, jnp.mean(V), V.shape[1], settings)
+    mean = jnp.sum(V * valid[None, :]) / (V.shape[0] * jnp.maximum(jnp.sum(valid), 1.0))
+    W, H = initial_factors(dictionary, mean, V.shape[1], settings)
     fit = nmf.nmf(V, W, H, beta=settings.beta, iterations=settings.nmf_iterations,
                   sparsity=settings.sparsity, fixed=atoms, weights=valid)
     N0, M0 = estimates(fit.W, fit.H, atoms)
@@ -265,9 +279,9 @@ def reduce_track(
     length = audio.shape[-1] if length is None else length
     valid = signal.frame_mask(length, X.shape[1], n_fft=settings.n_fft, hop=settings.hop)
     V = jnp.abs(X)
-    V = V / jnp.maximum(jnp.max(V), EPS)
+    V = V / jnp.maximum(jnp.max(V * valid[None, :]), EPS)
     gain, share, k = soft_mask(V, dictionary, settings, valid)
-    cleaned = signal.istft(gain * X, length=audio.shape[-1], **transform)
+    cleaned = signal.istft(gain * X, length=audio.shape[-1], frame_mask=valid, **transform)
     return Result(cleaned, audio - cleaned, share, k)
 
 

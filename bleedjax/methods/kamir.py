@@ -338,10 +338,13 @@ def sigmoid_gain(mask: Float[Array, "*shape"], slope: float, threshold: float) -
 
 
 def equalisation_gains(
-    magnitude: Float[Array, "mics bins frames"], quantile: float
+    magnitude: Float[Array, "mics bins frames"], quantile: float, mask: Float[Array, " frames"] | None = None
 ) -> Float[Array, "mics bins 1"]:
-    """Per (channel, bin) the ``quantile`` of ``|X|`` over time (1 where it is zero)."""
-    level = jnp.quantile(magnitude, quantile, axis=-1, keepdims=True)
+    """Per (channel, bin) the ``quantile`` of ``|X|`` over time (1 where it is zero), over the
+    frames where ``mask`` is 1 (all without a mask)."""
+    if mask is not None:
+        magnitude = jnp.where(mask[None, None, :] > 0, magnitude, jnp.nan)
+    level = jnp.nanquantile(magnitude, quantile, axis=-1, keepdims=True)
     return jnp.where(level > 0, level, 1.0)
 
 
@@ -352,7 +355,8 @@ def estimate(
     mask: Float[Array, " frames"] | None = None,
 ) -> tuple[Float[Array, "bins mics sources"], Float[Array, "sources bins frames"]]:
     """Algorithm 1 of [1] on power spectrograms: returns Λ and the source PSDs P. ``mask``
-    (``(T,)``, 0 for the padding of a batched session) leaves frames out of the Λ update."""
+    (``(T,)``, 0 for the padding of a batched session) leaves frames out of the Λ update, and the
+    kernel reflects at the session's last real frame."""
     lam = initial_lambda(phi, power.shape[1], settings.rho)
     psd = initial_psd(power, phi)
     footprint = settings.footprint()
@@ -361,6 +365,9 @@ def estimate(
         lam, psd = carry
         psd = jax.lax.cond(iteration > 0, lambda p: update_psd(p, lam, power, phi), lambda p: p, psd)
         if footprint is not None:
+            if mask is not None:
+                # The kernel's border at the session's own end, not in its padding.
+                psd = kernels.reflect_past_end(psd, jnp.sum(mask).astype(jnp.int32))
             psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
         if settings.update_lambda:
             lam = normalise_lambda(update_lambda(lam, psd, power, settings.beta, mask), phi, settings)
@@ -401,8 +408,8 @@ def separate(
     frames_major = jnp.swapaxes(spectrogram, -1, -2)
     power = jnp.swapaxes(jnp.real(frames_major) ** 2 + jnp.imag(frames_major) ** 2, -1, -2)
     if settings.gain_equalisation:
-        power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile) ** 2
-    peak = jnp.max(power)
+        power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile, mask) ** 2
+    peak = jnp.max(power if mask is None else power * mask[None, None, :])
     power = power / jnp.where(peak > 0, peak, 1.0)
     lam, psd = estimate(power, phi, settings, mask)
     masks = jnp.swapaxes(output_masks(lam, psd, phi, settings), -1, -2)
@@ -435,7 +442,7 @@ def reduce_session(
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
     cleaned, lam, psd = separate(spectrogram, phi, settings, mask)
-    cleaned = signal.istft(cleaned, length=audio.shape[-1], **transform)
+    cleaned = signal.istft(cleaned, length=audio.shape[-1], frame_mask=mask, **transform)
     return Result(cleaned, lam, average_gains(lam, psd))
 
 

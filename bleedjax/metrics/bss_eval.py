@@ -19,7 +19,7 @@ copies of the references. For music it is badly conditioned (about 3e10 for 1 s 
 PHENICX instruments at 512 taps), so a float32 solve is off from mir_eval by up to 30-40 dB on
 such audio (white noise happens to be fine). The metrics are therefore computed in float64
 inside a ``jax.enable_x64(True)`` scope, local to these functions and thread-local (the rest of
-the library stays float32), and returned in the inputs' dtype; this also works under an outer
+the library stays float32), and returned in the inputs' dtype (float32 for integer inputs); this also works under an outer
 ``jit``/``vmap``. The per-source solves run one at a time (``lax.map``): batched LAPACK kernels on
 CPU split their batch over XLA's thread pool from inside a pool thread, which deadlocked on a
 loaded 2-core machine (see :func:`bleedjax.models.inference.pinv_each`).
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax._types import Array, Bool, Complex, Float
+from bleedjax._types import Array, Bool, Complex, Float, Real
 
 DEFAULT_FILTER_LENGTH = 512
 
@@ -62,11 +62,18 @@ class BssEvalImages(NamedTuple):
     sar: Float[Array, "sources frames"]
 
 
-def _check_same_shape(references: jax.Array, estimates: jax.Array) -> None:
+def _check_same_shape(references: jax.Array, estimates: jax.Array, layout: str | None = None) -> None:
     if references.shape != estimates.shape:
         raise ValueError(
             f"references {references.shape} and estimates {estimates.shape} differ in shape"
         )
+    if layout is not None and references.ndim != len(layout.split(", ")):
+        raise ValueError(f"need ({layout}) arrays, got shape {references.shape}")
+
+
+def _result_dtype(x: jax.Array):
+    """The inputs' float dtype; float32 for integer PCM, whose dB would otherwise be truncated."""
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
 
 
 def _fft_size(length: int) -> int:
@@ -187,8 +194,8 @@ def _bss_eval_sources(
 
 
 def bss_eval_sources(
-    references: Float[Array, "sources samples"],
-    estimates: Float[Array, "sources samples"],
+    references: Real[Array, "sources samples"],
+    estimates: Real[Array, "sources samples"],
     *,
     filter_length: int = DEFAULT_FILTER_LENGTH,
 ) -> BssEvalSources:
@@ -210,12 +217,12 @@ def bss_eval_sources(
         :class:`BssEvalSources` ``(sdr, sir, sar)``, each ``(sources,)`` in dB; NaN for a source
         whose reference or estimate is all zeros.
     """
-    _check_same_shape(references, estimates)
+    _check_same_shape(references, estimates, "sources, samples")
     with jax.enable_x64(True):
         out = _bss_eval_sources(
             references.astype(jnp.float64), estimates.astype(jnp.float64), filter_length
         )
-        return BssEvalSources(*(m.astype(references.dtype) for m in out))
+        return BssEvalSources(*(m.astype(_result_dtype(references)) for m in out))
 
 
 def _num_frames(samples: int, window: int, hop: int) -> int:
@@ -292,8 +299,8 @@ def _bss_eval_images_framewise(
 
 
 def bss_eval_images_framewise(
-    references: Float[Array, "sources samples channels"],
-    estimates: Float[Array, "sources samples channels"],
+    references: Real[Array, "sources samples channels"],
+    estimates: Real[Array, "sources samples channels"],
     *,
     window: int,
     hop: int,
@@ -333,7 +340,7 @@ def bss_eval_images_framewise(
             int(hop),
             filter_length,
         )
-        return BssEvalImages(*(m.astype(references.dtype) for m in out))
+        return BssEvalImages(*(m.astype(_result_dtype(references)) for m in out))
 
 
 def _si_sdr(
@@ -347,7 +354,7 @@ def _si_sdr(
 
 
 def si_sdr(
-    reference: Float[Array, " samples"], estimate: Float[Array, " samples"]
+    reference: Real[Array, " samples"], estimate: Real[Array, " samples"]
 ) -> Float[Array, ""]:
     """Scale-invariant SDR (Le Roux et al. 2019, Eq. 5) of one signal, in dB.
 
@@ -361,9 +368,10 @@ def si_sdr(
     Returns:
         scalar in dB; NaN if either signal is all zeros.
     """
+    _check_same_shape(reference, estimate, "samples")
     with jax.enable_x64(True):
         value = _si_sdr(reference.astype(jnp.float64), estimate.astype(jnp.float64))
-        return value.astype(reference.dtype)
+        return value.astype(_result_dtype(reference))
 
 
 def nan_aggregate(
