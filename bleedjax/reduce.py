@@ -109,11 +109,22 @@ def mutual_bleed_pairs(
 def warnings(result: SessionResult, method: str) -> list[str]:
     """Caveats on one cleaned session, for the command line to print.
 
+    * any method: audio files in other formats that the session left out, and artefacts of
+      another method (``bleed.npz``, ``interference/``) left beside the outputs by an earlier run;
     * spectral subtraction: the pairs of :func:`mutual_bleed_pairs` (unison parts lose their
       target);
     * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
       which the fitted delays are unreliable.
     """
+    notes = [f"{path.name}: not WAV or FLAC, left out of the session"
+             for path in sessions.ignored_audio_files(result.session.folder)]
+    produced = methods.get_method(method).artefacts
+    notes += [f"{result.out_dir / name}: from an earlier run, not by --method {method}; left in place"
+              for name in ("bleed.npz", "interference") if name not in produced and (result.out_dir / name).exists()]
+    return notes + _method_warnings(result, method)
+
+
+def _method_warnings(result: SessionResult, method: str) -> list[str]:
     if method == "spectral-subtraction":
         return [
             f"λ {forward:.2f} / {backward:.2f} between {first} and {second}: strong bleed both ways, or the two "

@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+# Audio that a session folder may hold but that bleedjax does not read (``reduce`` names them).
+OTHER_AUDIO_SUFFIXES = (".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".mp3", ".ogg", ".opus", ".m4a")
 _INTEGER_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32")
 
 
@@ -95,6 +97,15 @@ def audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
         p
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def ignored_audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Files of a folder in other audio formats (:data:`OTHER_AUDIO_SUFFIXES`), which a session
+    leaves out: a microphone recorded as AIFF would otherwise be missing without a word."""
+    return sorted(
+        p for p in pathlib.Path(folder).iterdir()
+        if p.is_file() and p.suffix.lower() in OTHER_AUDIO_SUFFIXES and not p.name.startswith(".")
     )
 
 

@@ -177,6 +177,19 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path):
     }
 
 
+def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
+    session = write_session(tmp_path / "s")
+    (session / "overhead.aiff").write_bytes(b"FORM")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bleed.npz").write_bytes(b"an earlier kamir run")
+    assert run("reduce", session, "--out", out) == 0
+    err = capsys.readouterr().err
+    assert "overhead.aiff: not WAV or FLAC, left out of the session" in err
+    assert f"{out / 'bleed.npz'}: from an earlier run, not by --method spectral-subtraction" in err
+    assert (out / "bleed.npz").read_bytes() == b"an earlier kamir run"
+
+
 def test_pad_accepts_unequal_lengths(tmp_path):
     session = write_session(tmp_path / "s")
     sf.write(session / "mic1.wav", np.full(RATE - 500, 0.1), RATE)
