@@ -10,7 +10,8 @@ quartet with two violins, real PHENICX stems). Conditions:
 * ``room 0.2 s`` / ``0.4 s`` / ``0.6 s``: pyroomacoustics shoebox rooms (``bleedjax.room``) of
   that RT60, one close microphone 0.5 m in front of each source.
 
-Methods on the same inputs: spectral subtraction (the paper's settings), KAMIR K4, and the
+Methods on the same inputs: spectral subtraction (preset ``--ss-preset``, ``refined`` by default,
+the library's ``Settings()``; ``auto`` is the command line's default), KAMIR K4, and the
 differentiable model (``bleedjax.methods.differentiable``) with its default magnitude residual
 stage (``diff``) and without it (``diff none``). Reported: SDR/SIR/SAR gains over the unprocessed
 microphones (mean and worst track over all seeds), and for the fitted model the errors of the
@@ -77,10 +78,10 @@ def settings_for(rate: int, residual: str) -> differentiable.Settings:
     return differentiable.Settings(n_fft=n_fft, hop=n_fft // 4, max_delay=n_fft // 4, residual=residual)
 
 
-def run(method: str, mics: np.ndarray, rate: int):
+def run(method: str, mics: np.ndarray, rate: int, ss_settings: ss.Settings):
     """Cleaned tracks and, for the fitted model, its parameters."""
     if method == "spectral-subtraction":
-        return np.asarray(ss.reduce_session(jnp.asarray(mics)).cleaned), None
+        return np.asarray(ss.reduce_session(jnp.asarray(mics), ss_settings).cleaned), None
     if method == "kamir K4":
         settings = kamir.Settings(**kamir.PRESETS["K4"])
         phi = jnp.asarray(kamir.identity_phi(len(mics)))
@@ -111,8 +112,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pieces", nargs="+", default=["bach", "mozart", "phenicx"])
     parser.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--ss-preset", default="refined", choices=list(ss.PRESETS),
+                        help="the spectral-subtraction preset compared (the command line's default is auto)")
     args = parser.parse_args(argv)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}\n")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}; "
+          f"spectral subtraction: preset {args.ss_preset}\n")
     header = (f"{'piece':<28} {'bleed':<11} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
               f"{'worst':>7} {'ΔSAR mean':>9} {'delay ms mean':>13} {'worst':>6} {'gain dB mean':>12} {'worst':>6} "
               f"{'audible delay':>13} {'worst':>6} {'audible gain':>12} {'worst':>6}")
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
                 else:
                     mics, references, gains, delays = in_room(sources, float(value), seed, rate)
                 for method in METHODS:
-                    cleaned, params = run(method, mics, rate)
+                    cleaned, params = run(method, mics, rate, ss.Settings(**ss.PRESETS[args.ss_preset]))
                     for metric, values in score_gains(references, mics, cleaned).items():
                         scores[method][metric].append(values)
                     if params is not None:
