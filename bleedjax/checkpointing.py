@@ -93,6 +93,24 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
         )
 
 
+# Entries that may change on resume without changing what the run learns from: how long it runs
+# and how often it logs, evaluates and saves.
+SCHEDULE_KEYS = ("training.num_train_steps", "training.log_every", "training.eval_every", "training.eval_batches",
+                 "training.checkpoint_every", "training.keep_checkpoints", "training.eval_filter_length")
+
+
+def resume_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """The data, optimiser and training entries (outside :data:`SCHEDULE_KEYS`) where ``config``
+    differs from a checkpoint's saved config: a resume takes them, but the run then mixes two
+    settings (a new batch size also moves the restored data iterator by a different amount)."""
+    current = config_to_json(config)
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        if key not in MODEL_KEYS:
+            found += _differences(saved.get(key, "<missing>"), current.get(key, "<missing>"), key)
+    return [entry for entry in found if entry.split(":")[0] not in SCHEDULE_KEYS]
+
+
 def save(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
          optimizer_state: Any, iterator: Any, config: ml_collections.ConfigDict,
          force: bool = False) -> bool:
@@ -211,6 +229,23 @@ def restore_model(
     return nnx.merge(graphdef, restored["model"]), config
 
 
+def _local_or_remote(path: str | os.PathLike) -> epath.Path:
+    return epath.Path(path if "://" in str(path) else os.path.realpath(path))
+
+
+def check_export_target(path: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool) -> epath.Path:
+    """Refuses an export folder that holds, is, or lies inside the training run ``path``, or
+    that is not empty (without ``overwrite``); returns it as an absolute path. Called before
+    training starts too, so that a long run does not end in a refusal."""
+    out, run = _local_or_remote(out), _local_or_remote(path)
+    out_text, run_text = str(out).rstrip("/") + "/", str(run).rstrip("/") + "/"
+    if run_text.startswith(out_text) or out_text.startswith(run_text):
+        raise ValueError(f"{out}: the export folder must lie outside the training run {run}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
+    return out
+
+
 def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None,
                  overwrite: bool = False) -> epath.Path:
     """Writes the model and config of a training checkpoint, without optimiser or data state, as
@@ -220,22 +255,24 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int |
         path: a training workdir or its ``checkpoints`` folder.
         out: the new checkpoint folder (one step sub-folder inside).
         step: which step (default: the latest).
-        overwrite: replace an existing, non-empty ``out``.
+        overwrite: replace the step folders of an existing export in ``out``; other files there
+            (a README) are kept.
 
     Returns:
         the step folder written.
     """
-    out = epath.Path(out if "://" in str(out) else os.path.abspath(out))
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
-        out.rmtree()
+    out = check_export_target(path, out, overwrite=overwrite)
     model, config = restore_model(path, step=step)
     directory = checkpoint_dir(path)
     if step is None:
         reader = make_manager(directory, save_every=1, keep=1, read_only=True)
         step = reader.latest_step()
         reader.close()
+    if out.exists():
+        # Only what an export writes: its step folders (Orbax's temporary ones included).
+        for entry in out.iterdir():
+            if entry.is_dir() and entry.name.split(".")[0].isdigit():
+                entry.rmtree()
     writer = make_manager(out, save_every=1, keep=1)
     writer.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(nnx.state(model)),

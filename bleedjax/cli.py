@@ -96,6 +96,10 @@ def _cmd_train(args) -> int:
     from bleedjax import train
 
     config = train.apply_overrides(train.load_config(args.config), args.set)
+    if args.export:
+        from bleedjax import checkpointing
+
+        checkpointing.check_export_target(args.workdir, args.export, overwrite=args.overwrite)
     result = train.train_and_evaluate(config, args.workdir)
     for split in ("train", "eval"):
         if result[split]:

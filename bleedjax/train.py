@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,6 +77,10 @@ def prepare_data(data_config: ml_collections.ConfigDict) -> None:
     writes, the others wait); nothing to do without a ``manual_dir``."""
     if not data_config.get("manual_dir"):
         return
+    if jax.process_count() > 1 and not data_config.get("data_dir"):
+        # Each worker's default ~/tensorflow_datasets is its own: the others would find nothing.
+        raise ValueError("data.manual_dir with several processes needs data.data_dir, a folder every "
+                         "process reads (e.g. gs://BUCKET/tfds); process 0 prepares the dataset there")
     if jax.process_index() == 0:
         datasets.prepare_from_config(data_config)
     if jax.process_count() > 1:
@@ -279,14 +284,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         was left to do.
     """
     parallel.initialize_distributed(config.training.distributed)
+    if config.model.name == "cae":
+        from bleedjax.models import cae
+
+        cae.stem_tracks(config.model, config, config.data.num_tracks)  # a stem the data lacks: now
     if make_iterator is None:
         make_iterator = pipeline.make_iterator
         prepare_data(config.data)
+        if config.training.eval_batches:
+            # A missing evaluation split would otherwise stop the run at its first evaluation.
+            datasets.data_source(config.data, config.training.eval_split)
     training = config.training
     workdir = epath.Path(workdir)
     if not str(workdir).startswith("gs://"):
         workdir = epath.Path(os.path.abspath(workdir))  # Orbax wants absolute paths
-    _write_config(workdir, config)
     mesh = parallel.make_mesh()
     parallel.local_batch_size(config.data.global_batch_size, mesh)
 
@@ -295,8 +306,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                          keep=training.keep_checkpoints)
     start = manager.latest_step() or 0
     if start:
-        checkpointing.check_compatible(checkpointing.saved_config(manager, start), config,
-                                       str(manager.directory / str(start)))
+        saved = checkpointing.saved_config(manager, start)
+        checkpointing.check_compatible(saved, config, str(manager.directory / str(start)))
+        if jax.process_index() == 0:
+            for difference in checkpointing.resume_differences(saved, config):
+                print(f"warning: {workdir}: resuming from step {start} with a changed setting, {difference}",
+                      file=sys.stderr)
+    # Only once the checkpoint accepted the config: config.json describes the run's checkpoints.
+    _write_config(workdir, config)
     state = init_state(config, mesh)
     train_batches = make_iterator(config.data, seed=training.seed, split="train", num_epochs=None)
     if start:

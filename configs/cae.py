@@ -32,6 +32,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     config.data = training_common.data_config()
     config.data.num_tracks = config.model.num_tracks
+    # model.stem is looked up in track_names. The paper trains one CAE per MUSDB18-HQ stem: the
+    # musdb18hq builder's stem order (bleedjax.data.musdb18hq.STEMS), four stems, all selected.
+    config.data.track_names = ()
+    if not variant:
+        config.data.builder = "musdb18hq"
+        config.data.track_names = ("drums", "bass", "other", "vocals")
     config.optimizer = training_common.optimizer_config()
     config.training = training_common.training_config()
 

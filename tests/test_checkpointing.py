@@ -1,6 +1,8 @@
 """Orbax checkpoints: model, optimiser, data iterator and config round trips, keep-last-K, and
 clear errors for checkpoints of another config."""
 
+import pathlib
+
 import jax
 import numpy as np
 import pytest
@@ -89,6 +91,14 @@ def test_checkpoint_of_another_config_is_a_clear_error(trained, tmp_path):
                                          r"checkpoint \[4, 4, 8, 8, 16\], config \[4, 4, 8, 8, 32\]; "
                                          r"loss: checkpoint 'matrix', config 'signal'\)"):
         train.train_and_evaluate(config, trained["workdir"], make_iterator=train_helpers.make_iterator)
+    # The refused config is not recorded as the run's (before the check it was written first).
+    assert not (pathlib.Path(trained["workdir"]) / "config.json").exists()
+    saved = checkpointing.config_to_json(trained["config"])
+    changed = train.load_config("configs/tunet.py:runlocal")
+    changed.training.num_train_steps = 99
+    changed.data.global_batch_size = 2 * changed.data.global_batch_size
+    differences = checkpointing.resume_differences(saved, changed)
+    assert len(differences) == 1 and differences[0].startswith("data.global_batch_size: checkpoint")
     with pytest.raises(ValueError, match="holds a 'tunet' model, not 'cae'"):
         checkpointing.restore_model(trained["workdir"], model_name="cae")
     with pytest.raises(ValueError, match="no checkpoint steps"):
@@ -109,3 +119,11 @@ def test_export_keeps_model_and_config_only(trained, tmp_path):
     assert config.to_dict() == trained["config"].to_dict()
     with pytest.raises(ValueError, match="not empty"):
         checkpointing.export_model(trained["workdir"], tmp_path / "export")
+    (tmp_path / "export" / "README.md").write_text("how this model was made")
+    written = checkpointing.export_model(trained["workdir"], tmp_path / "export", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["3", "README.md"]
+    assert (tmp_path / "export" / "README.md").read_text() == "how this model was made"
+    for inside_out in (trained["workdir"], pathlib.Path(trained["workdir"]).parent, pathlib.Path(trained["workdir"]) / "x"):
+        with pytest.raises(ValueError, match="outside the training run"):
+            checkpointing.export_model(trained["workdir"], inside_out, overwrite=True)
+    assert (pathlib.Path(trained["workdir"]) / "checkpoints").is_dir()

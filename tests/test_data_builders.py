@@ -132,6 +132,12 @@ def test_prepare_reuses_and_refuses_other_sources(tmp_path):
     _, train = source(tmp_path / "tfds", "multitrack_stems", "train", sample_rate=8000, block_seconds=BLOCK)
     expected = sf.read(second / "session_0" / "stem_0.wav", dtype="int16")[0][:2000]
     np.testing.assert_array_equal(by_key(train)[("session_0", 0)]["stems"][0, 0], expected)
+    # The same folder after its stems changed: --overwrite rebuilds (it used to keep the old data).
+    fake_trees.write_sessions(tmp_path / "more", sessions=2, seconds=0.5, seed=2)
+    shutil.copytree(tmp_path / "more" / "session_1", second / "session_1")
+    datasets.prepare("multitrack_stems", manual_dir=second, overwrite=True, **settings)
+    _, train = source(tmp_path / "tfds", "multitrack_stems", "train", sample_rate=8000, block_seconds=BLOCK)
+    assert {key[0] for key in by_key(train)} == {"session_0", "session_1"}
 
 
 def test_missing_stem_names_the_file(tmp_path):
@@ -160,6 +166,13 @@ def test_mismatched_lengths_name_the_file(tmp_path):
 
 
 def test_empty_and_wrong_manual_dirs_name_the_path(tmp_path):
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(SessionError, match=f"{tmp_path / 'bare'}: manual_dir is empty"):
+        datasets.prepare("multitrack_stems", manual_dir=tmp_path / "bare", data_dir=tmp_path / "tfds")
+    short = fake_trees.write_sessions(tmp_path / "short", sessions=1, seconds=0.1)
+    with pytest.raises(SessionError, match="no dataset prepared .* shorter than one block"):
+        datasets.prepare("multitrack_stems", manual_dir=short, data_dir=tmp_path / "tfds", sample_rate=8000,
+                         block_seconds=BLOCK)
     empty = tmp_path / "empty"
     (empty / "session").mkdir(parents=True)
     with pytest.raises(SessionError, match=f"{empty}: no stems found"):

@@ -78,16 +78,22 @@ def test_tunet_cli_end_to_end_at_another_rate(tmp_path, tunet_checkpoint):
         np.testing.assert_allclose(cleaned, np.linalg.pinv(lam) @ mics, atol=1e-4)
 
 
-def test_tunet_batched_sessions_equal_one_at_a_time(tunet_checkpoint):
+@pytest.mark.parametrize("demix", ["pinv", "wiener"])
+def test_tunet_batched_sessions_equal_one_at_a_time(tunet_checkpoint, demix):
+    """Λ̂ and the cleaned audio, every sample: with ``wiener`` the STFT's frames after a padded
+    session's end are left out of the inverse STFT."""
     checkpoint, _ = tunet_checkpoint
     config = neural.with_checkpoint("tunet", neural.default_config("tunet"), str(checkpoint))
+    config.demix = demix
     graphdef, state, training_config = neural.load(config, "tunet")
     audio = np.random.default_rng(0).standard_normal((2, TRACKS, 9000)).astype(np.float32)
     audio[1, :, 6500:] = 0.0
-    _, together = neural.reduce_tunet(graphdef, state, training_config, audio, np.array([9000, 6500]), 8000.0, config)
-    _, alone = neural.reduce_tunet(graphdef, state, training_config, audio[1:, :, :6500], np.array([6500]), 8000.0,
-                                   config)
+    cleaned, together = neural.reduce_tunet(graphdef, state, training_config, audio, np.array([9000, 6500]), 8000.0,
+                                            config)
+    cleaned_alone, alone = neural.reduce_tunet(graphdef, state, training_config, audio[1:, :, :6500], np.array([6500]),
+                                               8000.0, config)
     np.testing.assert_allclose(together[1], alone[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cleaned[1, :, :6500]), np.asarray(cleaned_alone[0]), atol=1e-5)
 
 
 def test_tunet_refuses_sessions_it_cannot_clean(tmp_path, tunet_checkpoint, capsys):
@@ -149,6 +155,19 @@ def test_bundled_tunet_takes_the_five_track_demo_session(tmp_path):
     assert run("reduce", demo.bundled_stems(), "--out", tmp_path / "out", "--method", "tunet") == 0
     lam = np.asarray(json.loads((tmp_path / "out" / "bleed.json").read_text())["lambda"])
     assert lam.shape == (5, 5) and np.all(lam >= 0)
+
+
+def test_cae_batched_sessions_equal_one_at_a_time(cae_checkpoint):
+    """Every sample: the STFT frames after a padded session's end are left out of the iSTFT."""
+    checkpoint, _ = cae_checkpoint
+    config = neural.with_checkpoint("cae", neural.default_config("cae"), str(checkpoint))
+    audio = np.random.default_rng(1).standard_normal((2, TRACKS, 3000)).astype(np.float32) * 0.1
+    audio[1, :, 2100:] = 0.0
+    together = neural.run("cae", audio, np.array([3000, 2100]), config, [f"m{i}" for i in range(TRACKS)],
+                          sample_rate=8000.0)
+    alone = neural.run("cae", audio[1:, :, :2100], np.array([2100]), config, [f"m{i}" for i in range(TRACKS)],
+                       sample_rate=8000.0)
+    np.testing.assert_allclose(together.cleaned[1, :, :2100], alone.cleaned[0], atol=1e-5)
 
 
 def test_cae_cli_end_to_end(tmp_path, cae_checkpoint, capsys):

@@ -107,3 +107,20 @@ def test_retry_gives_up_after_retries_and_succeeds_when_a_later_attempt_does(tmp
     assert "failed=1" in result.stdout and "giving up after 4 attempts" in result.stderr
     assert "flaky=0" in result.stdout
     assert counter.read_text().count("x") == 3
+
+
+@pytest.mark.parametrize("script", ["create.sh", "setup.sh", "run.sh"])
+def test_help_prints_the_header_and_other_arguments_are_refused(script, tmp_path):
+    """Settings come from the environment; an argument must not start anything (a fake gcloud on
+    PATH records any call)."""
+    marker = tmp_path / "called"
+    (tmp_path / "gcloud").write_text(f"#!/bin/sh\necho called >> {shlex.quote(str(marker))}\n")
+    (tmp_path / "gcloud").chmod(0o755)
+    env = os.environ | {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    shown = subprocess.run(["bash", str(TPU / script), "--help"], env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert shown.returncode == 0 and "Settings (environment)" in shown.stdout
+    refused = subprocess.run(["bash", str(TPU / script), "now"], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2 and "takes no arguments" in refused.stderr
+    assert not marker.exists()

@@ -56,6 +56,21 @@ def test_load_config_variant_and_errors(tmp_path):
         train.load_config("configs/tunet.py:tiny")
     with pytest.raises(ValueError, match="not found"):
         train.load_config(str(tmp_path / "missing.py"))
+    # The paper's CAE cleans vocals: a stem name the MUSDB18-HQ data's track_names must hold.
+    from bleedjax.data import musdb18hq
+    from bleedjax.models import cae
+
+    paper = train.load_config("configs/cae.py")
+    assert paper.data.builder == "musdb18hq" and tuple(paper.data.track_names) == musdb18hq.STEMS
+    assert cae.stem_tracks(paper.model, paper, paper.data.num_tracks).tolist() == [musdb18hq.STEMS.index("vocals")]
+
+
+def test_several_processes_need_a_shared_data_dir_to_prepare_into(monkeypatch):
+    config = train.load_config("configs/tunet.py:runlocal").data
+    config.manual_dir, config.data_dir = "/stems", ""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="needs data.data_dir, a folder every process reads"):
+        train.prepare_data(config)
 
 
 def test_bundled_cae_trains_on_the_bundled_tunet_data():
@@ -135,7 +150,9 @@ def test_cli_trains_on_prepared_stems_and_resumes_exactly(tmp_path, capsys):
                      "--set", "training.num_train_steps=10"]) == 0
     assert cli.main(["train", *common, "--workdir", str(tmp_path / "b"),
                      "--set", "training.num_train_steps=10"]) == 0
-    assert "eval: loss" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "eval: loss" in captured.out
+    assert "warning" not in captured.err  # only the number of steps changed on resume
     curve = _train_curve(tmp_path / "a")
     assert [step for step, _ in curve] == list(range(1, 11))
     np.testing.assert_array_equal(curve, _train_curve(tmp_path / "b"))
@@ -144,6 +161,10 @@ def test_cli_trains_on_prepared_stems_and_resumes_exactly(tmp_path, capsys):
     assert [r["step"] for r in evals] == [6, 10]
     assert all(np.isfinite([r["sdr"], r["sir"], r["sdr_input"], r["sir_input"]]).all() for r in evals)
     assert list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents.*"))
+    # A missing evaluation split stops the run before its first step, not at its first evaluation.
+    assert cli.main(["train", *common, "--workdir", str(tmp_path / "c"), "--set", "training.eval_split=test",
+                     "--set", "training.num_train_steps=10"]) == 2
+    assert "no split 'test'" in capsys.readouterr().err and not (tmp_path / "c" / "checkpoints").exists()
 
 
 def test_cli_train_bad_config_is_one_line_error(tmp_path, capsys):

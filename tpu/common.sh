@@ -3,6 +3,18 @@
 #   TPU_NAME=my-pod ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 BUCKET=gs://my-bucket tpu/run.sh
 # DRY_RUN=1 prints each gcloud command instead of running it.
 
+# The scripts take their settings from the environment only. -h/--help prints the calling
+# script's header; any other argument is refused before anything runs (a stray argument must not
+# start a training run, reinstall the workers or request a slice).
+if [[ $# -gt 0 ]]; then
+  if [[ "$1" == "-h" || "$1" == "--help" ]]; then
+    sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+  fi
+  echo "$(basename "$0"): takes no arguments, got '$*' (settings come from the environment; see --help)" >&2
+  exit 2
+fi
+
 TPU_NAME="${TPU_NAME:-bleedjax}"
 QUEUED_RESOURCE="${QUEUED_RESOURCE:-${TPU_NAME}-qr}"
 ZONE="${ZONE:-us-central2-b}"

@@ -12,7 +12,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PYTHON="${PYTHON:-python3}"
-archive="$(mktemp -d)/bleedjax.tar.gz"
+staging="$(mktemp -d)"
+trap 'rm -rf "$staging"' EXIT
+archive="$staging/bleedjax.tar.gz"
 run git -C "$REPO_ROOT" archive --format=tar.gz --output="$archive" HEAD
 
 retry gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:bleedjax.tar.gz" --zone="$ZONE" \

@@ -59,7 +59,8 @@ def prepare(
         manual_dir: the folder of stems in the builder's layout.
         data_dir: where TFDS datasets live (default ``~/tensorflow_datasets``).
         sample_rate, channels, block_seconds: the builder config.
-        overwrite: replace a dataset with these settings prepared from another folder.
+        overwrite: rebuild a dataset with these settings that is prepared already (from this
+            folder, after its stems changed, or from another one).
 
     Returns:
         ``data_dir`` (TFDS's default when not given), to put in ``config.data.data_dir``.
@@ -75,7 +76,7 @@ def prepare(
     data_root = target.parents[2]  # data_dir/<builder>/<config>/<version>
     if dataset.is_prepared():
         previous = dataset.info.metadata.get("manual_dir") if dataset.info.metadata else None
-        if previous == str(root.resolve()):
+        if previous == str(root.resolve()) and not overwrite:
             return data_root
         if not overwrite:
             raise SessionError(
@@ -84,7 +85,13 @@ def prepare(
         shutil.rmtree(target)
         dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
                               block_seconds=block_seconds)
-    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    try:
+        dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    except AssertionError as error:  # TFDS's checks, e.g. a split with no examples
+        shutil.rmtree(target.parent, ignore_errors=True)
+        message = " ".join(str(error).split())
+        raise SessionError(f"{root}: no dataset prepared ({message}); are the sessions shorter than "
+                           f"one block of {block_seconds:g} s?") from None
     return data_root
 
 

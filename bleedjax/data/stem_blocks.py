@@ -151,6 +151,8 @@ def check_manual_dir(manual_dir: str | os.PathLike | None) -> pathlib.Path:
     path = pathlib.Path(manual_dir).expanduser()
     if not path.is_dir():
         raise SessionError(f"{path}: manual_dir is not a folder")
+    if not any(path.iterdir()):
+        raise SessionError(f"{path}: manual_dir is empty")
     return path
 
 

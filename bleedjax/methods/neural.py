@@ -162,7 +162,7 @@ def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: 
         raise sessions.SessionError(f"demix must be one of {', '.join(models.DEMIX_MODES)}, got {demix!r}")
     cleaned = _demix(
         audio, lam, n_fft=model_config.n_fft, hop=model_config.hop, sample_rate=float(sample_rate),
-        model_rate=float(model_rate), demix=demix,
+        model_rate=float(model_rate), demix=demix, lengths=lengths,
     )
     return cleaned, lam
 

@@ -115,12 +115,15 @@ def demix_batch(
     sample_rate: float = 1.0,
     model_rate: float = 1.0,
     demix: str = "pinv",
+    lengths: Int[Array, " batch"] | None = None,
 ) -> Float[Array, "batch tracks samples"]:
     """``pinv(Λ̂) X`` (``demix="pinv"``) or the power-domain soft mask (``"wiener"``,
     :func:`~bleedjax.models.inference.wiener_spectrogram`) for every session of a batch. The STFT
     (every ``"wiener"``, and ``"pinv"`` with a frequency-dependent Λ̂) runs at ``sample_rate``
     with the frame duration of the model's ``n_fft``/``hop`` at ``model_rate`` and its bands in
-    hertz (:func:`~bleedjax.models.inference.band_of_bin`)."""
+    hertz (:func:`~bleedjax.models.inference.band_of_bin`). ``lengths``, the sessions' true
+    lengths in a zero-padded batch, keeps the padding's STFT frames out of the inverse STFT, so a
+    session comes out as it does alone."""
     if demix not in DEMIX_MODES:
         raise ValueError(f"demix must be one of {', '.join(DEMIX_MODES)}, got {demix!r}")
     if lam.ndim == 3 and demix == "pinv":
@@ -132,14 +135,15 @@ def demix_batch(
     band_index = jnp.asarray(inference.band_of_bin(
         lam.shape[1], n_fft=session_n_fft, sample_rate=sample_rate, model_n_fft=n_fft, model_rate=model_rate,
     ))
+    lengths = jnp.full(mics.shape[0], mics.shape[-1]) if lengths is None else lengths
     if demix == "wiener":
         return jax.vmap(
-            lambda x, m: inference.wiener_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop)
-        )(mics, lam)
+            lambda x, m, n: inference.wiener_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop, length=n)
+        )(mics, lam, lengths)
     unmixing = inference.pinv_each(lam)
     return jax.vmap(
-        lambda x, m: inference.demix_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop)
-    )(mics, unmixing)
+        lambda x, m, n: inference.demix_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop, length=n)
+    )(mics, unmixing, lengths)
 
 
 def load_for_inference(

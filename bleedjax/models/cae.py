@@ -109,29 +109,37 @@ class CAE(nnx.Module):
 
 
 def context_windows(
-    magnitudes: Float[Array, "bins frames"], context: int, centres: Int[Array, " windows"] | np.ndarray
+    magnitudes: Float[Array, "bins frames"],
+    context: int,
+    centres: Int[Array, " windows"] | np.ndarray,
+    frames: Int[Array, ""] | int | None = None,
 ) -> Float[Array, "windows {context} bins"]:
-    """The ``context`` frames centred on each of ``centres`` (indices clamped at the edges),
+    """The ``context`` frames centred on each of ``centres`` (indices clamped at the edges: frame 0
+    and frame ``frames − 1``, the last real frame of a padded track; the last frame without it),
     vmapped over the centres."""
     half = context // 2
-    frames = magnitudes.shape[-1]
+    last = magnitudes.shape[-1] - 1 if frames is None else frames - 1
 
     def one(centre):
-        index = jnp.clip(centre + jnp.arange(context) - half, 0, frames - 1)
+        index = jnp.clip(centre + jnp.arange(context) - half, 0, last)
         return jnp.take(magnitudes, index, axis=1).T
 
     return jax.vmap(one)(jnp.asarray(centres))
 
 
-def merge_windows(predicted: Float[Array, "frames context bins"]) -> Float[Array, "bins frames"]:
+def merge_windows(
+    predicted: Float[Array, "frames context bins"], real_frames: Int[Array, ""] | int | None = None
+) -> Float[Array, "bins frames"]:
     """Inverse of :func:`context_windows` over all frames: every frame is the mean of the
-    estimates of the windows that contain it (clamped duplicates at the edges left out)."""
+    estimates of the windows that contain it (clamped duplicates at the edges left out, and the
+    windows centred after ``real_frames``, the real frames of a padded track)."""
     frames, context, _ = predicted.shape
     half = context // 2
+    end = frames if real_frames is None else real_frames
     source = np.arange(frames)[:, None] + half - np.arange(context)[None, :]
-    valid = (source >= 0) & (source < frames)
+    valid = (source >= 0) & (source < end)
     values = predicted[np.clip(source, 0, frames - 1), np.arange(context)[None, :]]
-    merged = jnp.sum(values * valid[..., None], axis=1) / valid.sum(axis=1)[:, None]
+    merged = jnp.sum(values * valid[..., None], axis=1) / jnp.maximum(valid.sum(axis=1), 1)[:, None]
     return merged.T
 
 
@@ -194,10 +202,11 @@ def clean_track(
     frames = magnitudes.shape[-1]
     mask = None if length is None else signal.frame_mask(length, frames, n_fft=n_fft, hop=hop)
     scale = track_scale(magnitudes, mask)
-    windows = context_windows(magnitudes / scale, model.context_frames, np.arange(frames))
+    real = None if mask is None else jnp.sum(mask).astype(jnp.int32)
+    windows = context_windows(magnitudes / scale, model.context_frames, np.arange(frames), real)
     predicted = jax.lax.map(lambda w: model(w[None], use_running_average=True)[0], windows, batch_size=chunk)
-    cleaned = with_mixture_phase(spectrogram, merge_windows(predicted) * scale)
-    return signal.istft(cleaned, length=audio.shape[-1], n_fft=n_fft, hop=hop)
+    cleaned = with_mixture_phase(spectrogram, merge_windows(predicted, real) * scale)
+    return signal.istft(cleaned, length=audio.shape[-1], n_fft=n_fft, hop=hop, frame_mask=mask)
 
 
 def with_mixture_phase(

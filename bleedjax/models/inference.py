@@ -91,12 +91,19 @@ def demix_bands(
     *,
     n_fft: int,
     hop: int,
+    length: Int[Array, ""] | None = None,
 ) -> Float[Array, "tracks samples"]:
-    """``Ŝ = pinv(Λ̂_b) X`` per band of STFT bins (Hann, ``n_fft``/``hop``), then the iSTFT;
-    ``unmixing`` holds ``pinv(Λ̂_b)`` (:func:`pinv_each`)."""
+    """``Ŝ = pinv(Λ̂_b) X`` per band of STFT bins (Hann, ``n_fft``/``hop``), then the iSTFT (of the
+    frames of the first ``length`` samples, for a padded session); ``unmixing`` holds
+    ``pinv(Λ̂_b)`` (:func:`pinv_each`)."""
     spectrogram = signal.stft(mics, n_fft=n_fft, hop=hop)
     cleaned = demix_spectrogram(spectrogram, unmixing, band_index)
-    return signal.istft(cleaned, length=mics.shape[-1], n_fft=n_fft, hop=hop)
+    return _inverse(cleaned, mics.shape[-1], n_fft, hop, length)
+
+
+def _inverse(spectrogram, samples: int, n_fft: int, hop: int, length) -> Float[Array, "tracks samples"]:
+    frames = None if length is None else signal.frame_mask(length, spectrogram.shape[-1], n_fft=n_fft, hop=hop)
+    return signal.istft(spectrogram, length=samples, n_fft=n_fft, hop=hop, frame_mask=frames)
 
 
 def wiener_spectrogram(
@@ -145,11 +152,13 @@ def wiener_bands(
     *,
     n_fft: int,
     hop: int,
+    length: Int[Array, ""] | None = None,
 ) -> Float[Array, "tracks samples"]:
-    """:func:`wiener_spectrogram` with ``Λ̂_{b(f)}`` for every bin ``f``, then the iSTFT."""
+    """:func:`wiener_spectrogram` with ``Λ̂_{b(f)}`` for every bin ``f``, then the iSTFT (of the
+    frames of the first ``length`` samples, for a padded session)."""
     spectrogram = signal.stft(mics, n_fft=n_fft, hop=hop)
     cleaned = wiener_spectrogram(spectrogram, lam[band_index])
-    return signal.istft(cleaned, length=mics.shape[-1], n_fft=n_fft, hop=hop)
+    return _inverse(cleaned, mics.shape[-1], n_fft, hop, length)
 
 
 def resample(x: Float[Array, "*batch samples"], num: int) -> Float[Array, "*batch {num}"]:
