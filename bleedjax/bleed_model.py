@@ -107,11 +107,13 @@ def apply(
         params: the model.
         sources: ``(J, samples)`` source signals.
         max_delay: static bound on the delays in samples (sets the zero padding that keeps the
-            circular convolution from wrapping around).
+            circular convolution from wrapping around). Delays are clipped to ``[0, max_delay]``:
+            outside, the FFT's circular shift would wrap the end of a source onto its start.
 
     Returns:
         ``(I, samples)`` microphone signals.
     """
+    params = params._replace(delays=jnp.clip(params.delays, 0.0, float(max_delay)))
     samples = sources.shape[-1]
     n = _fft_length(samples, max_delay + 1)
     spectra = jnp.fft.rfft(sources, n=n, axis=-1)
@@ -200,7 +202,7 @@ def fractional_delay(
 
     Args:
         x: ``(samples,)`` signal.
-        delay: delay in samples, ``0 <= delay <= max_delay``.
+        delay: delay in samples, ``0 <= delay <= max_delay`` (clipped to it).
         max_delay: the largest delay the call must support (zero padding against wrap-around).
 
     Returns:
@@ -224,7 +226,7 @@ def bleed(
         sources: ``(J, samples)`` dry source signals.
         gains: ``(I, J)`` amplitude of source ``j`` at microphone ``i``.
         delays: ``(I, J)`` delay of source ``j`` at microphone ``i`` in samples, in
-            ``[0, max_delay]``.
+            ``[0, max_delay]`` (clipped to it, :func:`apply`).
         max_delay: static bound on the delays, in samples (sets the zero padding).
 
     Returns:

@@ -128,7 +128,8 @@ def median_filter(
     """Median of ``spectrogram`` over ``footprint`` around every bin and frame [1].
 
     Equals ``scipy.ndimage.median_filter(spectrogram, footprint=footprint, mode=mode, cval=cval)``
-    exactly: for ``n`` points in the footprint the result is the value of rank ``n // 2`` (from 0)
+    exactly on finite input (a NaN makes every window that holds it NaN here; SciPy's result
+    there depends on its selection order): for ``n`` points in the footprint the result is the value of rank ``n // 2`` (from 0)
     among them, i.e. the upper median when ``n`` is even, never an average. Compiled once per
     shape, footprint, mode, ``cval`` and method; vmap it over sources and channels with the
     footprint unmapped, ``jax.vmap(median_filter, in_axes=(0, None))``.

@@ -106,3 +106,12 @@ def test_vmapped_over_sessions():
     for k in range(3):
         one = bleed_model.bleed(sources[k], gains[k], delays[k], max_delay=6)
         np.testing.assert_allclose(np.asarray(batched[k]), np.asarray(one), atol=1e-6)
+
+
+def test_delays_outside_the_padding_are_clipped_not_wrapped():
+    """A negative delay or one past ``max_delay`` would wrap the source's end onto its start."""
+    x = jnp.asarray(np.random.default_rng(3).standard_normal(500), jnp.float32)
+    delayed = lambda d: bleed_model.fractional_delay(x, jnp.asarray(d, jnp.float32), max_delay=8)
+    np.testing.assert_allclose(np.asarray(delayed(-3.0)), np.asarray(x), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(delayed(40.0)), np.asarray(delayed(8.0)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(delayed(8.0))[8:], np.asarray(x)[:-8], atol=1e-5)
