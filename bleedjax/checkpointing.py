@@ -17,6 +17,7 @@ before the process exits.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -41,14 +42,31 @@ def make_manager(
     directory: str | os.PathLike, *, save_every: int, keep: int, read_only: bool = False
 ) -> ocp.CheckpointManager:
     """An ``ocp.CheckpointManager`` saving every ``save_every`` steps and keeping the last ``keep``."""
+    # A read-only manager saves nothing: Orbax warns when given a save interval or a number to keep.
+    schedule = {"save_interval_steps": 0} if read_only else {"save_interval_steps": save_every, "max_to_keep": keep}
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every,
-        max_to_keep=keep,
-        create=not read_only,
-        read_only=read_only,
-        cleanup_tmp_directories=not read_only,
+        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only, **schedule
     )
-    return ocp.CheckpointManager(epath.Path(directory), options=options)
+    if not read_only:
+        return ocp.CheckpointManager(epath.Path(directory), options=options)
+    # Orbax logs "Given directory is read only" at WARNING for every read-only manager, which is
+    # what this one is asked to be: every `reduce --method tunet` printed it.
+    quiet = _AbslMessageFilter("Given directory is read only")
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(quiet)
+    try:
+        return ocp.CheckpointManager(epath.Path(directory), options=options)
+    finally:
+        absl_logger.removeFilter(quiet)
+
+
+class _AbslMessageFilter(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
