@@ -132,16 +132,29 @@ def run_worker(
     return result
 
 
+# Started by a small Python process, so that the command's ru_maxrss is its own: a child started
+# with vfork (Python 3.11's subprocess) inherits the starting process's peak at exec, which from
+# a benchmark that has run JAX is 0.3-0.4 GiB; from this launcher it is a few tens of MB.
+_LAUNCHER = """import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+print(f"ru_maxrss_kib {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: Sequence[str], env: dict | None = None) -> tuple[float, int]:
     """Runs ``command`` in a fresh process; its wall time and peak resident set size (bytes,
-    ``ru_maxrss`` of the child). Raises with its stderr when it fails."""
+    ``ru_maxrss`` of the command, started from a small launcher: :data:`_LAUNCHER`). Raises with
+    its stderr when it fails."""
     started = time.perf_counter()
-    process = subprocess.Popen(list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    completed = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True,
+                               text=True, check=False)
     elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(process.stderr.read())
-    return elapsed, usage.ru_maxrss * 1024
+    if completed.returncode != 0:
+        raise RuntimeError(completed.stderr)
+    peak = [line for line in completed.stdout.splitlines() if line.startswith("ru_maxrss_kib ")][-1]
+    return elapsed, int(peak.split()[1]) * 1024
 
 
 def worker_main(

@@ -10,7 +10,8 @@ What is literal:
       ``C_i(λ) = Σ_{k,n} (X_i − Σ_{j≠i} λ_ij X_j)²``, where EVERY iteration makes a pass over the
       magnitude spectrograms: the residual ``r = X_i − Σ_j λ_ij X_j``, the cost ``C = Σ r²`` and the
       gradient ``∂C/∂λ_j = −2 Σ r X_j``. Eqs. (2)–(6): ``v ← β v + ∇C``, ``λ ← max(λ − γ(m) v, 0)``,
-      ``γ(m+1) = 0.99 γ(m)``; stop when ``|C(m) − C(m−1)| < δ C(0)``.
+      ``γ(m+1) = 0.99 γ(m)``; stop when ``|C(m) − C(m−1)| < δ C(0)`` on ``STOP_PATIENCE``
+      consecutive iterations (bleedjax's rule since commit ba78e39; [1] stops at the first).
     * Eq. (7), ``Ŝ_i = max(X_i − s Σ_{j≠i} λ_ij X_j, 0) · e^{i∠X_i}``.
 
 What is taken from bleedjax (``descend_row``) so that both take the same iterations:
@@ -43,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.signal
+
+from bleedjax.methods.spectral_subtraction import STOP_PATIENCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +185,8 @@ def descend_row(
 
     Returns:
         λ_i ``(J,)`` (zero at ``i``) and the iterations taken, counted as in bleedjax: the number
-        of λ updates, the last being the one whose cost change fell below ``δ C(0)``.
+        of λ updates, the last being the ``STOP_PATIENCE``-th in a row whose cost change fell
+        below ``δ C(0)`` (0 for a silent target).
     """
     num_tracks = magnitudes.shape[0]
     limit = settings.max_iterations if iteration_limit is None else iteration_limit
@@ -194,6 +198,9 @@ def descend_row(
     residual = magnitudes[target]
     previous = unit * float(residual @ residual)
     threshold = settings.tolerance * previous
+    if setup.norms[target] == 0:
+        return RowEstimate(lam_unit, 0)  # a silent target: bleedjax's row takes no step either
+    quiet = 0
     for step in range(limit):
         gradient = gradient_unit * (magnitudes @ residual)
         lam_unit, velocity = _step(lam_unit, velocity, gradient, rate, setup, settings)
@@ -201,7 +208,8 @@ def descend_row(
         lam = (lam_unit * setup.to_lambda).astype(magnitudes.dtype)
         residual = magnitudes[target] - lam @ magnitudes
         cost = unit * float(residual @ residual)
-        if abs(cost - previous) < threshold:
+        quiet = quiet + 1 if abs(cost - previous) < threshold else 0
+        if quiet >= STOP_PATIENCE:
             return RowEstimate(lam_unit * setup.to_lambda, step + 1)
         previous = cost
     return RowEstimate(lam_unit * setup.to_lambda, limit)
@@ -220,13 +228,17 @@ def descend_row_gram(
     rate = settings.learning_rate
     previous = scaled[target, target]
     threshold = settings.tolerance * previous
+    if setup.norms[target] == 0:
+        return RowEstimate(lam_unit, 0)
+    quiet = 0
     for step in range(settings.max_iterations):
         gradient = -2.0 * (scaled @ (basis - lam_unit))
         lam_unit, velocity = _step(lam_unit, velocity, gradient, rate, setup, settings)
         rate *= settings.learning_rate_decay
         coefficients = basis - lam_unit
         cost = coefficients @ scaled @ coefficients
-        if abs(cost - previous) < threshold:
+        quiet = quiet + 1 if abs(cost - previous) < threshold else 0
+        if quiet >= STOP_PATIENCE:
             return RowEstimate(lam_unit * setup.to_lambda, step + 1)
         previous = cost
     return RowEstimate(lam_unit * setup.to_lambda, settings.max_iterations)

@@ -11,7 +11,7 @@ with free-field delays):
 * CAE (``--cae``): :func:`bleedjax.methods.neural.cae_clean`, every track one at a time;
 * KAMIR (preset K4, n_fft 2048 / hop 512): ``kamir.reduce_sessions`` on the same chunks.
 
-Each is compiled first (compile time reported separately), then the best of ``--repeats`` passes
+Each is called once first (that call, compilation plus one batch's run, reported separately), then the best of ``--repeats`` passes
 over all sessions is reported, with the ratio to KAMIR. Inference time does not depend on the
 weights, so without ``--tunet``/``--cae-checkpoint`` freshly initialised models of the configs'
 architectures are timed (the bundled t-UNet's when it exists).
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             _common.format_seconds(PAPER_SECONDS[name]), note,
         ])
     print(_common.format_table(
-        ["method", "compile", f"{args.sessions} sessions", "× faster than KAMIR", "per 100", "paper (100)", "model"],
+        ["method", "first call (compile + one batch)", f"{args.sessions} sessions", "× faster than KAMIR", "per 100", "paper (100)", "model"],
         rows, title="Inference",
     ))
 
