@@ -156,9 +156,9 @@ def main(argv=None) -> int:
                 gain_audible = gain_error[audible] if audible.any() else np.full(1, np.nan)
                 row = {
                     "piece": piece, "bleed": condition, "method": method,
-                    "sdr_gain_mean": float(np.nanmean(flat["sdr"])), "sdr_gain_worst": float(np.nanmin(flat["sdr"])),
-                    "sir_gain_mean": float(np.nanmean(flat["sir"])), "sir_gain_worst": float(np.nanmin(flat["sir"])),
-                    "sar_gain_mean": float(np.nanmean(flat["sar"])),
+                    "sdr_gain_mean": float(np.mean(flat["sdr"])), "sdr_gain_worst": float(np.min(flat["sdr"])),
+                    "sir_gain_mean": float(np.mean(flat["sir"])), "sir_gain_worst": float(np.min(flat["sir"])),
+                    "sar_gain_mean": float(np.mean(flat["sar"])),
                     "delay_error_ms_mean": float(np.mean(delay_error)), "delay_error_ms_worst": float(np.max(delay_error)),
                     "gain_error_db_mean": float(np.mean(gain_error)), "gain_error_db_worst": float(np.max(gain_error)),
                     "audible_pairs": int(audible.sum()),

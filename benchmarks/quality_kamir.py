@@ -77,9 +77,9 @@ def main(argv=None) -> int:
                 flat = {k: np.concatenate(v) for k, v in gains[method].items()}
                 row = {
                     "piece": piece, "bleed": condition_name(bleed, db), "method": method,
-                    "sdr_gain_mean": float(np.nanmean(flat["sdr"])), "sdr_gain_worst": float(np.nanmin(flat["sdr"])),
-                    "sir_gain_mean": float(np.nanmean(flat["sir"])), "sir_gain_worst": float(np.nanmin(flat["sir"])),
-                    "sar_gain_mean": float(np.nanmean(flat["sar"])), "corr_off": float(np.mean(correlations[method])),
+                    "sdr_gain_mean": float(np.mean(flat["sdr"])), "sdr_gain_worst": float(np.min(flat["sdr"])),
+                    "sir_gain_mean": float(np.mean(flat["sir"])), "sir_gain_worst": float(np.min(flat["sir"])),
+                    "sar_gain_mean": float(np.mean(flat["sar"])), "corr_off": float(np.mean(correlations[method])),
                 }
                 rows.append(row)
                 summary[method] = row

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 gains.append(score_gains(references, mics, cleaned))
             sdr = np.concatenate([g["sdr"] for g in gains])
             sir = np.concatenate([g["sir"] for g in gains])
-            print(f"{db:<8g} {preset:<8} {np.nanmean(sdr):9.2f} {np.nanmin(sdr):7.2f} {np.nanmean(sir):9.2f}", flush=True)
+            print(f"{db:<8g} {preset:<8} {np.mean(sdr):9.2f} {np.min(sdr):7.2f} {np.mean(sir):9.2f}", flush=True)
     return 0
 
 

@@ -142,9 +142,9 @@ def main(argv=None) -> int:
                 flat = {k: np.concatenate(v) for k, v in gains[method].items()}
                 row = {
                     "piece": piece, "bleed": condition_name(bleed, db), "method": method,
-                    "sdr_gain_mean": float(np.nanmean(flat["sdr"])), "sdr_gain_worst": float(np.nanmin(flat["sdr"])),
-                    "sir_gain_mean": float(np.nanmean(flat["sir"])), "sir_gain_worst": float(np.nanmin(flat["sir"])),
-                    "sar_gain_mean": float(np.nanmean(flat["sar"])), "frobenius": float(np.mean(errors[method])),
+                    "sdr_gain_mean": float(np.mean(flat["sdr"])), "sdr_gain_worst": float(np.min(flat["sdr"])),
+                    "sir_gain_mean": float(np.mean(flat["sir"])), "sir_gain_worst": float(np.min(flat["sir"])),
+                    "sar_gain_mean": float(np.mean(flat["sar"])), "frobenius": float(np.mean(errors[method])),
                 }
                 rows.append(row)
                 print(f"{piece:<28} {row['bleed']:<8} {method:<24} {row['sdr_gain_mean']:>9.2f} "

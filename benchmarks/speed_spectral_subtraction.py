@@ -819,7 +819,9 @@ def parse_args(argv=None):
         default=["sessions", "batch", "cli"],
     )
     parser.add_argument(
-        "--breakdown", action="store_true", help="also time bleedjax's stages separately"
+        "--breakdown", action="store_true",
+        help="also time bleedjax's stages separately (the paper preset's stages: descent without rounds or bound, "
+        "plain Eq. (7), whatever --preset is)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
