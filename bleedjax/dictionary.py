@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
 from collections.abc import Sequence
 
 import jax
@@ -183,11 +184,14 @@ def load(path: str | os.PathLike) -> Dictionary:
         ValueError: missing or unreadable file, missing fields, or a malformed ``W``.
     """
     path = pathlib.Path(path)
+    made_by = "make one with `bleedjax learn-dictionary NOISE_FILES... --out dict.npz`"
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a dictionary .npz (not an .npz archive at all); {made_by}")
     try:
         with np.load(path, allow_pickle=False) as data:
             fields = {name: data[name] for name in data.files}
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a dictionary .npz ({' '.join(str(error).split())})") from None
+        raise ValueError(f"{path}: not a dictionary .npz ({' '.join(str(error).split())}); {made_by}") from None
     missing = [name for name in ("W", "sample_rate", "n_fft", "hop") if name not in fields]
     if missing:
         raise ValueError(f"{path}: not a dictionary .npz (missing {', '.join(missing)})")

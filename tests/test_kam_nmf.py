@@ -124,6 +124,9 @@ def test_dictionary_round_trip_and_errors(tmp_path, shared_data):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a dictionary"):
         dictionary.load(tmp_path / "bad.npz")
+    sf.write(tmp_path / "noise.wav", np.zeros(100), RATE)
+    with pytest.raises(ValueError, match=r"not an .npz archive at all\); make one with `bleedjax learn-dictionary"):
+        dictionary.load(tmp_path / "noise.wav")
 
 
 def test_simulate_interference_snr(tmp_path, shared_data):
