@@ -156,8 +156,11 @@ def median_filter(
         ``(bins, frames)`` filtered spectrogram, of the input's dtype.
 
     Raises:
-        ValueError: bad footprint, mode or method.
+        ValueError: bad footprint, mode or method, or a spectrogram that is not 2-D (vmap over
+            further axes).
     """
+    if spectrogram.ndim != 2:
+        raise ValueError(f"need a (bins, frames) spectrogram, got shape {spectrogram.shape}; vmap over other axes")
     key = tuple(tuple(bool(v) for v in row) for row in as_footprint(footprint))
     if mode not in _PAD_MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(_PAD_MODES)}")

@@ -107,6 +107,8 @@ def simulate_linear(
         :class:`SimulatedBleed`. The references are the sources themselves (unit diagonal, no
         delay), scaled with the mics.
     """
+    if sources.ndim != 2:
+        raise ValueError(f"need (sources, samples) stems, got shape {sources.shape}")
     num_tracks = sources.shape[0]
     gains = seipel_mixing_matrix(key=key, num_tracks=num_tracks, max_crosstalk_db=max_crosstalk_db)
     if with_delays:

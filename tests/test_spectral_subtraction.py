@@ -421,3 +421,19 @@ def test_cli_offers_every_preset():
     from bleedjax import methods
 
     assert methods.METHODS["spectral-subtraction"].presets == tuple(ss.PRESETS)
+
+
+def test_wrong_shapes_are_clear_errors():
+    """Under jaxtyping the signatures already refuse a wrong rank (TypeError); without it, a
+    ValueError names the shapes instead of a broadcasting error deep in XLA."""
+    from bleedjax import kernels
+    from bleedjax.methods import kamir
+
+    with pytest.raises((ValueError, TypeError), match="tracks"):
+        ss.reduce_session(jnp.zeros((2, 8192)), lambda_weights=jnp.ones((3, 3)))
+    with pytest.raises((ValueError, TypeError), match="mics"):
+        kamir.reduce_session(jnp.zeros((2, 8192)), jnp.eye(3, dtype=bool))
+    with pytest.raises((ValueError, TypeError), match="bins"):
+        kernels.median_filter(jnp.zeros((3, 4, 5)), kernels.horizontal(3))
+    with pytest.raises((ValueError, TypeError), match="sources"):
+        simulation.simulate_linear(jnp.zeros(100), key=jax.random.key(0), max_crosstalk_db=-12, sample_rate=8000)

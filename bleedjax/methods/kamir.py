@@ -436,6 +436,9 @@ def reduce_session(
     Returns:
         :class:`Result`: cleaned ``(I, samples)`` tracks and the ``(F, I, J)`` Λ.
     """
+    if audio.ndim != 2 or phi.ndim != 2 or phi.shape[0] != audio.shape[0]:
+        raise ValueError(f"need (mics, samples) audio and a (mics, sources) phi with one row per microphone, "
+                         f"got {audio.shape} and {phi.shape}")
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     spectrogram = signal.stft(audio, **transform)
     mask = None

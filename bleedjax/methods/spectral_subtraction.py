@@ -742,6 +742,10 @@ def reduce_session(
     Returns:
         :class:`Result` with cleaned ``(J, samples)`` tracks and the ``(J, J)`` λ applied.
     """
+    tracks = audio.shape[0] if audio.ndim == 2 else None
+    if tracks is None or (lambda_weights is not None and lambda_weights.shape != (tracks, tracks)):
+        raise ValueError(f"need (tracks, samples) audio and (tracks, tracks) lambda_weights, got {audio.shape} and "
+                         f"{None if lambda_weights is None else lambda_weights.shape}")
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
     # λ and Eq. (7) do not care whether bins or frames come first; working in the rfft's own
     # (frames, bins) order lets XLA cancel the two transposes of stft/istft, and makes chunks of
