@@ -148,7 +148,7 @@ def istft(
     n_fft: int = DEFAULT_N_FFT,
     hop: int = DEFAULT_HOP,
     window_name: WindowName = "hann",
-    frame_mask: Float[Array, " frames"] | None = None,
+    valid_length: Int[Array, ""] | int | None = None,
 ) -> Float[Array, "*batch {length}"]:
     """Inverse of :func:`stft` by weighted overlap-add (Griffin & Lim 1984, Eq. 6).
 
@@ -156,12 +156,12 @@ def istft(
         spec: complex spectrogram ``(..., n_fft // 2 + 1, frames)`` in the library's scaling.
         length: number of output samples (the original signal length).
         n_fft, hop, window_name: as given to :func:`stft`.
-        frame_mask: optional ``(frames,)`` 0/1 weights, :func:`frame_mask` of a batched session's
-            true length. Only the frames marked 1 are overlap-added and normalised, so a padded
-            session's first ``true length`` samples equal the inverse of its unpadded STFT even
-            after a nonlinear gain (the padded STFT's extra frames also cover the session's last
-            ``n_fft / 2 − hop`` samples when ``hop < n_fft / 2``). Samples that no marked frame
-            covers are 0.
+        valid_length: a batched session's true length, when ``spec`` is the STFT of it
+            zero-padded. Only the frames of that length (:func:`frame_mask`) are overlap-added and
+            normalised, so its first ``valid_length`` samples equal the inverse of its unpadded
+            STFT even after a nonlinear gain (the padded STFT's extra frames also cover the
+            session's last ``n_fft / 2 − hop`` samples when ``hop < n_fft / 2``). Samples that none
+            of those frames covers are 0. May be traced.
 
     Returns:
         real signals ``(..., length)``.
@@ -187,14 +187,13 @@ def istft(
             f"window {window_name!r} with n_fft={n_fft}, hop={hop} cannot reconstruct "
             f"{length} samples from {frames} frames (NOLA violated or too few frames)"
         )
-    if frame_mask is None:
+    if valid_length is None:
         signal = _overlap_add(frames_td, hop)
         return signal[..., half : half + length] / _leading(norm.astype(np.float32), spec.ndim - 1)
-    if frame_mask.shape != (frames,):
-        raise ValueError(f"frame_mask has shape {frame_mask.shape}, the spectrogram has {frames} frames")
-    per_frame = frame_mask.reshape((1,) * (frames_td.ndim - 2) + (frames, 1))
+    real = frame_mask(valid_length, frames, n_fft=n_fft, hop=hop)
+    per_frame = real.reshape((1,) * (frames_td.ndim - 2) + (frames, 1))
     masked = _overlap_add(frames_td * per_frame, hop)[..., half : half + length]
-    weights = _overlap_add(frame_mask[:, None] * jnp.asarray(win * win, jnp.float32)[None, :], hop)[half : half + length]
+    weights = _overlap_add(real[:, None] * jnp.asarray(win * win, jnp.float32)[None, :], hop)[half : half + length]
     weights = weights.reshape((1,) * (masked.ndim - 1) + (length,))
     covered = weights > 1e-10
     return jnp.where(covered, masked / jnp.where(covered, weights, 1.0), 0.0)

@@ -174,8 +174,7 @@ def wiener_mask(
     own = jnp.abs(signal.stft(sources, **transform)) ** 2
     bleed = jnp.abs(x - signal.stft(sources, **transform)) ** 2
     mask = own / (own + bleed + 1e-20)
-    frames = None if length is None else signal.frame_mask(length, x.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
-    return signal.istft(x * mask, length=mics.shape[-1], frame_mask=frames, **transform)
+    return signal.istft(x * mask, length=mics.shape[-1], valid_length=length, **transform)
 
 
 def _masked_stft(

@@ -281,7 +281,7 @@ def reduce_track(
     V = jnp.abs(X)
     V = V / jnp.maximum(jnp.max(V * valid[None, :]), EPS)
     gain, share, k = soft_mask(V, dictionary, settings, valid)
-    cleaned = signal.istft(gain * X, length=audio.shape[-1], frame_mask=valid, **transform)
+    cleaned = signal.istft(gain * X, length=audio.shape[-1], valid_length=length, **transform)
     return Result(cleaned, audio - cleaned, share, k)
 
 

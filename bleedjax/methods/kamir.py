@@ -445,7 +445,7 @@ def reduce_session(
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
     cleaned, lam, psd = separate(spectrogram, phi, settings, mask)
-    cleaned = signal.istft(cleaned, length=audio.shape[-1], frame_mask=mask, **transform)
+    cleaned = signal.istft(cleaned, length=audio.shape[-1], valid_length=length, **transform)
     return Result(cleaned, lam, average_gains(lam, psd))
 
 

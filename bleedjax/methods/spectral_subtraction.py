@@ -768,7 +768,7 @@ def reduce_session(
     else:
         cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent)
     cleaned = jnp.swapaxes(cleaned, -1, -2)
-    cleaned = signal.istft(cleaned, length=audio.shape[-1], frame_mask=mask, **transform)
+    cleaned = signal.istft(cleaned, length=audio.shape[-1], valid_length=length, **transform)
     return Result(cleaned, refinement.lam, refinement.iterations)
 
 

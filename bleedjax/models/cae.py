@@ -206,7 +206,7 @@ def clean_track(
     windows = context_windows(magnitudes / scale, model.context_frames, np.arange(frames), real)
     predicted = jax.lax.map(lambda w: model(w[None], use_running_average=True)[0], windows, batch_size=chunk)
     cleaned = with_mixture_phase(spectrogram, merge_windows(predicted, real) * scale)
-    return signal.istft(cleaned, length=audio.shape[-1], n_fft=n_fft, hop=hop, frame_mask=mask)
+    return signal.istft(cleaned, length=audio.shape[-1], n_fft=n_fft, hop=hop, valid_length=length)
 
 
 def with_mixture_phase(

@@ -98,12 +98,7 @@ def demix_bands(
     ``pinv(Λ̂_b)`` (:func:`pinv_each`)."""
     spectrogram = signal.stft(mics, n_fft=n_fft, hop=hop)
     cleaned = demix_spectrogram(spectrogram, unmixing, band_index)
-    return _inverse(cleaned, mics.shape[-1], n_fft, hop, length)
-
-
-def _inverse(spectrogram, samples: int, n_fft: int, hop: int, length) -> Float[Array, "tracks samples"]:
-    frames = None if length is None else signal.frame_mask(length, spectrogram.shape[-1], n_fft=n_fft, hop=hop)
-    return signal.istft(spectrogram, length=samples, n_fft=n_fft, hop=hop, frame_mask=frames)
+    return signal.istft(cleaned, length=mics.shape[-1], n_fft=n_fft, hop=hop, valid_length=length)
 
 
 def wiener_spectrogram(
@@ -158,7 +153,7 @@ def wiener_bands(
     frames of the first ``length`` samples, for a padded session)."""
     spectrogram = signal.stft(mics, n_fft=n_fft, hop=hop)
     cleaned = wiener_spectrogram(spectrogram, lam[band_index])
-    return _inverse(cleaned, mics.shape[-1], n_fft, hop, length)
+    return signal.istft(cleaned, length=mics.shape[-1], n_fft=n_fft, hop=hop, valid_length=length)
 
 
 def resample(x: Float[Array, "*batch samples"], num: int) -> Float[Array, "*batch {num}"]:
