@@ -218,9 +218,6 @@ def reduce_folders(
                 raise sessions.SessionError(f"{header.folder}: {error}") from None
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
-    for target in [pathlib.Path(out), *targets]:
-        if target.exists() and not target.is_dir():
-            raise sessions.SessionError(f"{target}: exists and is not a folder")
     for header, stream in zip(headers, streamed):
         if stream:
             header.check_finite()

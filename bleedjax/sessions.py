@@ -171,9 +171,13 @@ def read_session(folder: str | os.PathLike, *, pad: bool = False, min_tracks: in
 
 
 def check_output_location(inputs: Sequence[pathlib.Path], outputs: Sequence[pathlib.Path]) -> None:
-    """Refuses output folders that equal, or lie inside, any input folder."""
+    """Refuses output folders that equal, or lie inside, any input folder, and those that are,
+    or lie inside, an existing file."""
     resolved_inputs = [pathlib.Path(p).resolve() for p in inputs]
     for out in outputs:
+        existing = next(p for p in (pathlib.Path(out), *pathlib.Path(out).absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise SessionError(f"{existing}: exists and is not a folder")
         target = pathlib.Path(out).resolve()
         for source in resolved_inputs:
             if target == source or source in target.parents:
