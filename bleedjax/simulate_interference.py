@@ -22,11 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bleedjax import dictionary, sessions
+from bleedjax import dictionary, sessions, simulation
 
 FADE_SECONDS = 0.01
-# The session's peak when the events would take it past full scale (as bleedjax simulate).
-PEAK = 0.9
 LOUD_DB = -20.0
 """Events are cut around frames within this many dB of the noise file's loudest frame."""
 
@@ -138,9 +136,10 @@ def simulate_interference(
     )
     tracks = dict(zip(music.track_names, events_of))
     # One gain for all three folders keeps session = references + interference; it brings the
-    # session's peak to PEAK when the events would push it past full scale (and clip it).
+    # session's peak to that of bleedjax simulate when the events would push it past full scale (and clip it).
     peak = float(np.max(np.abs(music.audio + interference)))
-    scale = PEAK / peak if peak > PEAK else 1.0
+    limit = simulation.PEAK_AFTER_NORMALISATION  # as bleedjax simulate
+    scale = limit / peak if peak > limit else 1.0
     sessions.write_session(music, scale * (music.audio + interference), folders["session"])
     sessions.write_session(music, scale * music.audio, folders["references"])
     sessions.write_session(music, scale * interference, folders["interference"])
