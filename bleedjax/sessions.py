@@ -109,6 +109,12 @@ def ignored_audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
+def require_finite(path: pathlib.Path, data: np.ndarray) -> None:
+    """Raises :class:`SessionError` naming ``path`` when ``data`` (read from it) holds NaN or inf."""
+    if not np.all(np.isfinite(data)):
+        raise SessionError(f"{path}: contains NaN or infinite samples")
+
+
 def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:
     """Reads one file as ``(channels, samples)`` float32 and checks it is finite."""
     try:
@@ -118,8 +124,7 @@ def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:
         raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
     if data.shape[0] == 0:
         raise SessionError(f"{path}: holds no samples")
-    if not np.all(np.isfinite(data)):
-        raise SessionError(f"{path}: contains NaN or infinite samples")
+    require_finite(path, data)
     track = TrackFile(path, data.shape[1], data.shape[0], info.format, info.subtype)
     return data.T.copy(), int(sample_rate), track
 

@@ -19,7 +19,14 @@ import numpy as np
 import soundfile as sf
 
 from bleedjax import signal
-from bleedjax.sessions import SessionError, TrackFile, TrackLayout, audio_files, temporary_beside
+from bleedjax.sessions import (
+    SessionError,
+    TrackFile,
+    TrackLayout,
+    audio_files,
+    require_finite,
+    temporary_beside,
+)
 
 
 class SessionReader(TrackLayout):
@@ -63,8 +70,7 @@ class SessionReader(TrackLayout):
         for track in self.files:
             with sf.SoundFile(str(track.path)) as handle:
                 for data in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
-                    if not np.all(np.isfinite(data)):
-                        raise SessionError(f"{track.path}: contains NaN or infinite samples")
+                    require_finite(track.path, data)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of every track, ``(tracks, stop - start)`` float32, zero
@@ -77,8 +83,7 @@ class SessionReader(TrackLayout):
                 with sf.SoundFile(str(track.path)) as handle:
                     handle.seek(lo)
                     data = handle.read(hi - lo, dtype="float32", always_2d=True)
-                if not np.all(np.isfinite(data)):
-                    raise SessionError(f"{track.path}: contains NaN or infinite samples")
+                require_finite(track.path, data)
                 out[row : row + track.channels, lo - start : lo - start + data.shape[0]] = data.T
             row += track.channels
         return out
