@@ -155,10 +155,12 @@ def analyze_session(
     chosen = methods.get_method(method)
     config = chosen.default_config(None) if config is None else config
     session = sessions.read_session(folder, pad=pad)
-    gains, delays = estimate(session.audio, method=method, config=config, track_names=session.track_names,
+    lengths = session.track_lengths
+    audio = sessions.shift_tracks(session.audio, -sessions.track_offsets(session.audio, lengths), lengths)
+    gains, delays = estimate(audio, method=method, config=config, track_names=session.track_names,
                              sample_rate=session.sample_rate)
     gains = np.where(np.eye(len(gains), dtype=bool), 0.0, gains)
-    energies = np.sum(np.asarray(session.audio, np.float64) ** 2, axis=-1)
+    energies = np.sum(np.asarray(audio, np.float64) ** 2, axis=-1)
     with np.errstate(divide="ignore"):
         levels = np.where(np.eye(len(gains), dtype=bool), np.nan, 20.0 * np.log10(gains))
     delays_ms = distances = None

@@ -218,9 +218,12 @@ def reduce_folders(
                 raise sessions.SessionError(f"{header.folder}: {error}") from None
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
-    for header, stream in zip(headers, streamed):
-        if stream:
-            header.check_finite()
+    # Each track's DC offset is taken out before a method sees it and put back on the cleaned
+    # track (sessions.shift_tracks says why); streamed sessions measure it in the NaN check's pass.
+    offsets = [
+        h.scan_offsets() if s else sessions.track_offsets(session.audio, session.track_lengths)
+        for h, s, session in zip(headers, streamed, loaded)
+    ]
     if not overwrite:
         for session, target in zip(loaded, targets):
             sessions.refuse_overwrite(sessions.planned_outputs(session.files, target, chosen.artefacts))
@@ -245,9 +248,11 @@ def reduce_folders(
     finished: list[tuple[int, int, methods.BatchResult]] = []
     for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
         longest = max(samples_of[i] for i in batch)
-        audio = np.stack(
-            [np.pad(loaded[i].audio, ((0, 0), (0, longest - samples_of[i]))) for i in batch]
-        )
+        audio = np.stack([
+            np.pad(sessions.shift_tracks(loaded[i].audio, -offsets[i], loaded[i].track_lengths),
+                   ((0, 0), (0, longest - samples_of[i])))
+            for i in batch
+        ])
         lengths = np.asarray([samples_of[i] for i in batch])
         rate = {"sample_rate": loaded[batch[0]].sample_rate} if chosen.uses_sample_rate else {}
         try:
@@ -258,13 +263,15 @@ def reduce_folders(
         finished.extend((index, row, output) for row, index in enumerate(batch))
     for index, row, output in finished:
         session, target = loaded[index], targets[index]
-        session_cleaned = output.cleaned[row, :, : samples_of[index]]
+        session_cleaned = sessions.shift_tracks(
+            output.cleaned[row, :, : samples_of[index]], offsets[index], session.track_lengths
+        )
         sessions.write_session(session, session_cleaned, target)
         _write_artefacts(method, config, session, target, output, row)
         results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
     for index in [i for i, s in enumerate(streamed) if s]:
         session, target = loaded[index], targets[index]
-        output = chosen.run_long(folders[index], target, config, session.track_names, pad, show)
+        output = chosen.run_long(folders[index], target, config, session.track_names, pad, show, offsets[index])
         _write_artefacts(method, config, session, target, output, 0)
         results[index] = SessionResult(session, target, None, output.matrices[0])
     return [results[i] for i in range(len(loaded))]

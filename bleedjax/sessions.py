@@ -66,6 +66,11 @@ class TrackLayout:
     def track_names(self) -> list[str]:
         return [name for f in self.files for name in f.track_names()]
 
+    @property
+    def track_lengths(self) -> np.ndarray:
+        """``(tracks,)`` samples of each track's own file (shorter than the session when padded)."""
+        return np.repeat([f.frames for f in self.files], [f.channels for f in self.files])
+
 
 @dataclasses.dataclass(frozen=True)
 class Session(TrackLayout):
@@ -113,6 +118,26 @@ def require_finite(path: pathlib.Path, data: np.ndarray) -> None:
     """Raises :class:`SessionError` naming ``path`` when ``data`` (read from it) holds NaN or inf."""
     if not np.all(np.isfinite(data)):
         raise SessionError(f"{path}: contains NaN or infinite samples")
+
+
+def track_offsets(audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``(tracks,)`` DC offset of each track of ``(tracks, samples)`` audio: the mean of its first
+    ``lengths[i]`` samples (its own file; the zero padding after it is left out)."""
+    inside = np.arange(audio.shape[-1]) < np.asarray(lengths)[:, None]
+    return np.sum(np.where(inside, audio, 0.0), axis=-1, dtype=np.float64) / np.maximum(lengths, 1)
+
+
+def shift_tracks(audio: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``audio`` with ``offsets[i]`` added to the first ``lengths[i]`` samples of track ``i``;
+    padding after a track's own file stays zero. Same dtype as ``audio``.
+
+    ``reduce`` and ``analyze`` take each track's DC offset out before a method sees it and put it
+    back on the cleaned track: a constant is not bleed, but it is the same in every microphone's
+    lowest STFT bins and skews every bleed estimate (offsets up to 0.1 of full scale took the
+    differentiable method's mean ΔSDR on the bundled stems at −12 dB from 30.5 to 11.3 dB; README).
+    """
+    inside = np.arange(audio.shape[-1]) < np.asarray(lengths)[:, None]
+    return np.where(inside, audio + np.asarray(offsets, audio.dtype)[:, None], audio).astype(audio.dtype)
 
 
 def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:

@@ -34,9 +34,12 @@ class SessionReader(TrackLayout):
 
     Attributes:
         folder, sample_rate, files, num_tracks, length (samples of the longest file).
+        offsets: ``(tracks,)`` DC offsets that :meth:`read` takes out of each track's own samples
+            (zeros unless given; :meth:`scan_offsets` measures them).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2):
+    def __init__(self, folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2,
+                 offsets: np.ndarray | None = None):
         self.folder = pathlib.Path(folder)
         files = []
         for path in audio_files(self.folder):
@@ -63,18 +66,28 @@ class SessionReader(TrackLayout):
         self.files = tuple(TrackFile(p, i.channels, i.frames, i.format, i.subtype) for p, i in files)
         self.num_tracks = sum(f.channels for f in self.files)
         self.length = max(f.frames for f in self.files)
+        self.offsets = np.zeros(self.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
+        if self.offsets.shape != (self.num_tracks,):
+            raise ValueError(f"offsets of shape {self.offsets.shape} for {self.num_tracks} tracks")
 
-    def check_finite(self, block: int = 1 << 20) -> None:
-        """Reads every file once, ``block`` samples at a time, and raises :class:`SessionError`
-        on NaN or infinite samples: bad input is refused before anything is written."""
+    def scan_offsets(self, block: int = 1 << 20) -> np.ndarray:
+        """Reads every file once, ``block`` samples at a time, and returns each track's DC offset
+        (``(tracks,)``, the mean of its own samples, as :func:`bleedjax.sessions.track_offsets`);
+        raises :class:`SessionError` on NaN or infinite samples, so that bad input is refused
+        before anything is written."""
+        sums = []
         for track in self.files:
+            total = np.zeros(track.channels)
             with sf.SoundFile(str(track.path)) as handle:
                 for data in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
                     require_finite(track.path, data)
+                    total += np.sum(data, axis=0, dtype=np.float64)
+            sums.append(total / track.frames)
+        return np.concatenate(sums)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` of every track, ``(tracks, stop - start)`` float32, zero
-        outside each file; raises :class:`SessionError` on NaN or infinite samples."""
+        """Samples ``[start, stop)`` of every track less its offset, ``(tracks, stop - start)``
+        float32, zero outside each file; raises :class:`SessionError` on NaN or infinite samples."""
         out = np.zeros((self.num_tracks, stop - start), np.float32)
         row = 0
         for track in self.files:
@@ -84,7 +97,8 @@ class SessionReader(TrackLayout):
                     handle.seek(lo)
                     data = handle.read(hi - lo, dtype="float32", always_2d=True)
                 require_finite(track.path, data)
-                out[row : row + track.channels, lo - start : lo - start + data.shape[0]] = data.T
+                offsets = self.offsets[row : row + track.channels, None].astype(np.float32)
+                out[row : row + track.channels, lo - start : lo - start + data.shape[0]] = data.T - offsets
             row += track.channels
         return out
 
@@ -119,12 +133,14 @@ class OverlapAddWriter:
     """Streams cleaned frame blocks back to audio files, exactly as one :func:`istft` would.
 
     Feed blocks of frames in order with :meth:`add`; :meth:`commit` renames the temporary files
-    into place, :meth:`abort` removes them.
+    into place, :meth:`abort` removes them. ``offsets`` (``(tracks,)``, zeros when ``None``) are
+    added back to each track's own samples, as :func:`bleedjax.sessions.shift_tracks` does.
     """
 
     def __init__(self, reader: SessionReader, out_dir: pathlib.Path, total_frames: int, *,
-                 n_fft: int, hop: int, window: str):
+                 n_fft: int, hop: int, window: str, offsets: np.ndarray | None = None):
         self.reader, self.out_dir, self.total_frames = reader, out_dir, total_frames
+        self.offsets = np.zeros(reader.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
         self.n_fft, self.hop, self.window = n_fft, hop, window
         self.done = 0
         self.tail = np.zeros((reader.num_tracks, 0), np.float64)
@@ -160,7 +176,7 @@ class OverlapAddWriter:
         if hi <= lo:
             return
         norm = window_norm(lo, hi, self.total_frames, n_fft=self.n_fft, hop=self.hop, window=self.window)
-        block = (samples[:, lo - start : hi - start] / norm).astype(np.float32)
+        block = (samples[:, lo - start : hi - start] / norm + self.offsets[:, None]).astype(np.float32)
         row = 0
         for track, handle in zip(self.reader.files, self.handles):
             part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]

@@ -143,6 +143,20 @@ def test_bad_input(tmp_path, capsys):
     assert "removes interference within one" in capsys.readouterr().err
 
 
+def test_dc_offsets_do_not_change_the_analysis(simulated, tmp_path):
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for k, offset in enumerate((0.1, -0.05, 0.0)):
+        audio, rate = sf.read(simulated / "session" / f"track{k}.wav", dtype="float32")
+        sf.write(shifted / f"track{k}.wav", audio + offset, rate, subtype="FLOAT")
+    plain = analyze.analyze_session(simulated / "session", config=small_config())
+    result = analyze.analyze_session(shifted, config=small_config())
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(result.levels_db[off], plain.levels_db[off], atol=0.01)
+    np.testing.assert_allclose(result.delays_ms[off], plain.delays_ms[off], atol=0.001)
+    np.testing.assert_allclose(result.scores_db, plain.scores_db, atol=0.01)
+
+
 def test_silent_track_is_reported_not_flagged(simulated, tmp_path):
     session = tmp_path / "silent"
     session.mkdir()

@@ -220,6 +220,37 @@ def test_existing_outputs_are_not_overwritten(tmp_path, capsys):
     assert sf.info(out / "mic1.wav").frames == RATE
 
 
+def test_dc_offsets_do_not_change_the_bleed_estimate_and_are_kept(tmp_path):
+    plain = write_session(tmp_path / "plain", subtype="FLOAT")
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    offsets = (0.1, -0.05, 0.0)
+    for i, offset in enumerate(offsets):
+        audio, _ = sf.read(plain / f"mic{i}.wav", dtype="float32")
+        sf.write(shifted / f"mic{i}.wav", audio + offset, RATE, subtype="FLOAT")
+    for session in (plain, shifted):
+        assert run("reduce", session, "--out", tmp_path / f"{session.name}_out") == 0
+    lam = [json.loads((tmp_path / f"{n}_out" / "bleed.json").read_text())["lambda"] for n in ("plain", "shifted")]
+    np.testing.assert_allclose(lam[1], lam[0], atol=1e-5)
+    for i, offset in enumerate(offsets):
+        cleaned = sf.read(tmp_path / "plain_out" / f"mic{i}.wav", dtype="float32")[0]
+        kept = sf.read(tmp_path / "shifted_out" / f"mic{i}.wav", dtype="float32")[0]
+        np.testing.assert_allclose(kept - offset, cleaned, atol=1e-5)
+
+
+def test_offsets_are_measured_over_each_track_s_own_samples():
+    from bleedjax import sessions
+
+    audio = np.array([[1.0, 3.0, 0.0, 0.0], [2.0, 2.0, 2.0, 6.0]], np.float32)
+    lengths = np.array([2, 4])
+    offsets = sessions.track_offsets(audio, lengths)
+    np.testing.assert_allclose(offsets, [2.0, 3.0])
+    centred = sessions.shift_tracks(audio, -offsets, lengths)
+    np.testing.assert_array_equal(centred, [[-1.0, 1.0, 0.0, 0.0], [-1.0, -1.0, -1.0, 3.0]])
+    assert centred.dtype == np.float32
+    np.testing.assert_array_equal(sessions.shift_tracks(centred, offsets, lengths), audio)
+
+
 def test_silent_track_is_processed_without_nan(tmp_path):
     session = write_session(tmp_path / "s")
     sf.write(session / "mic1.wav", np.zeros(RATE), RATE)

@@ -108,3 +108,25 @@ def test_cli_streams_long_tracks(case, tmp_path, monkeypatch, capsys):
                                       "--set", "variant='kam'")]) == 2
     assert "no streaming path" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_dc_offsets_are_kept_on_the_music_not_the_interference(case, tmp_path):
+    folder, tracks, learned = case
+    dict_path = tmp_path / "d.npz"
+    dictionary.save(learned, dict_path)
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    offsets = (0.1, -0.05)
+    for i, offset in enumerate(offsets):
+        sf.write(shifted / f"t{i}.wav", tracks[i] + offset, RATE, subtype="FLOAT")
+    common = ("--method", "kam-nmf", "--dictionary", dict_path, "--set", "music_components=8",
+              "--set", "nmf_iterations=10", "--set", "min_separation=20", "--set", "block_frames=64")
+    for source, out, path in ((shifted, "streamed", "--streaming"), (shifted, "memory", "--no-streaming"),
+                              (folder, "plain", "--no-streaming")):
+        assert cli.main([str(a) for a in ("reduce", source, "--out", tmp_path / out, path, *common)]) == 0
+    for i, offset in enumerate(offsets):
+        for sub, added in (("", offset), ("interference/", 0.0)):
+            plain, _ = sf.read(tmp_path / "plain" / f"{sub}t{i}.wav", dtype="float32")
+            for out in ("streamed", "memory"):
+                got, _ = sf.read(tmp_path / out / f"{sub}t{i}.wav", dtype="float32")
+                np.testing.assert_allclose(got - np.float32(added), plain, atol=2e-5)

@@ -83,3 +83,22 @@ def test_cli_streams_long_sessions(session, tmp_path, capsys):
         assert (tmp_path / "s" / name).is_file()
     assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "x"), "--streaming"]) == 2
     assert "streaming" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_dc_offsets_are_taken_out_and_kept_on_both_paths(session, tmp_path):
+    from bleedjax import cli
+
+    folder, mics, _ = session
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    offsets = np.array([0.1, -0.05, 0.02])
+    for i, offset in enumerate(offsets):
+        sf.write(shifted / f"mic{i}.wav", mics[i] + offset, RATE, subtype="FLOAT")
+    common = ["--method", "kamir", "--set", "n_fft=1024", "--set", "hop=256", "--set", "block_frames=40"]
+    assert cli.main(["reduce", str(shifted), "--out", str(tmp_path / "s"), *common, "--streaming",
+                     "--set", "learn=exact"]) == 0
+    assert cli.main(["reduce", str(shifted), "--out", str(tmp_path / "m"), *common, "--no-streaming"]) == 0
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "plain"), *common, "--no-streaming"]) == 0
+    np.testing.assert_allclose(read_all(tmp_path / "s", 3), read_all(tmp_path / "m", 3), atol=2e-5)
+    np.testing.assert_allclose(read_all(tmp_path / "m", 3) - offsets[:, None].astype(np.float32),
+                               read_all(tmp_path / "plain", 3), atol=2e-5)

@@ -39,8 +39,9 @@ class Method:
         run: ``(audio, lengths, config, track_names) -> BatchResult`` on a batch.
         batch_key: ``(track_names, config) -> hashable``; sessions with equal keys batch together.
         artefacts: the files written beside the cleaned audio.
-        run_long: ``(folder, out_dir, config, track_names, pad, progress) -> BatchResult`` of
-            one session, streamed with bounded memory (``None``: the method has no such path).
+        run_long: ``(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult``
+            of one session, streamed with bounded memory (``None``: the method has no such path);
+            ``offsets`` are the tracks' DC offsets, taken out before and put back after.
         min_tracks: the fewest tracks a session may have.
         validate: ``(config, sample_rate) -> None``, raises ``ValueError`` on a config that does
             not fit a session; called for every session before anything is written.
@@ -118,13 +119,14 @@ def _kamir_run(audio, lengths, config, track_names) -> BatchResult:
     return BatchResult(np.asarray(cleaned), np.asarray(gains), sources, {"lambda": np.asarray(lam)})
 
 
-def _kamir_run_long(folder, out_dir, config, track_names, pad, progress) -> BatchResult:
+def _kamir_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
     from bleedjax.methods import kamir, kamir_long
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
     long = _settings(kamir_long.LongSettings, config)
-    lam, gains = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress)
+    lam, gains = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress,
+                                       offsets=offsets)
     return BatchResult(None, gains[None], sources, {"lambda": lam[None]})
 
 
@@ -174,13 +176,14 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
     )
 
 
-def _kam_nmf_run_long(folder, out_dir, config, track_names, pad, progress) -> BatchResult:
+def _kam_nmf_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
     from bleedjax.methods import kam_nmf, kam_nmf_long
 
     learned = _kam_nmf_dictionary(config)
     settings = _settings(kam_nmf.Settings, config)
     long = _settings(kam_nmf_long.LongSettings, config)
-    share, k = kam_nmf_long.reduce_long(folder, out_dir, learned.W, settings, long, pad=pad, progress=progress)
+    share, k = kam_nmf_long.reduce_long(folder, out_dir, learned.W, settings, long, pad=pad,
+                                        progress=progress, offsets=offsets)
     tracks = len(track_names)
     return BatchResult(None, np.zeros((1, tracks, tracks)), None, {"corruption": share[None], "k": k[None]})
 

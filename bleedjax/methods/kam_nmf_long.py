@@ -261,9 +261,9 @@ class _Run:
         last_iteration = s.kam_iterations - 1 if s.variant == "kam-nmf" else 0
         writers = []
         try:
-            for folder in (out_dir, out_dir / "interference"):
+            for folder, offsets in ((out_dir, self.reader.offsets), (out_dir / "interference", None)):
                 writers.append(streaming.OverlapAddWriter(self.reader, folder, self.frames, n_fft=s.n_fft,
-                                                          hop=s.hop, window=s.window))
+                                                          hop=s.hop, window=s.window, offsets=offsets))
             for first, last in self._progress("output"):
                 gain = np.stack([self.gain(track, first, last, last_iteration) for track in self.tracks])
                 spec = self._stft(first, last)
@@ -292,6 +292,7 @@ def reduce_long(
     *,
     pad: bool = False,
     progress: bool = False,
+    offsets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cleans every track of a session folder of any length into ``out_dir`` (the removed
     interference into ``out_dir/interference``).
@@ -304,11 +305,13 @@ def reduce_long(
         long: streaming settings.
         pad: zero-pad files of unequal length.
         progress: show progress bars.
+        offsets: ``(tracks,)`` DC offsets taken out before and put back on the cleaned tracks
+            (not on the interference), from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`.
 
     Returns:
         ``(tracks, frames)`` the interference share per frame and ``(tracks,)`` the ``k`` used.
     """
-    reader = streaming.SessionReader(folder, pad=pad, min_tracks=1)
+    reader = streaming.SessionReader(folder, pad=pad, min_tracks=1, offsets=offsets)
     run = _Run(reader, np.asarray(dictionary, np.float32), settings, long, progress)
     try:
         run.spectrogram()

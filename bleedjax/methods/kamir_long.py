@@ -203,7 +203,7 @@ def separate(
     phi_j, history_j = jnp.asarray(phi), jnp.asarray(history)
     margin = _margin(settings)
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=settings.n_fft, hop=settings.hop,
-                                        window=settings.window)
+                                        window=settings.window, offsets=reader.offsets)
     try:
         for first, last in _blocks(total, long, "separate", progress):
             lo, hi = max(first - margin, 0), min(last + margin, total)
@@ -227,11 +227,14 @@ def reduce_long(
     *,
     pad: bool = False,
     progress: bool = False,
+    offsets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cleans one session folder of any length into ``out_dir``; returns the final Λ
     ``(F, I, J)`` and the amplitude matrix ``(I, J)`` (Λ averaged over frequency with the
-    sources' summarised energies as weights, as :func:`kamir.average_gains`)."""
-    reader = streaming.SessionReader(folder, pad=pad)
+    sources' summarised energies as weights, as :func:`kamir.average_gains`). ``offsets``
+    (``(tracks,)`` DC offsets, from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are
+    taken out before and put back on the cleaned tracks."""
+    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress)
     separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
     lam = history[-1]
