@@ -157,6 +157,16 @@ def run_measured(command: Sequence[str], env: dict | None = None) -> tuple[float
     return elapsed, int(peak.split()[1]) * 1024
 
 
+def run_reduce_measured(
+    session: pathlib.Path, out: pathlib.Path, arguments: Sequence[str], *, streamed: bool, cache: str
+) -> tuple[float, int]:
+    """``bleedjax reduce SESSION --out OUT ARGUMENTS --[no-]streaming`` of the repository's
+    ``.venv`` through :func:`run_measured`, with ``BLEEDJAX_CACHE_DIR=cache``."""
+    command = [str(pathlib.Path(__file__).resolve().parents[1] / ".venv" / "bin" / "bleedjax"), "reduce",
+               str(session), "--out", str(out), *arguments, "--streaming" if streamed else "--no-streaming"]
+    return run_measured(command, dict(os.environ, BLEEDJAX_CACHE_DIR=cache))
+
+
 def worker_main(
     task_json: str, result_path: str, handlers: dict[str, Callable[[dict], dict]]
 ) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import sys
@@ -23,7 +22,7 @@ import tempfile
 
 import numpy as np
 import soundfile as sf
-from _common import run_measured
+from _common import run_reduce_measured
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOISE = REPO.parent / "shared" / "data" / "interference"
@@ -59,16 +58,6 @@ def learn_dictionary(path: pathlib.Path) -> None:
     dictionary.save(dictionary.learn_from_files(others, components=32, iterations=50), path)
 
 
-def run_reduce(session, out, dictionary_path, streamed: bool, overrides, cache: str) -> tuple[float, int]:
-    command = [str(REPO / ".venv" / "bin" / "bleedjax"), "reduce", str(session), "--out", str(out),
-               "--method", "kam-nmf", "--dictionary", str(dictionary_path),
-               "--streaming" if streamed else "--no-streaming"]
-    for item in overrides:
-        command += ["--set", item]
-    env = dict(os.environ, BLEEDJAX_CACHE_DIR=cache)
-    return run_measured(command, env)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 15])
@@ -88,8 +77,10 @@ def main(argv=None) -> int:
             write_session(session, minutes)
             for path in args.paths:
                 out = work / f"o{minutes:g}-{path}"
-                elapsed, peak = run_reduce(session, out, work / "dict.npz", path == "streaming", args.set,
-                                           str(work / "cache"))
+                arguments = ["--method", "kam-nmf", "--dictionary", str(work / "dict.npz")]
+                arguments += [part for item in args.set for part in ("--set", item)]
+                elapsed, peak = run_reduce_measured(session, out, arguments, streamed=path == "streaming",
+                                                    cache=str(work / "cache"))
                 assert sf.info(out / "track.wav").frames == int(minutes * 60 * RATE)
                 assert sf.info(out / "interference" / "track.wav").frames == int(minutes * 60 * RATE)
                 rows.append({"minutes": minutes, "path": path, "seconds": elapsed, "peak_rss_bytes": peak,

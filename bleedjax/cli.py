@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
                                help="force or forbid the bounded-memory path for long recordings "
-                                    "(kamir, kam-nmf); by default it is used above 2^27 samples "
+                                    "(spectral-subtraction, kamir, kam-nmf); by default it is used above 2^27 samples "
                                     "(kam-nmf: 2^23, tracks x length)")
     reduce_parser.add_argument("--dictionary", help="interference dictionary .npz (kam-nmf)")
     reduce_parser.add_argument("--checkpoint", metavar="DIR",

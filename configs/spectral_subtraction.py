@@ -17,6 +17,7 @@ import dataclasses
 import ml_collections
 
 from bleedjax.methods.spectral_subtraction import PRESETS, Settings
+from bleedjax.methods.spectral_subtraction_long import LongSettings
 
 DEFAULT_PRESET = "auto"
 
@@ -31,4 +32,7 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.momentum = 0.8  # β
     config.learning_rate = 1e-3  # γ(0)
     config.learning_rate_decay = 0.99  # γ(m+1) = 0.99 γ(m)
+    # Long recordings (bleedjax.methods.spectral_subtraction_long): frames per streamed block, and
+    # the most lattice points (all tracks) kept for the refinement rounds and the ratio floor.
+    config.update(dataclasses.asdict(LongSettings()))
     return config

@@ -92,6 +92,16 @@ def _spectral_subtraction_run(audio, lengths, config, track_names) -> BatchResul
     return BatchResult(np.asarray(cleaned), np.asarray(lam))
 
 
+def _spectral_subtraction_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+    from bleedjax.methods import spectral_subtraction, spectral_subtraction_long
+
+    settings = _settings(spectral_subtraction.Settings, config)
+    long = _settings(spectral_subtraction_long.LongSettings, config)
+    lam = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, pad=pad, progress=progress,
+                                                offsets=offsets)
+    return BatchResult(None, lam[None])
+
+
 def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
     from bleedjax.configs import kamir
 
@@ -222,7 +232,8 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
 
 METHODS = {
     "spectral-subtraction": Method(
-        "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper", "power", "floor", "auto"), _spectral_subtraction_run
+        "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper", "power", "floor", "auto"),
+        _spectral_subtraction_run, run_long=_spectral_subtraction_run_long,
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,

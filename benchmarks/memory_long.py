@@ -1,19 +1,23 @@
-"""Peak memory of KAMIR on long recordings: 16 tracks × 5, 15 and 30 minutes through `reduce`.
+"""Peak memory on long recordings: 16 tracks × 5, 15 and 30 minutes through `reduce`.
 
 For each duration a 16-track session is written to disk block by block (the bundled stems and the
 quartet, tiled with per-track offsets and mixed with a Seipel matrix at -12 dB, 44.1 kHz, 16-bit
-WAV), then `bleedjax reduce --method kamir --streaming` runs in a fresh process and its peak
+WAV), then `bleedjax reduce --method METHOD` runs in a fresh process, streamed (`--streaming`)
+and, with `--paths streaming in-memory`, also loaded whole (`--no-streaming`), and its peak
 resident set size (``ru_maxrss`` of the child) and wall time are reported. Bounded memory means
-the peak does not grow with the duration.
+the streamed peak does not grow with the duration. The methods with a streamed path are KAMIR
+(:mod:`bleedjax.methods.kamir_long`) and spectral subtraction
+(:mod:`bleedjax.methods.spectral_subtraction_long`); KAM + NMF has its own benchmark
+(`memory_kam_nmf_long.py`, one track).
 
-    .venv/bin/python benchmarks/memory_kamir_long.py [--minutes 5 15 30] [--preset K4]
+    .venv/bin/python benchmarks/memory_long.py [--method kamir|spectral-subtraction] [--preset K4]
+        [--minutes 5 15 30] [--paths streaming in-memory] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import sys
@@ -22,7 +26,7 @@ import tempfile
 import numpy as np
 import scipy.signal
 import soundfile as sf
-from _common import run_measured
+from _common import run_reduce_measured
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -59,37 +63,39 @@ def write_session(folder: pathlib.Path, minutes: float, seed: int = 0) -> None:
         handle.close()
 
 
-def run_reduce(session: pathlib.Path, out: pathlib.Path, preset: str, cache: str) -> tuple[float, int]:
-    command = [str(REPO / ".venv" / "bin" / "bleedjax"), "reduce", str(session), "--out", str(out),
-               "--method", "kamir", "--preset", preset, "--streaming"]
-    env = dict(os.environ, BLEEDJAX_CACHE_DIR=cache)
-    return run_measured(command, env)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--method", choices=["kamir", "spectral-subtraction"], default="kamir")
+    parser.add_argument("--preset", default=None, help="the method's preset (its default when omitted)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 30])
-    parser.add_argument("--preset", default="K4")
+    parser.add_argument("--paths", nargs="+", choices=["streaming", "in-memory"], default=["streaming"])
     parser.add_argument("--workdir", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     work = pathlib.Path(tempfile.mkdtemp(prefix="bleedjax-long-", dir=args.workdir))
     rows = []
-    print(f"{'minutes':>8} {'tracks':>6} {'input GB':>9} {'wall s':>8} {'x real time':>11} {'peak RSS GiB':>12}")
+    print(f"{args.method} {args.preset or '(default preset)'}")
+    print(f"{'minutes':>8} {'path':>10} {'tracks':>6} {'input GB':>9} {'wall s':>8} {'x real time':>11} "
+          f"{'peak RSS GiB':>12}")
     try:
         for minutes in args.minutes:
-            session, out = work / f"s{minutes:g}", work / f"o{minutes:g}"
+            session = work / f"s{minutes:g}"
             write_session(session, minutes)
             size = sum(p.stat().st_size for p in session.iterdir()) / 1e9
-            elapsed, peak = run_reduce(session, out, args.preset, str(work / "cache"))
-            written = sorted(p.name for p in out.glob("*.wav"))
-            assert len(written) == TRACKS and sf.info(out / written[0]).frames == int(minutes * 60 * RATE)
-            rows.append({"minutes": minutes, "tracks": TRACKS, "input_gb": size, "seconds": elapsed,
-                         "peak_rss_bytes": peak, "preset": args.preset})
-            print(f"{minutes:8g} {TRACKS:6d} {size:9.2f} {elapsed:8.1f} {minutes * 60 / elapsed:11.2f} "
-                  f"{peak / 2**30:12.2f}", flush=True)
+            for path in args.paths:
+                out = work / f"o{minutes:g}{path}"
+                arguments = ["--method", args.method, *(["--preset", args.preset] if args.preset else [])]
+                elapsed, peak = run_reduce_measured(session, out, arguments, streamed=path == "streaming",
+                                                    cache=str(work / "cache"))
+                written = sorted(p.name for p in out.glob("*.wav"))
+                assert len(written) == TRACKS and sf.info(out / written[0]).frames == int(minutes * 60 * RATE)
+                rows.append({"minutes": minutes, "path": path, "tracks": TRACKS, "input_gb": size,
+                             "seconds": elapsed, "peak_rss_bytes": peak, "method": args.method,
+                             "preset": args.preset})
+                print(f"{minutes:8g} {path:>10} {TRACKS:6d} {size:9.2f} {elapsed:8.1f} "
+                      f"{minutes * 60 / elapsed:11.2f} {peak / 2**30:12.2f}", flush=True)
+                shutil.rmtree(out)
             shutil.rmtree(session)
-            shutil.rmtree(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
