@@ -51,7 +51,7 @@ def _cmd_reduce(args) -> int:
         config = neural.with_checkpoint(args.method, config, args.checkpoint)
     results = reduce.reduce_folders(
         args.sessions, args.out, method=args.method, config=config, pad=args.pad,
-        overwrite=args.overwrite, streaming_path=args.streaming,
+        overwrite=args.overwrite, streaming_path=args.streaming, keep_audio=False,
     )
     for result in results:
         print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")

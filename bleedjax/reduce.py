@@ -173,8 +173,15 @@ def reduce_folders(
     overwrite: bool = False,
     progress: bool | None = None,
     streaming_path: bool | None = None,
+    keep_audio: bool = True,
 ) -> list[SessionResult]:
     """Cleans session folders into ``out``; validates all inputs before writing anything.
+
+    Sessions are read one batch at a time, and each batch's outputs are written as soon as it is
+    cleaned, under a staging folder (:class:`bleedjax.sessions.StagedOutputs`) that is moved into
+    place only when every in-memory batch succeeded: memory holds one batch, whatever the number
+    of sessions, and a failure in a later batch (NaN samples, a session too short for the t-UNet)
+    leaves nothing behind. Streamed sessions follow, each written when it is done.
 
     Args:
         folders: session folders.
@@ -187,10 +194,12 @@ def reduce_folders(
         progress: show a progress bar; by default only when stderr is a terminal.
         streaming_path: force (``True``) or forbid (``False``) the method's bounded-memory path;
             by default it is taken for sessions above :data:`LONG_SESSION_SAMPLES`.
+        keep_audio: return each session's audio and cleaned audio; ``False`` (the command line)
+            keeps only the headers and matrices, so that memory does not grow with the sessions.
 
     Returns:
         one :class:`SessionResult` per session, in input order (``cleaned`` is ``None`` for
-        streamed sessions, whose audio never is in memory whole).
+        streamed sessions, whose audio never is in memory whole, and without ``keep_audio``).
 
     Raises:
         SessionError: on any bad input or output location, before anything is written.
@@ -206,10 +215,6 @@ def reduce_folders(
         and (streaming_path if streaming_path is not None else h.num_tracks * h.length > _long_samples(chosen))
         for h in headers
     ]
-    loaded = [
-        h if s else sessions.read_session(f, pad=pad, min_tracks=chosen.min_tracks)
-        for f, h, s in zip(folders, headers, streamed)
-    ]
     if chosen.validate is not None:
         for header in headers:
             try:
@@ -219,23 +224,21 @@ def reduce_folders(
     targets = output_dirs(folders, pathlib.Path(out))
     sessions.check_output_location(folders, targets)
     # Each track's DC offset is taken out before a method sees it and put back on the cleaned
-    # track (sessions.shift_tracks says why); streamed sessions measure it in the NaN check's pass.
-    offsets = [
-        h.scan_offsets() if s else sessions.track_offsets(session.audio, session.track_lengths)
-        for h, s, session in zip(headers, streamed, loaded)
-    ]
+    # track (sessions.shift_tracks says why); streamed sessions measure it in their NaN pass here,
+    # the others when their batch is read.
+    offsets = [h.scan_offsets() if s else None for h, s in zip(headers, streamed)]
     if not overwrite:
-        for session, target in zip(loaded, targets):
-            sessions.refuse_overwrite(sessions.planned_outputs(session.files, target, chosen.artefacts))
+        for header, target in zip(headers, targets):
+            sessions.refuse_overwrite(sessions.planned_outputs(header.files, target, chosen.artefacts))
 
     groups: dict[tuple, list[int]] = {}
-    for index, session in enumerate(loaded):
+    for index, header in enumerate(headers):
         if streamed[index]:
-            _batch_key(chosen, session, config)
+            _batch_key(chosen, header, config)
             continue
-        key = (session.num_tracks, _batch_key(chosen, session, config))
+        key = (header.num_tracks, _batch_key(chosen, header, config))
         groups.setdefault(key, []).append(index)
-    samples_of = [s.length if streamed[i] else s.audio.shape[1] for i, s in enumerate(loaded)]
+    samples_of = [h.length for h in headers]
     batches = [
         batch
         for (tracks, _), indices in groups.items()
@@ -243,38 +246,49 @@ def reduce_folders(
     ]
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[int, SessionResult] = {}
-    # Every in-memory batch is computed before any is written, so that an error in a later batch
-    # (a session too short for the t-UNet) leaves nothing behind.
-    finished: list[tuple[int, int, methods.BatchResult]] = []
-    for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
-        longest = max(samples_of[i] for i in batch)
-        audio = np.stack([
-            np.pad(sessions.shift_tracks(loaded[i].audio, -offsets[i], loaded[i].track_lengths),
-                   ((0, 0), (0, longest - samples_of[i])))
-            for i in batch
-        ])
-        lengths = np.asarray([samples_of[i] for i in batch])
-        rate = {"sample_rate": loaded[batch[0]].sample_rate} if chosen.uses_sample_rate else {}
-        try:
-            output = chosen.run(audio, lengths, config, loaded[batch[0]].track_names, **rate)
-        except ValueError as error:
-            named = ", ".join(str(loaded[i].folder) for i in batch)
-            raise sessions.SessionError(f"{named}: {error}") from None
-        finished.extend((index, row, output) for row, index in enumerate(batch))
-    for index, row, output in finished:
-        session, target = loaded[index], targets[index]
-        session_cleaned = sessions.shift_tracks(
-            output.cleaned[row, :, : samples_of[index]], offsets[index], session.track_lengths
-        )
-        sessions.write_session(session, session_cleaned, target)
-        _write_artefacts(method, config, session, target, output, row)
-        results[index] = SessionResult(session, target, session_cleaned, output.matrices[row])
+    staged = sessions.StagedOutputs(pathlib.Path(out)) if batches else None
+    try:
+        for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
+            loaded = {i: sessions.read_session(folders[i], pad=pad, min_tracks=chosen.min_tracks) for i in batch}
+            for i in batch:
+                offsets[i] = sessions.track_offsets(loaded[i].audio, loaded[i].track_lengths)
+            longest = max(samples_of[i] for i in batch)
+            audio = np.stack([
+                np.pad(sessions.shift_tracks(loaded[i].audio, -offsets[i], loaded[i].track_lengths),
+                       ((0, 0), (0, longest - samples_of[i])))
+                for i in batch
+            ])
+            lengths = np.asarray([samples_of[i] for i in batch])
+            rate = {"sample_rate": headers[batch[0]].sample_rate} if chosen.uses_sample_rate else {}
+            try:
+                output = chosen.run(audio, lengths, config, headers[batch[0]].track_names, **rate)
+            except ValueError as error:
+                named = ", ".join(str(folders[i]) for i in batch)
+                raise sessions.SessionError(f"{named}: {error}") from None
+            del audio
+            for row, index in enumerate(batch):
+                session, target = loaded[index], targets[index]
+                cleaned = sessions.shift_tracks(
+                    output.cleaned[row, :, : samples_of[index]], offsets[index], session.track_lengths
+                )
+                sessions.write_session(session, cleaned, staged.path(target))
+                _write_artefacts(method, config, session, staged.path(target), output, row)
+                results[index] = SessionResult(
+                    session if keep_audio else headers[index], target, cleaned if keep_audio else None,
+                    output.matrices[row],
+                )
+        if staged is not None:
+            staged.commit()
+    except BaseException:
+        if staged is not None:
+            staged.abort()
+        raise
     for index in [i for i, s in enumerate(streamed) if s]:
-        session, target = loaded[index], targets[index]
-        output = chosen.run_long(folders[index], target, config, session.track_names, pad, show, offsets[index])
-        _write_artefacts(method, config, session, target, output, 0)
-        results[index] = SessionResult(session, target, None, output.matrices[0])
-    return [results[i] for i in range(len(loaded))]
+        header, target = headers[index], targets[index]
+        output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index])
+        _write_artefacts(method, config, header, target, output, 0)
+        results[index] = SessionResult(header, target, None, output.matrices[0])
+    return [results[i] for i in range(len(headers))]
 
 
 def _long_samples(chosen: methods.Method) -> int:
@@ -303,4 +317,4 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         arrays["frequencies_hz"] = np.fft.rfftfreq(config.n_fft, 1.0 / session.sample_rate)
         sessions.write_npz_atomic(target / "bleed.npz", arrays)
     if output.interference is not None:
-        sessions.write_session(session, output.interference[row, :, : session.audio.shape[1]], target / "interference")
+        sessions.write_session(session, output.interference[row], target / "interference")

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 
@@ -214,6 +215,36 @@ def check_output_location(inputs: Sequence[pathlib.Path], outputs: Sequence[path
                 raise SessionError(f"{out}: output folder is, or is inside, input folder {source}")
 
 
+class StagedOutputs:
+    """Outputs written under a hidden staging folder and moved into place together.
+
+    :meth:`path` maps a final path (anywhere below ``root``) to its place in the staging folder,
+    which lies in the nearest existing ancestor of ``root`` (the same file system, so that the
+    moves are renames, and nothing of ``root`` is created before :meth:`commit`). :meth:`commit`
+    renames every staged file onto its final path; :meth:`abort` removes the staging folder. This
+    lets ``reduce`` write each batch as soon as it is cleaned, so that memory holds one batch, and
+    still leave nothing behind when a later session fails.
+    """
+
+    def __init__(self, root: pathlib.Path):
+        root = pathlib.Path(root).absolute()
+        self.anchor = next(p for p in (root, *root.parents) if p.exists())
+        self.staging = pathlib.Path(tempfile.mkdtemp(prefix=f".bleedjax-staging-{root.name}.", dir=self.anchor))
+
+    def path(self, final: pathlib.Path) -> pathlib.Path:
+        return self.staging / pathlib.Path(final).absolute().relative_to(self.anchor)
+
+    def commit(self) -> None:
+        for staged in sorted(p for p in self.staging.rglob("*") if p.is_file()):
+            final = self.anchor / staged.relative_to(self.staging)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+        self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
 def temporary_beside(final: pathlib.Path) -> pathlib.Path:
     """An empty hidden file next to ``final``, to be renamed onto it, with the permissions a
     new file gets under the process's umask (``mkstemp`` alone leaves 0600, which other users of
@@ -287,8 +318,9 @@ def refuse_overwrite(paths: Sequence[pathlib.Path]) -> None:
             raise SessionError(f"{path}: exists already (use --overwrite to replace it)")
 
 
-def write_session(session: Session, cleaned: np.ndarray, out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Writes ``(tracks, samples)`` cleaned audio in the session's layout into ``out_dir``."""
+def write_session(session: Session | TrackLayout, cleaned: np.ndarray, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Writes ``(tracks, samples)`` cleaned audio in the layout of the session's ``files`` (and
+    at its ``sample_rate``) into ``out_dir``."""
     written, start = [], 0
     for track in session.files:
         block = cleaned[start : start + track.channels, : track.frames]

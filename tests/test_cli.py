@@ -135,8 +135,41 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, spoil):
     assert run("reduce", good, session, "--out", tmp_path / "out") == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and expected in error and error.startswith("bleedjax reduce: error:")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
     assert snapshot(session) == before
+
+
+def test_a_failure_in_a_later_batch_leaves_nothing_behind(tmp_path, capsys):
+    """Each batch is written as soon as it is cleaned, but under a staging folder that only a
+    run without error moves into place."""
+    good = write_session(tmp_path / "good", tracks=3, seed=3)
+    bad = write_session(tmp_path / "bad", tracks=2)
+    nan_samples(bad)
+    (bad / "mic2.wav").rename(bad / "mic1.wav")
+    assert run("reduce", good, bad, "--out", tmp_path / "out") == 2
+    assert "mic1.wav: contains NaN" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
+    (tmp_path / "out").mkdir()
+    assert run("reduce", good, bad, "--out", tmp_path / "out") == 2
+    assert not list((tmp_path / "out").iterdir())
+    assert run("reduce", good, "--out", tmp_path / "out" / "deeper" / "still") == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "deeper" / "still").iterdir()) == [
+        "bleed.json", "mic0.wav", "mic1.wav", "mic2.wav"]
+    assert not list(tmp_path.rglob(".bleedjax-staging-*"))
+
+
+def test_library_results_without_audio(tmp_path):
+    from bleedjax import reduce, streaming
+
+    sessions = [write_session(tmp_path / name, seed=seed) for name, seed in (("a", 1), ("b", 2))]
+    kept = reduce.reduce_folders(sessions, tmp_path / "kept")
+    light = reduce.reduce_folders(sessions, tmp_path / "light", keep_audio=False)
+    for full, header in zip(kept, light):
+        assert header.cleaned is None and isinstance(header.session, streaming.SessionReader)
+        assert full.cleaned.shape == (3, RATE)
+        np.testing.assert_array_equal(header.matrix, full.matrix)
+        for name in ("mic0.wav", "mic1.wav", "mic2.wav"):
+            assert (header.out_dir / name).read_bytes() == (full.out_dir / name).read_bytes()
 
 
 def test_nan_in_a_streamed_session_is_refused_before_anything_is_written(tmp_path, capsys):
