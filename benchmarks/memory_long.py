@@ -8,16 +8,18 @@ resident set size (``ru_maxrss`` of the child) and wall time are reported. Bound
 the streamed peak does not grow with the duration. The methods with a streamed path are KAMIR
 (:mod:`bleedjax.methods.kamir_long`) and spectral subtraction
 (:mod:`bleedjax.methods.spectral_subtraction_long`); KAM + NMF has its own benchmark
-(`memory_kam_nmf_long.py`, one track).
+(`memory_kam_nmf_long.py`, one track). `--paths analyze` runs `bleedjax analyze SESSION --json F`
+instead (the differentiable model on the session's busiest excerpt of at most 60 s).
 
     .venv/bin/python benchmarks/memory_long.py [--method kamir|spectral-subtraction] [--preset K4]
-        [--minutes 5 15 30] [--paths streaming in-memory] [--json out.json]
+        [--minutes 5 15 30] [--paths streaming in-memory analyze] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -26,7 +28,7 @@ import tempfile
 import numpy as np
 import scipy.signal
 import soundfile as sf
-from _common import run_reduce_measured
+from _common import run_measured, run_reduce_measured
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -68,13 +70,16 @@ def main(argv=None) -> int:
     parser.add_argument("--method", choices=["kamir", "spectral-subtraction"], default="kamir")
     parser.add_argument("--preset", default=None, help="the method's preset (its default when omitted)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 30])
-    parser.add_argument("--paths", nargs="+", choices=["streaming", "in-memory"], default=["streaming"])
+    parser.add_argument("--paths", nargs="+", choices=["streaming", "in-memory", "analyze"], default=["streaming"],
+                        help="analyze: `bleedjax analyze SESSION --json F` (its default method and --max-seconds) "
+                             "instead of reduce")
     parser.add_argument("--workdir", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     work = pathlib.Path(tempfile.mkdtemp(prefix="bleedjax-long-", dir=args.workdir))
     rows = []
-    print(f"{args.method} {args.preset or '(default preset)'}")
+    reducing = [path for path in args.paths if path != "analyze"]
+    print(f"reduce: {args.method} {args.preset or '(default preset)'}" if reducing else "analyze (its defaults)")
     print(f"{'minutes':>8} {'path':>10} {'tracks':>6} {'input GB':>9} {'wall s':>8} {'x real time':>11} "
           f"{'peak RSS GiB':>12}")
     try:
@@ -84,17 +89,23 @@ def main(argv=None) -> int:
             size = sum(p.stat().st_size for p in session.iterdir()) / 1e9
             for path in args.paths:
                 out = work / f"o{minutes:g}{path}"
-                arguments = ["--method", args.method, *(["--preset", args.preset] if args.preset else [])]
-                elapsed, peak = run_reduce_measured(session, out, arguments, streamed=path == "streaming",
-                                                    cache=str(work / "cache"))
-                written = sorted(p.name for p in out.glob("*.wav"))
-                assert len(written) == TRACKS and sf.info(out / written[0]).frames == int(minutes * 60 * RATE)
+                if path == "analyze":
+                    command = [str(REPO / ".venv" / "bin" / "bleedjax"), "analyze", str(session), "--json", str(out)]
+                    elapsed, peak = run_measured(command, dict(os.environ, BLEEDJAX_CACHE_DIR=str(work / "cache")))
+                    assert len(json.loads(out.read_text())["tracks"]) == TRACKS
+                    out.unlink()
+                else:
+                    arguments = ["--method", args.method, *(["--preset", args.preset] if args.preset else [])]
+                    elapsed, peak = run_reduce_measured(session, out, arguments, streamed=path == "streaming",
+                                                        cache=str(work / "cache"))
+                    written = sorted(p.name for p in out.glob("*.wav"))
+                    assert len(written) == TRACKS and sf.info(out / written[0]).frames == int(minutes * 60 * RATE)
+                    shutil.rmtree(out)
                 rows.append({"minutes": minutes, "path": path, "tracks": TRACKS, "input_gb": size,
                              "seconds": elapsed, "peak_rss_bytes": peak, "method": args.method,
                              "preset": args.preset})
                 print(f"{minutes:8g} {path:>10} {TRACKS:6d} {size:9.2f} {elapsed:8.1f} "
                       f"{minutes * 60 / elapsed:11.2f} {peak / 2**30:12.2f}", flush=True)
-                shutil.rmtree(out)
             shutil.rmtree(session)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from bleedjax import methods, sessions
+from bleedjax import methods, sessions, streaming
 from bleedjax.simulation import SPEED_OF_SOUND
 
 DEFAULT_THRESHOLD_DB = -20.0
@@ -34,6 +34,39 @@ MIN_SECONDS_FOR_DELAYS = 2.0
 with delayed linear bleed (``benchmarks/quality_differentiable.py --seconds S``, 2 seeds) the mean
 delay error is 0.36–1.16 ms with 1 s and 0.34–0.62 ms with 1.5 s of audio, and 0.002–0.008 ms (worst
 pair 0.05 ms) from 2 s on: too few frames to tell a bleed's delay from its source's pitch period."""
+
+
+DEFAULT_MAX_SECONDS = 60.0
+"""``analyze`` fits on at most this much audio. The microphones stand still during a session, so
+its bleed does too, and a minute is 30 times what the delays need (:data:`MIN_SECONDS_FOR_DELAYS`);
+a longer session is analysed on its :func:`busiest_excerpt`. This bounds time and memory: the
+differentiable model's fit takes 6.5 s and 1.5 GiB for 4 tracks × 60 s, and grows with the length."""
+
+
+def busiest_excerpt(reader: streaming.SessionReader, samples: int, step: int) -> int:
+    """The first sample of the ``samples``-long excerpt, starting at a multiple of ``step``, in
+    which every track plays most: the highest geometric mean over the tracks of their activity
+    (a track's energy in the excerpt over its average energy per excerpt), so that a track silent
+    in an excerpt rules it out, and a track that plays more counts as much as any other's. Energies
+    are about each ``step``'s mean (a DC offset does not count); tracks silent throughout are left
+    out. Reads the session once, ``step`` samples at a time. ``0`` when the session is not longer
+    than ``samples``."""
+    if reader.length <= samples:
+        return 0
+    steps = []
+    for start in range(0, reader.length, step):
+        block = reader.read(start, min(start + step, reader.length)).astype(np.float64)
+        steps.append(np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1))
+    energies = np.cumsum(np.concatenate([np.zeros((1, reader.num_tracks)), np.stack(steps)]), axis=0)
+    span = -(-samples // step)
+    starts = np.arange(0, max(1, len(steps) - span + 1))
+    excerpt = energies[starts + np.minimum(span, len(steps))] - energies[starts]
+    average = energies[-1] * min(span, len(steps)) / len(steps)
+    sounding = average > 0
+    if not sounding.any():
+        return 0
+    activity = np.maximum(excerpt[:, sounding] / average[sounding], 1e-12)
+    return int(starts[np.argmax(np.mean(np.log(activity), axis=1))] * step)
 
 
 def short_recording_warnings(seconds: float, advice: str) -> list[str]:
@@ -64,6 +97,10 @@ class Analysis:
     scores_db: np.ndarray
     threshold_db: float
     seconds: float = math.inf
+    start_seconds: float = 0.0
+    session_seconds: float | None = None
+    """The analysed excerpt: ``seconds`` from ``start_seconds`` of a session of
+    ``session_seconds`` (``None``: the whole session was analysed)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -99,6 +136,8 @@ class Analysis:
             "scores_db": {t: _number(s) for t, s in zip(self.tracks, self.scores_db)},
             "flagged": self.flagged,
             "seconds": _number(self.seconds),
+            "start_seconds": _number(self.start_seconds),
+            "session_seconds": None if self.session_seconds is None else _number(self.session_seconds),
             "warnings": self.warnings,
         }
 
@@ -145,32 +184,40 @@ def analyze_session(
     config: ml_collections.ConfigDict | None = None,
     threshold_db: float = DEFAULT_THRESHOLD_DB,
     pad: bool = False,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> Analysis:
-    """Estimates the bleed between every pair of tracks of one session folder.
+    """Estimates the bleed between every pair of tracks of one session folder, on at most
+    ``max_seconds`` of it (its :func:`busiest_excerpt`; ``None`` or ``0``: the whole session).
 
     Raises:
         SessionError: bad session (as for ``reduce``: fewer than 2 tracks, differing sample
             rates or lengths, unreadable files, NaN/inf samples).
     """
+    if max_seconds is not None and not max_seconds >= 0:
+        raise ValueError(f"max_seconds must be >= 0 (0: the whole session), got {max_seconds}")
     chosen = methods.get_method(method)
     config = chosen.default_config(None) if config is None else config
-    session = sessions.read_session(folder, pad=pad)
-    lengths = session.track_lengths
-    audio = sessions.shift_tracks(session.audio, -sessions.track_offsets(session.audio, lengths), lengths)
-    gains, delays = estimate(audio, method=method, config=config, track_names=session.track_names,
-                             sample_rate=session.sample_rate)
+    reader = streaming.SessionReader(folder, pad=pad)
+    rate = reader.sample_rate
+    samples = reader.length if not max_seconds else min(reader.length, max(1, round(max_seconds * rate)))
+    start = busiest_excerpt(reader, samples, step=rate)
+    audio = reader.read(start, start + samples)
+    lengths = np.clip(reader.track_lengths - start, 0, samples)
+    audio = sessions.shift_tracks(audio, -sessions.track_offsets(audio, lengths), lengths)
+    gains, delays = estimate(audio, method=method, config=config, track_names=reader.track_names,
+                             sample_rate=rate)
     gains = np.where(np.eye(len(gains), dtype=bool), 0.0, gains)
     energies = np.sum(np.asarray(audio, np.float64) ** 2, axis=-1)
     with np.errstate(divide="ignore"):
         levels = np.where(np.eye(len(gains), dtype=bool), np.nan, 20.0 * np.log10(gains))
     delays_ms = distances = None
     if delays is not None:
-        seconds = np.where(np.eye(len(gains), dtype=bool), np.nan, delays / session.sample_rate)
+        seconds = np.where(np.eye(len(gains), dtype=bool), np.nan, delays / rate)
         delays_ms, distances = seconds * 1e3, seconds * SPEED_OF_SOUND
     return Analysis(
-        str(session.folder), method, session.track_names, session.sample_rate, gains, levels,
+        str(reader.folder), method, reader.track_names, rate, gains, levels,
         delays_ms, distances, bleed_scores(gains, energies), float(threshold_db),
-        session.audio.shape[-1] / session.sample_rate,
+        samples / rate, start / rate, None if samples == reader.length else reader.length / rate,
     )
 
 
@@ -196,8 +243,16 @@ def format_report(analysis: Analysis) -> str:
         score_text = f"{score:9.1f}" if np.isfinite(score) else f"{'—':>9}"
         lines.append(f"{name:<{width}} " + " ".join(cells) + f" {score_text}  {flag}")
     lines.append(f"flagged above {analysis.threshold_db:g} dB: {', '.join(analysis.flagged) or 'none'}")
+    if analysis.session_seconds is not None:
+        lines.append(f"analysed {analysis.seconds:.1f} s from {_clock(analysis.start_seconds)} of "
+                     f"{_clock(analysis.session_seconds)}, where every track plays most (--max-seconds)")
     lines.extend(f"warning: {text}" for text in analysis.warnings)
     return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
 
 
 def plot_analysis(path: str | os.PathLike, analysis: Analysis) -> pathlib.Path:

@@ -208,7 +208,7 @@ def _cmd_analyze(args) -> int:
     analyze.check_outputs([args.png, args.json], folder=args.session, overwrite=args.overwrite)
     result = analyze.analyze_session(
         args.session, method=args.method, config=_method_config(args), threshold_db=args.threshold_db,
-        pad=args.pad,
+        pad=args.pad, max_seconds=args.max_seconds,
     )
     print(analyze.format_report(result))
     if args.json:
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_parser.add_argument("--json", help="write the analysis as JSON")
     analyze_parser.add_argument("--threshold-db", type=float, default=-20.0,
                                 help="flag tracks whose bleed score (bleed / track energy) exceeds this")
+    analyze_parser.add_argument("--max-seconds", type=float, default=60.0,
+                                help="fit on at most this many seconds: a longer session is analysed on "
+                                     "the excerpt where every track plays most (default 60; 0: the whole session)")
     analyze_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
     analyze_parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
     analyze_parser.set_defaults(run=_cmd_analyze)

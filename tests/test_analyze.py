@@ -157,6 +157,44 @@ def test_dc_offsets_do_not_change_the_analysis(simulated, tmp_path):
     np.testing.assert_allclose(result.scores_db, plain.scores_db, atol=0.01)
 
 
+def test_busiest_excerpt_is_where_every_track_plays(tmp_path):
+    from bleedjax import streaming
+
+    rate, rng = 1000, np.random.default_rng(0)
+    tracks = rng.standard_normal((3, 30 * rate)).astype(np.float32) * 0.1
+    tracks[2, : 20 * rate] = 0.3  # silent but for a DC offset until 20 s
+    tracks[2, 26 * rate :] = 0.0
+    tracks[0, 22 * rate : 23 * rate] *= 0.01
+    for k, track in enumerate(tracks):
+        sf.write(tmp_path / f"t{k}.wav", track, rate, subtype="FLOAT")
+    reader = streaming.SessionReader(tmp_path)
+    assert analyze.busiest_excerpt(reader, 5 * rate, step=rate) == 20 * rate
+    assert analyze.busiest_excerpt(reader, 3 * rate, step=rate) == 23 * rate
+    assert analyze.busiest_excerpt(reader, 30 * rate, step=rate) == 0
+
+
+def test_a_long_session_is_analysed_on_its_busiest_excerpt(simulated, tmp_path, capsys):
+    """The simulated 4 s, then 2 s in which track1 is silent: with at most 4 s, the analysis is
+    that of the simulated session alone, and the report says where the excerpt lies."""
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        audio, rate = sf.read(simulated / "session" / f"track{k}.wav", dtype="float32")
+        tail = np.zeros(2 * rate, np.float32) if k == 1 else 0.1 * rng.standard_normal(2 * rate).astype(np.float32)
+        sf.write(longer / f"track{k}.wav", np.concatenate([audio, tail]), rate, subtype="FLOAT")
+    alone = analyze.analyze_session(simulated / "session", config=small_config())
+    excerpt = analyze.analyze_session(longer, config=small_config(), max_seconds=4.0)
+    np.testing.assert_array_equal(excerpt.levels_db, alone.levels_db)
+    np.testing.assert_array_equal(excerpt.delays_ms, alone.delays_ms)
+    assert (excerpt.start_seconds, excerpt.seconds, excerpt.session_seconds) == (0.0, 4.0, 6.0)
+    assert alone.session_seconds is None
+    assert "analysed 4.0 s from 0:00.0 of 0:06.0" in analyze.format_report(excerpt)
+    assert excerpt.to_json()["session_seconds"] == 6.0
+    assert cli.main(["analyze", str(longer), "--max-seconds", "-1"]) == 2
+    assert "max_seconds must be >= 0" in capsys.readouterr().err
+
+
 def test_silent_track_is_reported_not_flagged(simulated, tmp_path):
     session = tmp_path / "silent"
     session.mkdir()
