@@ -6,12 +6,13 @@ WAV), then `bleedjax reduce --method METHOD` runs in a fresh process, streamed (
 and, with `--paths streaming in-memory`, also loaded whole (`--no-streaming`), and its peak
 resident set size (``ru_maxrss`` of the child) and wall time are reported. Bounded memory means
 the streamed peak does not grow with the duration. The methods with a streamed path are KAMIR
-(:mod:`bleedjax.methods.kamir_long`) and spectral subtraction
-(:mod:`bleedjax.methods.spectral_subtraction_long`); KAM + NMF has its own benchmark
+(:mod:`bleedjax.methods.kamir_long`), spectral subtraction
+(:mod:`bleedjax.methods.spectral_subtraction_long`) and the differentiable model
+(:mod:`bleedjax.methods.differentiable_long`); KAM + NMF has its own benchmark
 (`memory_kam_nmf_long.py`, one track). `--paths analyze` runs `bleedjax analyze SESSION --json F`
 instead (the differentiable model on the session's busiest excerpt of at most 60 s).
 
-    .venv/bin/python benchmarks/memory_long.py [--method kamir|spectral-subtraction] [--preset K4]
+    .venv/bin/python benchmarks/memory_long.py [--method kamir|spectral-subtraction|differentiable] [--preset K4]
         [--minutes 5 15 30] [--paths streaming in-memory analyze] [--json out.json]
 """
 
@@ -67,7 +68,7 @@ def write_session(folder: pathlib.Path, minutes: float, seed: int = 0) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", choices=["kamir", "spectral-subtraction"], default="kamir")
+    parser.add_argument("--method", choices=["kamir", "spectral-subtraction", "differentiable"], default="kamir")
     parser.add_argument("--preset", default=None, help="the method's preset (its default when omitted)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 30])
     parser.add_argument("--paths", nargs="+", choices=["streaming", "in-memory", "analyze"], default=["streaming"],

@@ -39,34 +39,9 @@ pair 0.05 ms) from 2 s on: too few frames to tell a bleed's delay from its sourc
 DEFAULT_MAX_SECONDS = 60.0
 """``analyze`` fits on at most this much audio. The microphones stand still during a session, so
 its bleed does too, and a minute is 30 times what the delays need (:data:`MIN_SECONDS_FOR_DELAYS`);
-a longer session is analysed on its :func:`busiest_excerpt`. This bounds time and memory: the
-differentiable model's fit takes 6.5 s and 1.5 GiB for 4 tracks × 60 s, and grows with the length."""
-
-
-def busiest_excerpt(reader: streaming.SessionReader, samples: int, step: int) -> int:
-    """The first sample of the ``samples``-long excerpt, starting at a multiple of ``step``, in
-    which every track plays most: the highest geometric mean over the tracks of their activity
-    (a track's energy in the excerpt over its average energy per excerpt), so that a track silent
-    in an excerpt rules it out, and a track that plays more counts as much as any other's. Energies
-    are about each ``step``'s mean (a DC offset does not count); tracks silent throughout are left
-    out. Reads the session once, ``step`` samples at a time. ``0`` when the session is not longer
-    than ``samples``."""
-    if reader.length <= samples:
-        return 0
-    steps = []
-    for start in range(0, reader.length, step):
-        block = reader.read(start, min(start + step, reader.length)).astype(np.float64)
-        steps.append(np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1))
-    energies = np.cumsum(np.concatenate([np.zeros((1, reader.num_tracks)), np.stack(steps)]), axis=0)
-    span = -(-samples // step)
-    starts = np.arange(0, max(1, len(steps) - span + 1))
-    excerpt = energies[starts + np.minimum(span, len(steps))] - energies[starts]
-    average = energies[-1] * min(span, len(steps)) / len(steps)
-    sounding = average > 0
-    if not sounding.any():
-        return 0
-    activity = np.maximum(excerpt[:, sounding] / average[sounding], 1e-12)
-    return int(starts[np.argmax(np.mean(np.log(activity), axis=1))] * step)
+a longer session is analysed on its :func:`bleedjax.streaming.busiest_excerpt`. This bounds time
+and memory: the differentiable model's fit takes 6.5 s and 1.5 GiB for 4 tracks × 60 s, and grows
+with the length."""
 
 
 def short_recording_warnings(seconds: float, advice: str) -> list[str]:
@@ -187,7 +162,7 @@ def analyze_session(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> Analysis:
     """Estimates the bleed between every pair of tracks of one session folder, on at most
-    ``max_seconds`` of it (its :func:`busiest_excerpt`; ``None`` or ``0``: the whole session).
+    ``max_seconds`` of it (its :func:`bleedjax.streaming.busiest_excerpt`; ``None`` or ``0``: the whole session).
 
     Raises:
         SessionError: bad session (as for ``reduce``: fewer than 2 tracks, differing sample
@@ -200,7 +175,7 @@ def analyze_session(
     reader = streaming.SessionReader(folder, pad=pad)
     rate = reader.sample_rate
     samples = reader.length if not max_seconds else min(reader.length, max(1, round(max_seconds * rate)))
-    start = busiest_excerpt(reader, samples, step=rate)
+    start = streaming.busiest_excerpt(reader, samples, step=rate)
     audio = reader.read(start, start + samples)
     lengths = np.clip(reader.track_lengths - start, 0, samples)
     audio = sessions.shift_tracks(audio, -sessions.track_offsets(audio, lengths), lengths)

@@ -129,22 +129,42 @@ def window_norm(start: int, stop: int, total_frames: int, *, n_fft: int, hop: in
     return norm
 
 
-class OverlapAddWriter:
-    """Streams cleaned frame blocks back to audio files, exactly as one :func:`istft` would.
+def busiest_excerpt(reader: SessionReader, samples: int, step: int) -> int:
+    """The first sample of the ``samples``-long excerpt, starting at a multiple of ``step``, in
+    which every track plays most: the highest geometric mean over the tracks of their activity
+    (a track's energy in the excerpt over its average energy per excerpt), so that a track silent
+    in an excerpt rules it out, and a track that plays more counts as much as any other's. Energies
+    are about each ``step``'s mean (a DC offset does not count); tracks silent throughout are left
+    out. Reads the session once, ``step`` samples at a time. ``0`` when the session is not longer
+    than ``samples``."""
+    if reader.length <= samples:
+        return 0
+    steps = []
+    for start in range(0, reader.length, step):
+        block = reader.read(start, min(start + step, reader.length)).astype(np.float64)
+        steps.append(np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1))
+    energies = np.cumsum(np.concatenate([np.zeros((1, reader.num_tracks)), np.stack(steps)]), axis=0)
+    span = -(-samples // step)
+    starts = np.arange(0, max(1, len(steps) - span + 1))
+    excerpt = energies[starts + np.minimum(span, len(steps))] - energies[starts]
+    average = energies[-1] * min(span, len(steps)) / len(steps)
+    sounding = average > 0
+    if not sounding.any():
+        return 0
+    activity = np.maximum(excerpt[:, sounding] / average[sounding], 1e-12)
+    return int(starts[np.argmax(np.mean(np.log(activity), axis=1))] * step)
 
-    Feed blocks of frames in order with :meth:`add`; :meth:`commit` renames the temporary files
-    into place, :meth:`abort` removes them. ``offsets`` (``(tracks,)``, zeros when ``None``) are
-    added back to each track's own samples, as :func:`bleedjax.sessions.shift_tracks` does.
-    """
 
-    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, total_frames: int, *,
-                 n_fft: int, hop: int, window: str, offsets: np.ndarray | None = None):
-        self.reader, self.out_dir, self.total_frames = reader, out_dir, total_frames
+class TrackWriter:
+    """Streams consecutive samples of every track into temporary files in a session's layout
+    (names, channels, format, subtype), renamed into place by :meth:`commit` or removed by
+    :meth:`abort`. ``offsets`` (``(tracks,)``, zeros when ``None``) are added back to each track's
+    own samples, as :func:`bleedjax.sessions.shift_tracks` does; each file gets its own length."""
+
+    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, offsets: np.ndarray | None = None):
+        self.reader, self.out_dir = reader, out_dir
         self.offsets = np.zeros(reader.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
-        self.n_fft, self.hop, self.window = n_fft, hop, window
         self.done = 0
-        self.tail = np.zeros((reader.num_tracks, 0), np.float64)
-        self.tail_start = -(n_fft // 2)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.handles, self.temporaries = [], []
         for track in reader.files:
@@ -154,29 +174,11 @@ class OverlapAddWriter:
             self.handles.append(sf.SoundFile(temporary, "w", samplerate=reader.sample_rate,
                                              channels=track.channels, subtype=subtype, format=track.format))
 
-    def add(self, first: int, cleaned_frames: np.ndarray) -> None:
-        """Adds frames ``[first, first + B)`` (``(tracks, bins, B)`` complex) of the cleaned STFT."""
-        count = cleaned_frames.shape[-1]
-        pieces = np.asarray(signal.overlap_add_frames(cleaned_frames, n_fft=self.n_fft, hop=self.hop,
-                                                       window_name=self.window), np.float64)
-        start = first * self.hop - self.n_fft // 2
-        end = start + pieces.shape[-1]
-        buffer = np.zeros((pieces.shape[0], end - self.tail_start))
-        buffer[:, : self.tail.shape[1]] += self.tail
-        buffer[:, start - self.tail_start :] += pieces
-        complete = (first + count) * self.hop - self.n_fft // 2
-        if first + count == self.total_frames:
-            complete = end
-        self._write(buffer[:, : complete - self.tail_start], self.tail_start)
-        self.tail = buffer[:, complete - self.tail_start :]
-        self.tail_start = complete
-
-    def _write(self, samples: np.ndarray, start: int) -> None:
-        lo, hi = max(start, self.done), min(start + samples.shape[1], self.reader.length)
-        if hi <= lo:
-            return
-        norm = window_norm(lo, hi, self.total_frames, n_fft=self.n_fft, hop=self.hop, window=self.window)
-        block = (samples[:, lo - start : hi - start] / norm + self.offsets[:, None]).astype(np.float32)
+    def write(self, samples: np.ndarray) -> None:
+        """Writes ``(tracks, n)`` samples, the next ``n`` of the session (those past its end are
+        dropped); integer subtypes are clipped to [-1, 1]."""
+        lo, hi = self.done, min(self.done + samples.shape[1], self.reader.length)
+        block = (np.asarray(samples[:, : hi - lo], np.float64) + self.offsets[:, None]).astype(np.float32)
         row = 0
         for track, handle in zip(self.reader.files, self.handles):
             part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]
@@ -199,6 +201,52 @@ class OverlapAddWriter:
             if not handle.closed:
                 handle.close()
             temporary.unlink(missing_ok=True)
+
+
+class OverlapAddWriter:
+    """Streams cleaned frame blocks back to audio files, exactly as one :func:`istft` would.
+
+    Feed blocks of frames in order with :meth:`add`; :meth:`commit` renames the temporary files
+    into place, :meth:`abort` removes them (a :class:`TrackWriter`, which adds ``offsets`` back).
+    """
+
+    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, total_frames: int, *,
+                 n_fft: int, hop: int, window: str, offsets: np.ndarray | None = None):
+        self.reader, self.total_frames = reader, total_frames
+        self.n_fft, self.hop, self.window = n_fft, hop, window
+        self.tail = np.zeros((reader.num_tracks, 0), np.float64)
+        self.tail_start = -(n_fft // 2)
+        self.tracks = TrackWriter(reader, out_dir, offsets)
+
+    def add(self, first: int, cleaned_frames: np.ndarray) -> None:
+        """Adds frames ``[first, first + B)`` (``(tracks, bins, B)`` complex) of the cleaned STFT."""
+        count = cleaned_frames.shape[-1]
+        pieces = np.asarray(signal.overlap_add_frames(cleaned_frames, n_fft=self.n_fft, hop=self.hop,
+                                                       window_name=self.window), np.float64)
+        start = first * self.hop - self.n_fft // 2
+        end = start + pieces.shape[-1]
+        buffer = np.zeros((pieces.shape[0], end - self.tail_start))
+        buffer[:, : self.tail.shape[1]] += self.tail
+        buffer[:, start - self.tail_start :] += pieces
+        complete = (first + count) * self.hop - self.n_fft // 2
+        if first + count == self.total_frames:
+            complete = end
+        self._write(buffer[:, : complete - self.tail_start], self.tail_start)
+        self.tail = buffer[:, complete - self.tail_start :]
+        self.tail_start = complete
+
+    def _write(self, samples: np.ndarray, start: int) -> None:
+        lo, hi = max(start, self.tracks.done), min(start + samples.shape[1], self.reader.length)
+        if hi <= lo:
+            return
+        norm = window_norm(lo, hi, self.total_frames, n_fft=self.n_fft, hop=self.hop, window=self.window)
+        self.tracks.write(samples[:, lo - start : hi - start] / norm)
+
+    def commit(self) -> list[pathlib.Path]:
+        return self.tracks.commit()
+
+    def abort(self) -> None:
+        self.tracks.abort()
 
 
 def subtype_is_integer(subtype: str) -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 import ml_collections
 
 from bleedjax.methods.differentiable import Settings
+from bleedjax.methods.differentiable_long import LongSettings
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,4 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.residual_gate_low = 0.08  # mutual coherent fraction min(E_ij, E_ji) at or below which the residual is off
     config.residual_gate_high = 0.2  # ... and from which it is fully on
     config.residual_gate_lags = 3  # previous frames in the coherence test's filters
+    # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
+    # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
+    config.update(dataclasses.asdict(LongSettings()))
     return config

@@ -168,9 +168,9 @@ def test_busiest_excerpt_is_where_every_track_plays(tmp_path):
     for k, track in enumerate(tracks):
         sf.write(tmp_path / f"t{k}.wav", track, rate, subtype="FLOAT")
     reader = streaming.SessionReader(tmp_path)
-    assert analyze.busiest_excerpt(reader, 5 * rate, step=rate) == 20 * rate
-    assert analyze.busiest_excerpt(reader, 3 * rate, step=rate) == 23 * rate
-    assert analyze.busiest_excerpt(reader, 30 * rate, step=rate) == 0
+    assert streaming.busiest_excerpt(reader, 5 * rate, step=rate) == 20 * rate
+    assert streaming.busiest_excerpt(reader, 3 * rate, step=rate) == 23 * rate
+    assert streaming.busiest_excerpt(reader, 30 * rate, step=rate) == 0
 
 
 def test_a_long_session_is_analysed_on_its_busiest_excerpt(simulated, tmp_path, capsys):

@@ -81,7 +81,7 @@ def test_cli_streams_long_sessions(session, tmp_path, capsys):
     np.testing.assert_allclose(read_all(tmp_path / "s", 3), read_all(tmp_path / "m", 3), atol=2e-5)
     for name in ("bleed.json", "bleed.npz"):
         assert (tmp_path / "s" / name).is_file()
-    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "x"), "--method", "differentiable", "--streaming"]) == 2
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "x"), "--method", "tunet", "--streaming"]) == 2
     assert "streaming" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 

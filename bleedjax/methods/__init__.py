@@ -211,13 +211,9 @@ def _differentiable_config(preset: str | None = None) -> ml_collections.ConfigDi
     return differentiable.get_config()
 
 
-def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
-    from bleedjax.methods import differentiable
-
-    settings = _settings(differentiable.Settings, config)
-    result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
-    cleaned, params, initial, residual, coherent = jax.device_get(
-        (result.cleaned, result.params, result.initial, result.residual_lambda, result.coherence)
+def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    params, initial, residual, coherent = jax.device_get(
+        (result.params, result.initial, result.residual_lambda, result.coherence)
     )
     arrays = {
         "delays_samples": np.asarray(params.delays),
@@ -227,7 +223,33 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
         "residual_lambda": np.asarray(residual),
         "coherence": np.asarray(coherent),
     }
-    return BatchResult(np.asarray(cleaned), np.asarray(params.gains), None, arrays)
+    return np.asarray(params.gains), arrays
+
+
+def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import differentiable
+
+    settings = _settings(differentiable.Settings, config)
+    result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
+    gains, arrays = _differentiable_arrays(result)
+    return BatchResult(np.asarray(jax.device_get(result.cleaned)), gains, None, arrays)
+
+
+def _differentiable_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+    from bleedjax.methods import differentiable, differentiable_long
+
+    settings = _settings(differentiable.Settings, config)
+    long = _settings(differentiable_long.LongSettings, config)
+    fitted, start, samples = differentiable_long.reduce_long(folder, out_dir, settings, long, pad=pad,
+                                                             progress=progress, offsets=offsets)
+    gains, arrays = _differentiable_arrays(fitted)
+    arrays["fitted_on_samples"] = np.asarray([start, start + samples])
+    return BatchResult(None, gains[None], None, {name: value[None] for name, value in arrays.items()})
+
+
+DIFFERENTIABLE_LONG_SAMPLES = 1 << 25
+"""The differentiable model streams sessions above 2^25 samples (4 tracks × 3.2 minutes at
+44.1 kHz): its in-memory path needs about 120 bytes per sample (1.86 GiB for 4 tracks × 60 s)."""
 
 
 METHODS = {
@@ -245,7 +267,8 @@ METHODS = {
     ),
     "differentiable": Method(
         "differentiable", _differentiable_config, (), _differentiable_run,
-        artefacts=("bleed.json", "bleed.npz"),
+        artefacts=("bleed.json", "bleed.npz"), run_long=_differentiable_run_long,
+        long_samples=DIFFERENTIABLE_LONG_SAMPLES,
     ),
 }
 
