@@ -121,7 +121,7 @@ def reduce_long(
     block, margin = max(1, round(long.block_seconds * rate / grid)) * grid, margin_samples(settings)
     writer = streaming.TrackWriter(reader, pathlib.Path(out_dir), reader.offsets)
     try:
-        blocks = [(first, min(first + block, reader.length)) for first in range(0, reader.length, block)]
+        blocks = streaming.block_ranges(reader.length, block)
         for first, _ in streaming.progress_blocks(blocks, "clean", progress):
             audio = jnp.asarray(reader.read(first - margin, first + block + margin))
             cleaned = clean_block(audio, fitted.params, fitted.residual_lambda, settings)
