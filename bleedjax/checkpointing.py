@@ -291,6 +291,15 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int |
         for entry in out.iterdir():
             if entry.is_dir() and entry.name.split(".")[0].isdigit():
                 entry.rmtree()
+    return save_model(out, model, config, step=step)
+
+
+def save_model(out: str | os.PathLike, model: nnx.Module, config: ml_collections.ConfigDict, *,
+               step: int = 0) -> epath.Path:
+    """Writes ``model`` and its training ``config`` as a checkpoint folder that
+    :func:`restore_model` reads (``out/<step>``), without optimiser or data state; returns the
+    step folder."""
+    out = epath.Path(out)
     writer = make_manager(out, save_every=1, keep=1)
     writer.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(nnx.state(model)),

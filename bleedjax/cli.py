@@ -239,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     reduce_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
     reduce_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
-                               help="force or forbid the bounded-memory path for long recordings "
-                                    "(spectral-subtraction, kamir, kam-nmf); by default it is used above 2^27 samples "
-                                    "(kam-nmf: 2^23, tracks x length)")
+                               help="force or forbid the bounded-memory path for long recordings (every "
+                                    "method); by default it is used above 2^27 samples, tracks x length (kam-nmf: "
+                                    "2^23; differentiable, tunet, cae: 2^25)")
     reduce_parser.add_argument("--dictionary", help="interference dictionary .npz (kam-nmf)")
     reduce_parser.add_argument("--checkpoint", metavar="DIR",
                                help="tunet/cae: a model trained by `bleedjax train` (default: the bundled one)")

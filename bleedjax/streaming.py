@@ -159,10 +159,14 @@ class TrackWriter:
     """Streams consecutive samples of every track into temporary files in a session's layout
     (names, channels, format, subtype), renamed into place by :meth:`commit` or removed by
     :meth:`abort`. ``offsets`` (``(tracks,)``, zeros when ``None``) are added back to each track's
-    own samples, as :func:`bleedjax.sessions.shift_tracks` does; each file gets its own length."""
+    own samples, as :func:`bleedjax.sessions.shift_tracks` does; each file gets its own length.
+    ``observer(start, samples)``, when given, sees every written range before the offsets are
+    added back (``(tracks, n)`` float64 samples from ``start``), e.g. to gather statistics of the
+    result."""
 
-    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, offsets: np.ndarray | None = None):
-        self.reader, self.out_dir = reader, out_dir
+    def __init__(self, reader: SessionReader, out_dir: pathlib.Path, offsets: np.ndarray | None = None,
+                 observer=None):
+        self.reader, self.out_dir, self.observer = reader, out_dir, observer
         self.offsets = np.zeros(reader.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
         self.done = 0
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +182,10 @@ class TrackWriter:
         """Writes ``(tracks, n)`` samples, the next ``n`` of the session (those past its end are
         dropped); integer subtypes are clipped to [-1, 1]."""
         lo, hi = self.done, min(self.done + samples.shape[1], self.reader.length)
-        block = (np.asarray(samples[:, : hi - lo], np.float64) + self.offsets[:, None]).astype(np.float32)
+        samples = np.asarray(samples[:, : hi - lo], np.float64)
+        if self.observer is not None:
+            self.observer(lo, samples)
+        block = (samples + self.offsets[:, None]).astype(np.float32)
         row = 0
         for track, handle in zip(self.reader.files, self.handles):
             part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]
@@ -207,16 +214,17 @@ class OverlapAddWriter:
     """Streams cleaned frame blocks back to audio files, exactly as one :func:`istft` would.
 
     Feed blocks of frames in order with :meth:`add`; :meth:`commit` renames the temporary files
-    into place, :meth:`abort` removes them (a :class:`TrackWriter`, which adds ``offsets`` back).
+    into place, :meth:`abort` removes them (a :class:`TrackWriter`, which adds ``offsets`` back
+    and shows the samples to ``observer``).
     """
 
     def __init__(self, reader: SessionReader, out_dir: pathlib.Path, total_frames: int, *,
-                 n_fft: int, hop: int, window: str, offsets: np.ndarray | None = None):
+                 n_fft: int, hop: int, window: str, offsets: np.ndarray | None = None, observer=None):
         self.reader, self.total_frames = reader, total_frames
         self.n_fft, self.hop, self.window = n_fft, hop, window
         self.tail = np.zeros((reader.num_tracks, 0), np.float64)
         self.tail_start = -(n_fft // 2)
-        self.tracks = TrackWriter(reader, out_dir, offsets)
+        self.tracks = TrackWriter(reader, out_dir, offsets, observer)
 
     def add(self, first: int, cleaned_frames: np.ndarray) -> None:
         """Adds frames ``[first, first + B)`` (``(tracks, bins, B)`` complex) of the cleaned STFT."""

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,8 +72,8 @@ def test_failure_leaves_no_output(session, tmp_path):
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
 
 
-def test_cli_streams_long_sessions(session, tmp_path, capsys):
-    from bleedjax import cli
+def test_cli_streams_long_sessions(session, tmp_path, capsys, monkeypatch):
+    from bleedjax import cli, methods
 
     folder, _, _ = session
     common = ["--method", "kamir", "--set", "n_fft=1024", "--set", "hop=256", "--set", "block_frames=40"]
@@ -81,8 +83,10 @@ def test_cli_streams_long_sessions(session, tmp_path, capsys):
     np.testing.assert_allclose(read_all(tmp_path / "s", 3), read_all(tmp_path / "m", 3), atol=2e-5)
     for name in ("bleed.json", "bleed.npz"):
         assert (tmp_path / "s" / name).is_file()
-    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "x"), "--method", "tunet", "--streaming"]) == 2
-    assert "streaming" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # Every registered method streams; one without a streaming path refuses --streaming.
+    monkeypatch.setitem(methods.METHODS, "kamir", dataclasses.replace(methods.METHODS["kamir"], run_long=None))
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "x"), *common, "--streaming"]) == 2
+    assert "has no streaming path" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_dc_offsets_are_taken_out_and_kept_on_both_paths(session, tmp_path):

@@ -60,6 +60,30 @@ def test_diagonal_is_the_histogram_of_a_zero_ratio_and_empty_for_a_silent_track(
     assert not got[2, 2].any() and not got[:, 2].any()
 
 
+def test_every_pair_of_many_tracks_gets_its_own_histogram():
+    """7 tracks: 42 ordered pairs, scattered ``PAIRS_PER_STEP`` at a time, each equal to its
+    pair's histogram of ``r_ij`` weighted by microphone ``j``'s dominance."""
+    tracks = 7
+    assert tracks * (tracks - 1) > 2 * pair_features.PAIRS_PER_STEP
+    power = jax.random.uniform(jax.random.key(1), (tracks, 65, 10)) ** 4
+    band_index = jnp.asarray(np.repeat([0, 1], [40, 25]), jnp.int32)
+    got = np.asarray(pair_features.pair_histograms(power, band_index, histogram_bins=9, bands=2))
+    got = got.reshape(tracks, tracks, 2, 2, 9)
+    strided = np.asarray(power[:, :, :: pair_features.FRAME_STRIDE].reshape(tracks, -1), np.float64)
+    segment = jnp.repeat(band_index, strided.shape[1] // 65)
+    floor = pair_features.RELATIVE_FLOOR * strided.mean() + 1e-30
+    level_db = 10 * np.log10(strided + floor)
+    share = strided / (strided.sum(axis=0) + floor)
+    for i in range(tracks):
+        for j in range(tracks):
+            if i != j:
+                weights = np.stack([strided[j] * share[j] ** e for e in pair_features.DOMINANCE_EXPONENTS], axis=-1)
+                direct = pair_features.histogram_one(jnp.asarray(level_db[i] - level_db[j], jnp.float32),
+                                                     jnp.asarray(weights, jnp.float32), segment, histogram_bins=9,
+                                                     bands=2)
+                np.testing.assert_allclose(got[i, j], direct, atol=1e-5)
+
+
 def test_histograms_peak_at_the_bleed_level_of_a_real_quartet():
     """Two violins, viola and cello (similar instruments): where microphone j dominates, the
     ratio of microphone i to j is the bleed level 20·log10(Λ_ij / Λ_jj)."""

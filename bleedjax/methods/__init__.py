@@ -291,7 +291,24 @@ def _neural(name: str) -> Method:
 
         return neural.batch_key(name, track_names, config, sample_rate=sample_rate)
 
-    return Method(name, default_config, (), run, batch_key, uses_sample_rate=True)
+    def run_long(folder, out_dir, config, track_names, pad, progress, offsets):
+        from bleedjax.methods import neural
+
+        return neural.run_long(name, folder, out_dir, config, track_names, pad, progress, offsets)
+
+    def validate(config, sample_rate):
+        from bleedjax.methods import neural
+
+        neural.validate(name, config, sample_rate)
+
+    return Method(name, default_config, (), run, batch_key, run_long=run_long, validate=validate,
+                  uses_sample_rate=True, long_samples=NEURAL_LONG_SAMPLES)
+
+
+NEURAL_LONG_SAMPLES = 1 << 25
+"""The t-UNet and the CAE stream sessions above 2^25 samples (16 tracks × 47 s at 44.1 kHz): in
+memory the bundled t-UNet needs about 2.9 GiB per minute of 16 tracks at 44.1 kHz (its Wiener
+demixing's spectrograms), the CAE about 0.9 GiB."""
 
 
 METHODS["tunet"] = _neural("tunet")

@@ -18,6 +18,10 @@ an error (resample it first). Every track goes through the same CAE (the paper t
 stem type: pass the checkpoint of the stem you clean). ``bleed.json`` gets the least-squares
 matrix ``X · pinv(Ŝ)`` of the result, the CAE having no Λ of its own.
 
+Sessions above :data:`bleedjax.methods.NEURAL_LONG_SAMPLES` samples (or with ``--streaming``)
+are streamed with bounded memory by :mod:`bleedjax.methods.neural_long`, to the same result
+(for a t-UNet at another rate than the session's, up to the edges of the blocks' resampling).
+
 Sessions must have the model's number of tracks ``J``; that is checked for every session before
 anything is written. A t-UNet with the cross-track pair head (``model.pair_histogram_bins > 0``,
 the bundled model) has no weight that depends on ``J`` and takes sessions of any number of tracks.
@@ -43,8 +47,9 @@ NEURAL_METHODS = ("tunet", "cae")
 
 def default_config(method: str, preset: str | None = None) -> ml_collections.ConfigDict:
     """Inference settings: ``checkpoint`` (``""``: the bundled model), ``block_seconds``
-    (t-UNet: ``0`` uses the model's training block length) and ``chunk`` (blocks or windows per
-    model call, which bounds memory)."""
+    (t-UNet: ``0`` uses the model's training block length), ``chunk`` (blocks or windows per
+    model call, which bounds memory), and for long sessions (:mod:`bleedjax.methods.neural_long`)
+    ``block_frames`` and the t-UNet's ``resample_margin``."""
     if preset is not None:
         raise ValueError(f"{method} has no presets; use --checkpoint, --set or --config")
     config = ml_collections.ConfigDict()
@@ -53,8 +58,10 @@ def default_config(method: str, preset: str | None = None) -> ml_collections.Con
         config.block_seconds = 0.0
         config.chunk = 4
         config.demix = ""  # "": the model's own (config.model.demix); "pinv" or "wiener"
+        config.resample_margin = 8192
     else:
         config.chunk = 256
+    config.block_frames = 256
     return config
 
 
@@ -97,6 +104,21 @@ def check_session(track_names, training_config: ml_collections.ConfigDict, metho
         )
 
 
+def piece_lambdas(graphdef, state, pieces, piece_lengths, *, chunk: int):
+    """The t-UNet's Λ̂ of every piece ``(N, J, block)`` of true length ``piece_lengths`` ``(N,)``
+    (a piece shorter than the model's receptive field is run at that length and must be given
+    no weight), ``chunk`` pieces per model call."""
+    model = nnx.merge(graphdef, state)
+    return jax.lax.map(
+        lambda args: model(args[0][None], jnp.maximum(args[1], model.min_samples)[None])[0],
+        (pieces, piece_lengths),
+        batch_size=chunk,
+    )
+
+
+piece_lambdas_jit = jax.jit(piece_lambdas, static_argnames=("graphdef", "chunk"))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "block", "chunk"))
 def tunet_lambda(graphdef, state, audio, lengths, *, block: int, chunk: int):
     """Λ̂ of every session of a zero-padded batch at the model's rate: the length-weighted mean
@@ -112,22 +134,51 @@ def tunet_lambda(graphdef, state, audio, lengths, *, block: int, chunk: int):
     Returns:
         ``(S, J, J)`` or ``(S, bands, J, J)`` Λ̂.
     """
-    model = nnx.merge(graphdef, state)
     count, tracks, samples = audio.shape
     blocks = -(-samples // block)
     padded = jnp.pad(audio, ((0, 0), (0, 0), (0, blocks * block - samples)))
     pieces = padded.reshape(count, tracks, blocks, block).transpose(0, 2, 1, 3).reshape(-1, tracks, block)
     piece_lengths = jnp.clip(lengths[:, None] - block * jnp.arange(blocks)[None, :], 0, block).reshape(-1)
-    usable = piece_lengths >= model.min_samples
-    estimates = jax.lax.map(
-        lambda args: model(args[0][None], jnp.maximum(args[1], model.min_samples)[None])[0],
-        (pieces, piece_lengths),
-        batch_size=chunk,
-    )
-    weights = (piece_lengths * usable).astype(jnp.float32).reshape(count, blocks)
+    estimates = piece_lambdas(graphdef, state, pieces, piece_lengths, chunk=chunk)
+    weights = piece_weights(piece_lengths, minimum=nnx.merge(graphdef, state).min_samples).reshape(count, blocks)
     weights = weights / jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1.0)
     estimates = estimates.reshape(count, blocks, *estimates.shape[1:])
     return jnp.einsum("sb,sb...->s...", weights, estimates)
+
+
+def piece_weights(piece_lengths, *, minimum: int):
+    """A piece's weight in the mean Λ̂: its length, or 0 below the model's receptive field."""
+    return (piece_lengths * (piece_lengths >= minimum)).astype(jnp.float32)
+
+
+def tunet_block(training_config, config, sample_rate: float, length: int) -> tuple[float, int]:
+    """``(model_rate, block)``: the model's rate and the block length (model samples) in which
+    Λ̂ is estimated for a session of ``length`` samples at ``sample_rate``."""
+    model_rate = losses.model_rate(training_config)
+    minimum = models.receptive_field(training_config.model)
+    block_seconds = config.get("block_seconds", 0.0) or training_config.data.block_seconds
+    longest = round(length * model_rate / sample_rate)
+    return model_rate, max(min(round(block_seconds * model_rate), longest), minimum)
+
+
+def check_length(training_config, sample_rate: float, lengths) -> None:
+    """SessionError when a session is shorter than the t-UNet's receptive field."""
+    model_rate = losses.model_rate(training_config)
+    minimum = models.receptive_field(training_config.model)
+    short = [int(n) for n in lengths if int(n * model_rate / sample_rate) < minimum]
+    if short:
+        raise sessions.SessionError(
+            f"the t-UNet needs at least {minimum / model_rate:.2f} s of audio; a session has "
+            f"{min(short) / sample_rate:.2f} s"
+        )
+
+
+def demix_mode(training_config, config) -> str:
+    """``config.demix``, or the model's own; SessionError for an unknown mode."""
+    demix = config.get("demix", "") or training_config.model.get("demix", "pinv")
+    if demix not in models.DEMIX_MODES:
+        raise sessions.SessionError(f"demix must be one of {', '.join(models.DEMIX_MODES)}, got {demix!r}")
+    return demix
 
 
 _demix = jax.jit(models.demix_batch, static_argnames=("n_fft", "hop", "sample_rate", "model_rate", "demix"))
@@ -137,18 +188,10 @@ def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: 
     """Cleans a zero-padded batch ``(S, J, T)`` at ``sample_rate`` with a t-UNet; returns the
     cleaned batch and Λ̂ (module docstring)."""
     model_config = training_config.model
-    model_rate = losses.model_rate(training_config)
-    minimum = models.receptive_field(model_config)
+    check_length(training_config, sample_rate, lengths)
+    model_rate, block = tunet_block(training_config, config, sample_rate, audio.shape[-1])
     ratio = model_rate / sample_rate
-    short = [int(n) for n in lengths if int(n * ratio) < minimum]
-    if short:
-        raise sessions.SessionError(
-            f"the t-UNet needs at least {minimum / model_rate:.2f} s of audio; a session has "
-            f"{min(short) / sample_rate:.2f} s"
-        )
-    block_seconds = config.get("block_seconds", 0.0) or training_config.data.block_seconds
     longest = round(audio.shape[-1] * ratio)
-    block = max(min(round(block_seconds * model_rate), longest), minimum)
     audio = jnp.asarray(audio, jnp.float32)
     lengths = jnp.asarray(lengths)
     if sample_rate != model_rate:
@@ -157,9 +200,7 @@ def reduce_tunet(graphdef, state, training_config, audio, lengths, sample_rate: 
     else:
         at_model_rate, model_lengths = audio, lengths
     lam = tunet_lambda(graphdef, state, at_model_rate, model_lengths, block=block, chunk=int(config.get("chunk", 4)))
-    demix = config.get("demix", "") or model_config.get("demix", "pinv")
-    if demix not in models.DEMIX_MODES:
-        raise sessions.SessionError(f"demix must be one of {', '.join(models.DEMIX_MODES)}, got {demix!r}")
+    demix = demix_mode(training_config, config)
     cleaned = _demix(
         audio, lam, n_fft=model_config.n_fft, hop=model_config.hop, sample_rate=float(sample_rate),
         model_rate=float(model_rate), demix=demix, lengths=lengths,
@@ -195,12 +236,7 @@ def run(method: str, audio, lengths, config, track_names, *, sample_rate: float)
         cleaned, lam = jax.device_get((cleaned, lam))
         matrices = np.asarray(lam) if lam.ndim == 3 else np.asarray(lam).mean(axis=1)
         return BatchResult(np.asarray(cleaned), matrices)
-    model_rate = losses.model_rate(training_config)
-    if sample_rate != model_rate:
-        raise sessions.SessionError(
-            f"the CAE was trained at {model_rate:g} Hz and its STFT bins depend on the rate; the "
-            f"session is at {sample_rate:g} Hz (resample it first)"
-        )
+    check_cae_rate(training_config, sample_rate)
     model_config = training_config.model
     cleaned = cae_clean(
         graphdef, state, jnp.asarray(audio, jnp.float32), jnp.asarray(lengths),
@@ -208,6 +244,36 @@ def run(method: str, audio, lengths, config, track_names, *, sample_rate: float)
     )
     cleaned = np.asarray(jax.device_get(cleaned))
     return BatchResult(cleaned, effective_matrix(np.asarray(audio, np.float32), cleaned))
+
+
+def check_cae_rate(training_config, sample_rate: float) -> None:
+    """SessionError unless the session is at the CAE's rate (its STFT bins depend on it)."""
+    model_rate = losses.model_rate(training_config)
+    if sample_rate != model_rate:
+        raise sessions.SessionError(
+            f"the CAE was trained at {model_rate:g} Hz and its STFT bins depend on the rate; the "
+            f"session is at {sample_rate:g} Hz (resample it first)"
+        )
+
+
+def validate(method: str, config, sample_rate: float) -> None:
+    """The registry's ``validate``: the model loads, the CAE's rate and the t-UNet's ``demix``
+    fit (before anything is written)."""
+    _, _, training_config = load(config, method)
+    if method == "cae":
+        check_cae_rate(training_config, sample_rate)
+    else:
+        demix_mode(training_config, config)
+
+
+def run_long(method: str, folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+    """The registry's ``run_long`` (:mod:`bleedjax.methods.neural_long`)."""
+    from bleedjax.methods import neural_long
+
+    long = neural_long.LongSettings(**{k: config[k] for k in ("block_frames", "resample_margin") if k in config})
+    matrix = neural_long.reduce_long(method, folder, out_dir, config, long, pad=pad, progress=progress,
+                                     offsets=offsets)
+    return BatchResult(None, (matrix if matrix.ndim == 2 else matrix.mean(axis=0))[None])
 
 
 def batch_key(method: str, track_names, config, *, sample_rate: float):

@@ -14,6 +14,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from bleedjax._types import Array, Float, Int
@@ -129,12 +130,10 @@ def demix_batch(
     if lam.ndim == 3 and demix == "pinv":
         return jax.vmap(inference.demix)(mics, inference.pinv_each(lam))
     lam = lam[:, None] if lam.ndim == 3 else lam
-    scale = sample_rate / model_rate
-    session_n_fft = max(2, round(n_fft * scale))
-    session_hop = max(1, round(hop * scale))
-    band_index = jnp.asarray(inference.band_of_bin(
-        lam.shape[1], n_fft=session_n_fft, sample_rate=sample_rate, model_n_fft=n_fft, model_rate=model_rate,
-    ))
+    session_n_fft, session_hop, band_index = session_stft(
+        lam.shape[1], n_fft=n_fft, hop=hop, sample_rate=sample_rate, model_rate=model_rate
+    )
+    band_index = jnp.asarray(band_index)
     lengths = jnp.full(mics.shape[0], mics.shape[-1]) if lengths is None else lengths
     if demix == "wiener":
         return jax.vmap(
@@ -144,6 +143,19 @@ def demix_batch(
     return jax.vmap(
         lambda x, m, n: inference.demix_bands(x, m, band_index, n_fft=session_n_fft, hop=session_hop, length=n)
     )(mics, unmixing, lengths)
+
+
+def session_stft(bands: int, *, n_fft: int, hop: int, sample_rate: float, model_rate: float) -> tuple[int, int, np.ndarray]:
+    """``(n_fft, hop, band_index)`` of the STFT in which a session at ``sample_rate`` is demixed:
+    the frame duration of the model's ``n_fft``/``hop`` at ``model_rate``, and the model band of
+    each of its bins (:func:`~bleedjax.models.inference.band_of_bin`)."""
+    scale = sample_rate / model_rate
+    session_n_fft = max(2, round(n_fft * scale))
+    session_hop = max(1, round(hop * scale))
+    band_index = inference.band_of_bin(
+        bands, n_fft=session_n_fft, sample_rate=sample_rate, model_n_fft=n_fft, model_rate=model_rate,
+    )
+    return session_n_fft, session_hop, band_index
 
 
 def load_for_inference(

@@ -106,6 +106,7 @@ def wiener_spectrogram(
     lam: Float[Array, "bins tracks tracks"],
     *,
     iterations: int = WIENER_ITERATIONS,
+    mean_power: Float[Array, ""] | float | None = None,
 ) -> Complex[Array, "tracks bins frames"]:
     """Every microphone's own source, ``G_i X_i``, by a soft mask from Λ̂ in the power domain
     (beyond [1], whose ``pinv(Λ̂) X`` cannot undo bleed that arrives late).
@@ -121,12 +122,15 @@ def wiener_spectrogram(
         spectrogram: ``(J, F, T)`` STFT of the microphones.
         lam: ``(F, J, J)`` Λ̂ of every bin.
         iterations: multiplicative updates of ``P``.
+        mean_power: the mean of ``|X|²`` over the whole recording, which sets the floor that
+            keeps silent bins finite (by default that of ``spectrogram``; a block of a longer
+            recording passes the whole one's, so that blocks equal the whole).
 
     Returns:
         ``(J, F, T)`` the masked STFT (the images of every microphone's own source).
     """
     power = jnp.abs(spectrogram) ** 2
-    tiny = 1e-12 * jnp.mean(power) + 1e-30
+    tiny = 1e-12 * (jnp.mean(power) if mean_power is None else mean_power) + 1e-30
     gains = lam**2
     own = jnp.diagonal(gains, axis1=1, axis2=2).T[:, :, None]
     model = lambda p: jnp.einsum("fij,jft->ift", gains, p) + tiny

@@ -39,6 +39,9 @@ HISTOGRAM_RANGE_DB = (-60.0, 12.0)
 DOMINANCE_EXPONENTS = (1.0, 4.0)
 RELATIVE_FLOOR = 1e-10
 FRAME_STRIDE = 2
+PAIRS_PER_STEP = 16
+"""Pairs whose votes are scattered at once: the votes of every pair of ``J`` tracks at once would
+take memory in ``J²`` (about 1 GB per 4 s block at 16 tracks)."""
 
 
 def features_per_pair(histogram_bins: int, bands: int) -> int:
@@ -85,7 +88,8 @@ def pair_histograms(
 ) -> Float[Array, "tracks tracks features"]:
     """The level-ratio histograms of every ordered pair of microphones of one example (module
     docstring), over every ``FRAME_STRIDE``-th frame (the histograms are statistics of the whole
-    example; fewer frames make the scatter of the votes, their cost, proportionally cheaper).
+    example; fewer frames make the scatter of the votes, their cost, proportionally cheaper), and
+    ``PAIRS_PER_STEP`` pairs at a time (so memory grows with ``J``, not ``J²``).
 
     Args:
         power: ``(J, F, T)`` STFT power of the microphones.
@@ -108,8 +112,13 @@ def pair_histograms(
     weights = jnp.stack([flat * share**exponent for exponent in DOMINANCE_EXPONENTS], axis=-1)
     segment = jnp.repeat(band_index, frames)
     rows, columns = np.nonzero(~np.eye(tracks, dtype=bool))
-    one = lambda ratio, weight: histogram_one(ratio, weight, segment, histogram_bins=histogram_bins, bands=bands)
-    off_diagonal = jax.vmap(one)(level_db[rows] - level_db[columns], weights[columns])
+
+    def one(pair):
+        row, column = pair
+        ratio = level_db[row] - level_db[column]
+        return histogram_one(ratio, weights[column], segment, histogram_bins=histogram_bins, bands=bands)
+
+    off_diagonal = jax.lax.map(one, (jnp.asarray(rows), jnp.asarray(columns)), batch_size=PAIRS_PER_STEP)
     band_weight = jnp.einsum(
         "jfte,fs->jse", weights.reshape(tracks, -1, frames, weights.shape[-1]), jax.nn.one_hot(band_index, bands)
     )
