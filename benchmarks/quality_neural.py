@@ -2,8 +2,8 @@
 
 Pieces and conditions are those of ``benchmarks/_quality.py`` (the bundled chorale, a string
 quartet, real PHENICX anechoic stems; Seipel's linear bleed at -6/-12/-18 dB with free-field
-delays, and a shoebox room), cut to the first ``J`` tracks of the t-UNet (its number of tracks)
-and resampled to its sample rate (so that the CAE, which needs the model's rate, sees the same
+delays, and a shoebox room), cut to the first ``J`` tracks of the t-UNet (its number of tracks; with ``--all-tracks``, every
+track, and the chorale and the quartet together as one 9-track session) and resampled to its sample rate (so that the CAE, which needs the model's rate, sees the same
 inputs), and to ``--seconds`` of audio. For each method: SDR/SIR/SAR gains over the unprocessed
 microphones (mean and worst track over all seeds) and the Frobenius error ``‖Λ̂ − A‖_F`` of the
 amplitude bleed matrix against the true mixing gains ``A`` (the t-UNet's Λ̂; KAMIR's gains;
@@ -14,7 +14,7 @@ Which pieces are held out depends on the data a model was trained on: the bundle
 training data is documented in ``bleedjax/assets/tunet/README.md``.
 
     .venv/bin/python benchmarks/quality_neural.py [--tunet [LABEL=]DIR ...] [--cae DIR] [--seeds 2]
-        [--demix pinv wiener] [--seconds 10] [--json out.json]
+        [--demix pinv wiener] [--seconds 10] [--all-tracks] [--json out.json]
 
 Without ``--tunet`` the bundled model is used; several t-UNets (e.g. the loss and band variants)
 are compared side by side; without ``--cae`` the CAE is left out.
@@ -81,7 +81,7 @@ def run(method: str, mics: np.ndarray, rate: float, models: dict):
     return cleaned[0], neural.effective_matrix(batch, cleaned)[0]
 
 
-def prepare(session, tracks: int, rate: float, seconds: float) -> np.ndarray:
+def prepare(session, tracks: int | None, rate: float, seconds: float) -> np.ndarray:
     audio = np.asarray(session.audio[:tracks], np.float32)
     if session.sample_rate != rate:
         audio = np.asarray(inference.resample(jnp.asarray(audio), round(audio.shape[-1] * rate / session.sample_rate)))
@@ -97,6 +97,9 @@ def main(argv=None) -> int:
                         help="t-UNet demixing, one row per mode (default: each model's own)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--all-tracks", action="store_true",
+                        help="every track of each piece, and the chorale and the quartet together as one 9-track "
+                             "session (t-UNets with the pair head only, which take any number of tracks)")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     models = load_models(args.tunet, args.cae, args.demix)
@@ -105,19 +108,27 @@ def main(argv=None) -> int:
     for label, entry in models.items():
         if losses.model_rate(entry[-1]) != rate or (entry[0] == "tunet" and entry[-1].model.num_tracks != tracks):
             raise SystemExit(f"{label}: all models must share the sample rate and J (the inputs are prepared for them)")
+    if args.all_tracks:
+        fixed = [label for label, entry in models.items()
+                 if entry[0] != "tunet" or entry[-1].model.get("pair_histogram_bins", 0) <= 0]
+        if fixed:
+            raise SystemExit(f"--all-tracks: {', '.join(fixed)} take a fixed number of tracks")
+        tracks = None
     methods = [*models, "kamir", "spectral-subtraction"]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}; "
-          f"{tracks} tracks at {rate:g} Hz, {args.seconds:g} s; KAMIR preset {kamir_config.DEFAULT_PRESET}\n")
+          f"{tracks or 'all'} tracks at {rate:g} Hz, {args.seconds:g} s; KAMIR preset {kamir_config.DEFAULT_PRESET}\n")
     header = (f"{'piece':<28} {'bleed':<8} {'method':<24} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
               f"{'worst':>7} {'ΔSAR mean':>9} {'‖Λ̂−A‖F':>8}")
     print(header)
     print("-" * len(header))
     rows, started = [], time.perf_counter()
-    for piece, session in load_pieces().items():
-        if session.num_tracks < tracks:
-            print(f"{piece}: fewer than {tracks} tracks, skipped")
-            continue
-        audio = prepare(session, tracks, rate, args.seconds)
+    pieces = {name: prepare(session, tracks, rate, args.seconds) for name, session in load_pieces().items()
+              if tracks is None or session.num_tracks >= tracks}
+    if args.all_tracks:
+        together = [pieces["bach-bwv80 (5 tr, timpani)"], pieces["mozart-k458 (2 violins)"]]
+        shortest = min(a.shape[-1] for a in together)
+        pieces["bach + mozart (9 tr)"] = np.concatenate([a[:, :shortest] for a in together])
+    for piece, audio in pieces.items():
         too_short = [label for label, entry in models.items()
                      if audio.shape[-1] < receptive_field(entry[-1].model)]
         if too_short:
@@ -159,7 +170,7 @@ def main(argv=None) -> int:
                   f"worst ΔSDR {min(r['sdr_gain_worst'] for r in mine):6.2f} dB, "
                   f"mean ‖Λ̂−A‖F {np.mean([r['frobenius'] for r in mine]):.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "tracks": tracks, "sample_rate": rate}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "tracks": tracks or "all", "sample_rate": rate}, indent=1))
     return 0
 
 
