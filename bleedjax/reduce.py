@@ -22,6 +22,8 @@ from tqdm import tqdm
 from bleedjax import methods, sessions, streaming
 
 MAX_BATCH_SAMPLES = 1 << 26
+"""The most samples (sessions × tracks × the longest session's length) that one in-memory batch
+holds; a method whose streaming threshold is lower holds at most that (:func:`batch_limit`)."""
 MUTUAL_BLEED_THRESHOLD = 0.4
 """λ (amplitude, −8 dB) that spectral subtraction must find both ways between two tracks for
 :func:`mutual_bleed_pairs` to name them."""
@@ -151,11 +153,18 @@ def output_dirs(folders: Sequence[pathlib.Path], out: pathlib.Path) -> list[path
     return [out / name for name in names]
 
 
-def _batches(indices: list[int], samples_of: list[int], tracks: int) -> list[list[int]]:
+def batch_limit(chosen: methods.Method) -> int:
+    """The most samples one batch of ``chosen`` holds: :data:`MAX_BATCH_SAMPLES`, or the method's
+    streaming threshold when that is lower (a batch then needs no more memory than the largest
+    session loaded whole; the differentiable model needs about 120 bytes per sample)."""
+    return min(MAX_BATCH_SAMPLES, _long_samples(chosen))
+
+
+def _batches(indices: list[int], samples_of: list[int], tracks: int, limit: int) -> list[list[int]]:
     batches, current = [], []
     for index in sorted(indices, key=lambda i: samples_of[i]):
         longest = max([samples_of[i] for i in current] + [samples_of[index]])
-        if current and (len(current) + 1) * tracks * longest > MAX_BATCH_SAMPLES:
+        if current and (len(current) + 1) * tracks * longest > limit:
             batches.append(current)
             current = []
         current.append(index)
@@ -242,7 +251,7 @@ def reduce_folders(
     batches = [
         batch
         for (tracks, _), indices in groups.items()
-        for batch in _batches(indices, samples_of, tracks)
+        for batch in _batches(indices, samples_of, tracks, batch_limit(chosen))
     ]
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[int, SessionResult] = {}

@@ -172,6 +172,30 @@ def test_library_results_without_audio(tmp_path):
             assert (header.out_dir / name).read_bytes() == (full.out_dir / name).read_bytes()
 
 
+def test_a_batch_holds_no_more_than_the_methods_streaming_threshold(tmp_path, monkeypatch):
+    """Three sessions of 3 × 1000 samples: a method that streams above 7000 samples gets them in
+    batches of two (6000 samples) and one, not all three at once (9000)."""
+    import dataclasses
+
+    from bleedjax import methods, reduce
+
+    sizes = []
+    chosen = methods.METHODS["spectral-subtraction"]
+
+    def run_recording(audio, lengths, config, track_names):
+        sizes.append(audio.shape[0])
+        return chosen.run(audio, lengths, config, track_names)
+
+    folders = [write_session(tmp_path / name, samples=1000, seed=seed) for seed, name in enumerate("abc")]
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
+                        dataclasses.replace(chosen, run=run_recording, long_samples=7000))
+    assert reduce.batch_limit(methods.METHODS["spectral-subtraction"]) == 7000
+    reduce.reduce_folders(folders, tmp_path / "out", keep_audio=False)
+    assert sizes == [2, 1]
+    assert reduce.batch_limit(methods.get_method("differentiable")) == methods.DIFFERENTIABLE_LONG_SAMPLES
+    assert reduce.batch_limit(methods.get_method("kamir")) == reduce.MAX_BATCH_SAMPLES
+
+
 def test_nan_in_a_streamed_session_is_refused_before_anything_is_written(tmp_path, capsys):
     """The streamed path reads audio block by block while it writes; it is checked first."""
     good = write_session(tmp_path / "good", seed=3)
