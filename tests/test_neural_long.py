@@ -172,3 +172,22 @@ def test_cae_at_another_rate_is_refused_before_writing(cae, tmp_path, capsys):
     assert code == 2
     assert "resample it first" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_streamed_multichannel_and_padded_files_keep_their_layout(tunet, tmp_path):
+    """A stereo 24-bit WAV and a shorter 16-bit FLAC with ``--pad``: both paths write the same
+    layout, lengths and formats, equal to within the files' last bit."""
+    rng = np.random.default_rng(6)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    sf.write(folder / "a.wav", (rng.standard_normal((12000, 2)) * 0.1 + 0.02).astype(np.float32), 8000,
+             subtype="PCM_24")
+    sf.write(folder / "b.flac", (rng.standard_normal(10000) * 0.1).astype(np.float32), 8000)
+    common = ["--method", "tunet", "--checkpoint", tunet.checkpoint, "--pad", "--set", "block_frames=7",
+              "--set", "demix=wiener"]
+    for mode in ("--streaming", "--no-streaming"):
+        assert cli.main(["reduce", str(folder), "--out", str(tmp_path / mode), *common, mode]) == 0
+    for name, shape, subtype, bit in (("a.wav", (12000, 2), "PCM_24", 2**-23), ("b.flac", (10000,), "PCM_16", 2**-15)):
+        streamed, memory = (sf.read(tmp_path / mode / name)[0] for mode in ("--streaming", "--no-streaming"))
+        assert streamed.shape == memory.shape == shape and sf.info(tmp_path / "--streaming" / name).subtype == subtype
+        assert np.abs(streamed - memory).max() <= bit
