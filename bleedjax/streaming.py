@@ -11,6 +11,7 @@ only when everything succeeded. Peak memory depends on the block size, not on th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 from collections.abc import Sequence
@@ -255,6 +256,22 @@ class OverlapAddWriter:
 
     def abort(self) -> None:
         self.tracks.abort()
+
+
+@contextlib.contextmanager
+def committed(*writers):
+    """Commits every writer (:class:`TrackWriter`, :class:`OverlapAddWriter`) when the block
+    succeeds and aborts them all when it raises, so that a failure leaves no output behind;
+    yields the list that receives the written paths."""
+    written: list[pathlib.Path] = []
+    try:
+        yield written
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for writer in writers:
+        written.extend(writer.commit())
 
 
 def subtype_is_integer(subtype: str) -> bool:

@@ -76,6 +76,24 @@ def test_failure_leaves_no_output(session, tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_a_failure_while_writing_leaves_no_output(session, tmp_path, monkeypatch):
+    """Blocks already written go to temporary files, which a later block's error removes
+    (``streaming.committed``)."""
+    folder, _ = session
+    clean_block, calls = ss_long._clean_block, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return clean_block(*args)
+
+    monkeypatch.setattr(ss_long, "_clean_block", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ss_long.reduce_long(folder, tmp_path / "out", ss.Settings(**SMALL), ss_long.LongSettings(block_frames=40))
+    assert len(calls) == 3 and list((tmp_path / "out").iterdir()) == []
+
+
 def test_cli_streams_long_sessions_with_their_offsets(session, tmp_path, monkeypatch):
     _, mics = session
     shifted = tmp_path / "shifted"

@@ -292,9 +292,10 @@ def _neural(name: str) -> Method:
         return neural.batch_key(name, track_names, config, sample_rate=sample_rate)
 
     def run_long(folder, out_dir, config, track_names, pad, progress, offsets):
-        from bleedjax.methods import neural
+        from bleedjax.methods import neural, neural_long
 
-        return neural.run_long(name, folder, out_dir, config, track_names, pad, progress, offsets)
+        long = _settings(neural_long.LongSettings, config)
+        return neural.run_long(name, folder, out_dir, config, long, pad, progress, offsets)
 
     def validate(config, sample_rate):
         from bleedjax.methods import neural

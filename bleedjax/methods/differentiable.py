@@ -217,11 +217,7 @@ def reduce_session(
         :class:`Result`.
     """
     fitted = fit_session(audio, settings, length)
-    unmixed = unmix(
-        fitted.params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
-        first_order=settings.cleaning == "subtract",
-    )
-    cleaned = wiener_mask(audio, unmixed, settings, length) if settings.cleaning == "wiener" else unmixed
+    cleaned = clean(fitted.params, audio, settings, length)
     residual_lambda = coherent = jnp.zeros_like(fitted.params.gains)
     if settings.residual == "spectral-subtraction":
         weights = None
@@ -234,6 +230,22 @@ def reduce_session(
         )
         cleaned, residual_lambda = residual.cleaned, residual.lam
     return Result(cleaned, fitted.params, fitted.initial, fitted.costs, residual_lambda, coherent)
+
+
+def clean(
+    params: BleedParams,
+    audio: Float[Array, "tracks samples"],
+    settings: Settings,
+    length: Int[Array, ""] | None = None,
+) -> Float[Array, "tracks samples"]:
+    """The tracks cleaned with a fitted model, before the residual stage: the inversion
+    (:func:`unmix`, first order for ``cleaning="subtract"``) and, for ``cleaning="wiener"``, the
+    mask (:func:`wiener_mask`; ``length`` as for :func:`reduce_session`)."""
+    unmixed = unmix(
+        params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
+        first_order=settings.cleaning == "subtract",
+    )
+    return wiener_mask(audio, unmixed, settings, length) if settings.cleaning == "wiener" else unmixed
 
 
 def output_coherence(

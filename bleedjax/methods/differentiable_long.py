@@ -72,12 +72,7 @@ def clean_block(
 ) -> Float[Array, "tracks samples"]:
     """The cleaning of :func:`~bleedjax.methods.differentiable.reduce_session` with the model and
     the residual λ (gate included) fixed, on one block."""
-    cleaned = differentiable.unmix(
-        params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
-        first_order=settings.cleaning == "subtract",
-    )
-    if settings.cleaning == "wiener":
-        cleaned = differentiable.wiener_mask(audio, cleaned, settings)
+    cleaned = differentiable.clean(params, audio, settings)
     if settings.residual == "spectral-subtraction":
         transform = {"n_fft": RESIDUAL_SETTINGS.n_fft, "hop": RESIDUAL_SETTINGS.hop,
                      "window_name": RESIDUAL_SETTINGS.window}
@@ -120,14 +115,10 @@ def reduce_long(
     grid = frame_grid(settings)
     block, margin = max(1, round(long.block_seconds * rate / grid)) * grid, margin_samples(settings)
     writer = streaming.TrackWriter(reader, pathlib.Path(out_dir), reader.offsets)
-    try:
+    with streaming.committed(writer):
         blocks = streaming.block_ranges(reader.length, block)
         for first, _ in streaming.progress_blocks(blocks, "clean", progress):
             audio = jnp.asarray(reader.read(first - margin, first + block + margin))
             cleaned = clean_block(audio, fitted.params, fitted.residual_lambda, settings)
             writer.write(np.asarray(cleaned[:, margin : margin + block]))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.commit()
     return fitted, start, excerpt

@@ -204,7 +204,7 @@ def separate(
     margin = _margin(settings)
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=settings.n_fft, hop=settings.hop,
                                         window=settings.window, offsets=reader.offsets)
-    try:
+    with streaming.committed(writer) as written:
         for first, last in _blocks(total, long, "separate", progress):
             lo, hi = max(first - margin, 0), min(last + margin, total)
             spec, power = _power_block(reader, lo, hi, settings, peak)
@@ -212,10 +212,7 @@ def separate(
             masks = _masks(history_j[-1], psd, phi_j, settings)
             inner = slice(first - lo, last - lo)
             writer.add(first, np.asarray(masks[..., inner] * spec[..., inner]))
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.commit()
+    return written
 
 
 def reduce_long(

@@ -52,16 +52,18 @@ def default_config(method: str, preset: str | None = None) -> ml_collections.Con
     ``block_frames`` and the t-UNet's ``resample_margin``."""
     if preset is not None:
         raise ValueError(f"{method} has no presets; use --checkpoint, --set or --config")
+    from bleedjax.methods.neural_long import LongSettings
+
     config = ml_collections.ConfigDict()
     config.checkpoint = ""
     if method == "tunet":
         config.block_seconds = 0.0
         config.chunk = 4
         config.demix = ""  # "": the model's own (config.model.demix); "pinv" or "wiener"
-        config.resample_margin = 8192
+        config.resample_margin = LongSettings().resample_margin
     else:
         config.chunk = 256
-    config.block_frames = 256
+    config.block_frames = LongSettings().block_frames
     return config
 
 
@@ -266,11 +268,11 @@ def validate(method: str, config, sample_rate: float) -> None:
         demix_mode(training_config, config)
 
 
-def run_long(method: str, folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    """The registry's ``run_long`` (:mod:`bleedjax.methods.neural_long`)."""
+def run_long(method: str, folder, out_dir, config, long, pad, progress, offsets) -> BatchResult:
+    """The registry's ``run_long`` (:mod:`bleedjax.methods.neural_long`; ``long``: its
+    ``LongSettings``)."""
     from bleedjax.methods import neural_long
 
-    long = neural_long.LongSettings(**{k: config[k] for k in ("block_frames", "resample_margin") if k in config})
     matrix = neural_long.reduce_long(method, folder, out_dir, config, long, pad=pad, progress=progress,
                                      offsets=offsets)
     return BatchResult(None, (matrix if matrix.ndim == 2 else matrix.mean(axis=0))[None])

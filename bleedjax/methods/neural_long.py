@@ -120,26 +120,22 @@ def _frame_blocks(total: int, long: LongSettings, label: str, progress: bool):
     return streaming.progress_blocks(streaming.block_ranges(total, long.block_frames), label, progress)
 
 
-def _write_or_abort(writer, blocks, produce):
-    try:
-        for block in blocks:
-            produce(block)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.commit()
+def mean_magnitudes(reader: streaming.SessionReader, *, n_fft: int, hop: int, exponent: int, long: LongSettings,
+                    progress: bool = False) -> np.ndarray:
+    """``(tracks,)`` every track's mean of ``|X|^exponent`` over the bins and frames of the
+    session's whole STFT (Hann, ``n_fft``/``hop``), accumulated block by block."""
+    total = streaming.num_frames(reader.length, n_fft, hop)
+    sums = np.zeros(reader.num_tracks)
+    for first, last in _frame_blocks(total, long, f"|X|^{exponent}", progress):
+        spec = np.asarray(streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW))
+        sums += np.sum(np.abs(spec).astype(np.float64) ** exponent, axis=(1, 2))
+    return sums / ((n_fft // 2 + 1) * total)
 
 
 def mean_power(reader: streaming.SessionReader, *, n_fft: int, hop: int, long: LongSettings,
                progress: bool = False) -> float:
-    """The mean of ``|X|²`` over every track, bin and frame of the session's whole STFT (Hann,
-    ``n_fft``/``hop``), accumulated block by block."""
-    total = streaming.num_frames(reader.length, n_fft, hop)
-    power = 0.0
-    for first, last in _frame_blocks(total, long, "power", progress):
-        spec = np.asarray(streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW))
-        power += float(np.sum(np.abs(spec).astype(np.float64) ** 2))
-    return power / (reader.num_tracks * (n_fft // 2 + 1) * total)
+    """The mean of ``|X|²`` over every track, bin and frame of the session's whole STFT."""
+    return float(np.mean(mean_magnitudes(reader, n_fft=n_fft, hop=hop, exponent=2, long=long, progress=progress)))
 
 
 def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.ndarray, training_config,
@@ -155,12 +151,11 @@ def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.n
         unmixing = inference.pinv_each(jnp.asarray(lam)[None])
         writer = streaming.TrackWriter(reader, out_dir, reader.offsets)
         ranges = streaming.block_ranges(reader.length, long.block_frames * hop)
-
-        def produce(block):
-            mics = jnp.asarray(reader.read(*block))
-            writer.write(np.asarray(inference.demix(mics, unmixing[0])))
-
-        return _write_or_abort(writer, streaming.progress_blocks(ranges, "demix", progress), produce)
+        with streaming.committed(writer) as written:
+            for start, stop in streaming.progress_blocks(ranges, "demix", progress):
+                mics = jnp.asarray(reader.read(start, stop))
+                writer.write(np.asarray(inference.demix(mics, unmixing[0])))
+        return written
     total = streaming.num_frames(reader.length, n_fft, hop)
     band_index = jnp.asarray(band_index)
     if demix == "wiener":
@@ -172,13 +167,11 @@ def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.n
         clean = lambda spec: _demix_spectrogram(spec, unmixing, band_index)
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=n_fft, hop=hop, window=WINDOW,
                                         offsets=reader.offsets)
-
-    def produce(block):
-        first, last = block
-        spec = streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW)
-        writer.add(first, np.asarray(clean(spec)))
-
-    return _write_or_abort(writer, _frame_blocks(total, long, "demix", progress), produce)
+    with streaming.committed(writer) as written:
+        for first, last in _frame_blocks(total, long, "demix", progress):
+            spec = streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW)
+            writer.add(first, np.asarray(clean(spec)))
+    return written
 
 
 class LeastSquaresMatrix:
@@ -234,11 +227,8 @@ def cae_long(reader: streaming.SessionReader, out_dir: pathlib.Path, graphdef, s
     model_config = training_config.model
     n_fft, hop = model_config.n_fft, model_config.hop
     total = streaming.num_frames(reader.length, n_fft, hop)
-    sums = np.zeros(reader.num_tracks)
-    for first, last in _frame_blocks(total, long, "level", progress):
-        spec = streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW)
-        sums += np.sum(np.abs(np.asarray(spec)), axis=(1, 2), dtype=np.float64)
-    scale = jnp.asarray(sums / (total * (n_fft // 2 + 1)) + cae.EPS, jnp.float32)
+    levels = mean_magnitudes(reader, n_fft=n_fft, hop=hop, exponent=1, long=long, progress=progress)
+    scale = jnp.asarray(levels + cae.EPS, jnp.float32)
     context = nnx.merge(graphdef, state).context_frames
     half = context // 2
     positions = np.arange(context)
@@ -246,22 +236,19 @@ def cae_long(reader: streaming.SessionReader, out_dir: pathlib.Path, graphdef, s
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=n_fft, hop=hop, window=WINDOW,
                                         offsets=reader.offsets, observer=matrix)
     chunk = int(config.get("chunk", 256))
-
-    def produce(block):
-        first, last = block
-        lo, hi = max(first - 2 * half, 0), min(last + 2 * half, total)
-        centre_lo, centre_hi = max(first - half, 0), min(last + half, total)
-        centres = np.arange(centre_lo, centre_hi)
-        window_frames = np.clip(centres[:, None] + positions[None, :] - half, 0, total - 1) - lo
-        source = np.arange(first, last)[:, None] + half - positions[None, :]
-        valid = ((source >= 0) & (source < total)).astype(np.float32)
-        spec = streaming.stft_block(reader, lo, hi, n_fft=n_fft, hop=hop, window=WINDOW)
-        cleaned = _cae_block(graphdef, state, spec, scale, jnp.asarray(window_frames),
-                             jnp.asarray(np.clip(source - centre_lo, 0, len(centres) - 1)), jnp.asarray(valid),
-                             jnp.asarray(np.arange(first, last) - lo), chunk=chunk)
-        writer.add(first, np.asarray(cleaned))
-
-    _write_or_abort(writer, _frame_blocks(total, long, "cae", progress), produce)
+    with streaming.committed(writer):
+        for first, last in _frame_blocks(total, long, "cae", progress):
+            lo, hi = max(first - 2 * half, 0), min(last + 2 * half, total)
+            centre_lo, centre_hi = max(first - half, 0), min(last + half, total)
+            centres = np.arange(centre_lo, centre_hi)
+            window_frames = np.clip(centres[:, None] + positions[None, :] - half, 0, total - 1) - lo
+            source = np.arange(first, last)[:, None] + half - positions[None, :]
+            valid = ((source >= 0) & (source < total)).astype(np.float32)
+            spec = streaming.stft_block(reader, lo, hi, n_fft=n_fft, hop=hop, window=WINDOW)
+            cleaned = _cae_block(graphdef, state, spec, scale, jnp.asarray(window_frames),
+                                 jnp.asarray(np.clip(source - centre_lo, 0, len(centres) - 1)), jnp.asarray(valid),
+                                 jnp.asarray(np.arange(first, last) - lo), chunk=chunk)
+            writer.add(first, np.asarray(cleaned))
     return matrix.matrix()
 
 

@@ -121,14 +121,10 @@ def reduce_long(
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     writer = streaming.OverlapAddWriter(reader, pathlib.Path(out_dir), total, n_fft=settings.n_fft,
                                         hop=settings.hop, window=settings.window, offsets=reader.offsets)
-    try:
+    with streaming.committed(writer):
         blocks = streaming.progress_blocks(streaming.block_ranges(total, long.block_frames), "subtract", progress)
         for first, last in blocks:
             spectrogram = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
                                                window=settings.window)
             writer.add(first, np.asarray(_clean_block(spectrogram, refinement, settings)))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.commit()
     return np.asarray(refinement.lam)
