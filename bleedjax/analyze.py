@@ -174,8 +174,7 @@ def analyze_session(
     config = chosen.default_config(None) if config is None else config
     reader = streaming.SessionReader(folder, pad=pad)
     rate = reader.sample_rate
-    samples = reader.length if not max_seconds else min(reader.length, max(1, round(max_seconds * rate)))
-    start = streaming.busiest_excerpt(reader, samples, step=rate)
+    start, samples = streaming.busiest_seconds(reader, max_seconds) if max_seconds else (0, reader.length)
     audio = reader.read(start, start + samples)
     lengths = np.clip(reader.track_lengths - start, 0, samples)
     audio = sessions.shift_tracks(audio, -sessions.track_offsets(audio, lengths), lengths)

@@ -156,6 +156,13 @@ def busiest_excerpt(reader: SessionReader, samples: int, step: int) -> int:
     return int(starts[np.argmax(np.mean(np.log(activity), axis=1))] * step)
 
 
+def busiest_seconds(reader: SessionReader, seconds: float) -> tuple[int, int]:
+    """``(first sample, length)`` of the session's :func:`busiest_excerpt` of at most ``seconds``
+    (at least one sample), searched in steps of one second."""
+    samples = min(reader.length, max(1, round(seconds * reader.sample_rate)))
+    return busiest_excerpt(reader, samples, step=reader.sample_rate), samples
+
+
 class TrackWriter:
     """Streams consecutive samples of every track into temporary files in a session's layout
     (names, channels, format, subtype), renamed into place by :meth:`commit` or removed by

@@ -171,6 +171,9 @@ def test_busiest_excerpt_is_where_every_track_plays(tmp_path):
     assert streaming.busiest_excerpt(reader, 5 * rate, step=rate) == 20 * rate
     assert streaming.busiest_excerpt(reader, 3 * rate, step=rate) == 23 * rate
     assert streaming.busiest_excerpt(reader, 30 * rate, step=rate) == 0
+    assert streaming.busiest_seconds(reader, 5.0) == (20 * rate, 5 * rate)
+    assert streaming.busiest_seconds(reader, 45.0) == (0, 30 * rate)
+    assert streaming.busiest_seconds(reader, 3.0) == (23 * rate, 3 * rate)
 
 
 def test_a_long_session_is_analysed_on_its_busiest_excerpt(simulated, tmp_path, capsys):

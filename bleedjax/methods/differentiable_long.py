@@ -109,8 +109,7 @@ def reduce_long(
     """
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
     rate = reader.sample_rate
-    excerpt = min(reader.length, max(1, round(long.fit_seconds * rate)))
-    start = streaming.busiest_excerpt(reader, excerpt, step=rate)
+    start, excerpt = streaming.busiest_seconds(reader, long.fit_seconds)
     fitted = differentiable.reduce_session(jnp.asarray(reader.read(start, start + excerpt)), settings)
     grid = frame_grid(settings)
     block, margin = max(1, round(long.block_seconds * rate / grid)) * grid, margin_samples(settings)
