@@ -22,6 +22,14 @@ the reference; columns ``audible``): fainter bleed leaves the delay undefined. T
 geometry and the 1/r gain ratio ``d_jj / d_ij``; the RMS gain of the whole rendered bleed (mostly
 late reverberation) is not what a gain-and-delay model can recover.
 
+On delayed linear bleed the delay errors are also reported over the audible pairs whose delay the
+excerpt **determines** (columns ``determined``): those where the fit's own cost, given the true
+sources and the true parameters of every other pair, is lowest within 0.1 ms of the true delay
+(:func:`determined_pairs`). A held note repeats its waveform every pitch period and sources that
+play together correlate, so over a short excerpt even this oracle least-squares estimate can pick a
+delay whole periods away; no estimator that fits the bleed to the audio can be expected to do
+better there.
+
     .venv/bin/python benchmarks/quality_differentiable.py [--seeds 2] [--seconds 15]
         [--pieces bach mozart phenicx] [--conditions delayed-6 delayed-12 room-0.2 room-0.4 room-0.6]
         [--json out.json]
@@ -40,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from _quality import load_pieces, score_gains
 
-from bleedjax import bleed_model, room, simulation
+from bleedjax import bleed_fit, bleed_model, room, signal, simulation
 from bleedjax.methods import differentiable, kamir
 from bleedjax.methods import spectral_subtraction as ss
 
@@ -48,6 +56,8 @@ CONDITIONS = ["delayed-6", "delayed-12", "room-0.2", "room-0.4", "room-0.6"]
 METHODS = ["spectral-subtraction", "kamir K4", "diff", "diff none"]
 MIN_TRUE_DB = -30.0
 MIN_RELATIVE_DB = -30.0
+DELAY_TOLERANCE_MS = 0.1
+ORACLE_UPSAMPLE = 4
 
 
 def delayed(sources: np.ndarray, db: float, seed: int, rate: int):
@@ -91,9 +101,11 @@ def run(method: str, mics: np.ndarray, rate: int, ss_settings: ss.Settings):
     return np.asarray(result.cleaned), jax.device_get(result.params)
 
 
-def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int, references: np.ndarray):
-    """|delay error| in ms and |gain error| in dB over the pairs with true bleed above -30 dB, and
-    which of them are audible (bleed above -30 dB relative to the microphone's own signal)."""
+def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int, references: np.ndarray,
+                     determined: np.ndarray | None = None):
+    """|delay error| in ms and |gain error| in dB over the pairs with true bleed above -30 dB, which
+    of them are audible (bleed above -30 dB relative to the microphone's own signal), and which are
+    audible and ``determined`` (:func:`determined_pairs`; none when ``None``)."""
     num = len(gains)
     keep = ~np.eye(num, dtype=bool) & (20 * np.log10(np.maximum(gains, 1e-12)) > MIN_TRUE_DB)
     energy = np.sum(np.asarray(references, np.float64) ** 2, axis=-1)
@@ -102,7 +114,39 @@ def parameter_errors(params, gains: np.ndarray, delays: np.ndarray, rate: int, r
     delay_ms = np.abs(np.asarray(params.delays) - delays)[keep] / rate * 1e3
     fitted = np.maximum(np.asarray(params.gains), 1e-12)
     gain_db = np.abs(20 * np.log10(fitted[keep] / gains[keep]))
-    return delay_ms, gain_db, audible[keep]
+    determined = np.zeros_like(audible) if determined is None else determined & audible
+    return delay_ms, gain_db, audible[keep], determined[keep]
+
+
+def determined_pairs(mics: np.ndarray, references: np.ndarray, gains: np.ndarray, delays: np.ndarray,
+                     rate: int, settings: differentiable.Settings) -> np.ndarray:
+    """``(J, J)``: the pairs whose delay the excerpt determines to :data:`DELAY_TOLERANCE_MS`.
+
+    For each pair ``(i, j)`` the fit's cost (:func:`bleedjax.bleed_fit.cost`: its whitening, its
+    STFT) is minimised over the delay alone, with the true sources as regressors and every other
+    pair at its true gain and delay; for a delay ``τ`` and the best gain, the decrease of the cost
+    is ``b(τ)² / c`` with ``b(τ) = Re Σ_f w_i(f) e^{2πifτ} (G_ij(f) − Σ_{k≠i,j} A_ik(f) Γ_kj(f))``
+    (:func:`bleedjax.bleed_fit.pair_gains`; ``c`` and the window factor do not depend on ``τ``), so
+    the best delay is the peak of an inverse DFT, searched on a 1/4-sample grid over
+    ``[0, max_delay]``. A pair is determined when that peak lies within the tolerance of the truth.
+    """
+    num = len(gains)
+    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    spectra = signal.stft(jnp.asarray(mics), **transform)
+    sources = signal.stft(jnp.asarray(references), **transform)
+    level = jnp.sqrt(jnp.mean(jnp.abs(spectra) ** 2))
+    stats = bleed_fit.statistics(spectra / level, sources / level, settings)
+    truth = bleed_model.flat(jnp.asarray(gains, jnp.float32), jnp.asarray(delays, jnp.float32))
+    off = 1.0 - jnp.eye(num)
+    bleed = bleed_model.stft_transfer(truth, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
+    own = jnp.einsum("jjf->jf", stats.gram)
+    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram, precision=bleed_fit.HIGHEST) - bleed * own[None]
+    weighted = stats.weights[:, None, :] * (stats.cross - others)
+    fine = settings.n_fft * ORACLE_UPSAMPLE
+    padded = jnp.zeros((num, num, fine // 2 + 1), weighted.dtype).at[..., : weighted.shape[-1]].set(weighted)
+    correlation = jnp.fft.irfft(padded, n=fine)[..., : settings.max_delay * ORACLE_UPSAMPLE + 1]
+    best = np.asarray(jnp.argmax(correlation, axis=-1)) / ORACLE_UPSAMPLE
+    return ~np.eye(num, dtype=bool) & (np.abs(best - delays) <= DELAY_TOLERANCE_MS * 1e-3 * rate)
 
 
 def main(argv=None) -> int:
@@ -119,7 +163,8 @@ def main(argv=None) -> int:
           f"spectral subtraction: preset {args.ss_preset}\n")
     header = (f"{'piece':<28} {'bleed':<11} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
               f"{'worst':>7} {'ΔSAR mean':>9} {'delay ms mean':>13} {'worst':>6} {'gain dB mean':>12} {'worst':>6} "
-              f"{'audible delay':>13} {'worst':>6} {'audible gain':>12} {'worst':>6}")
+              f"{'audible delay':>13} {'worst':>6} {'audible gain':>12} {'worst':>6} {'determined':>9} "
+              f"{'its delay':>10} {'worst':>6}")
     print(header)
     print("-" * len(header))
     rows, started = [], time.perf_counter()
@@ -131,10 +176,12 @@ def main(argv=None) -> int:
         for condition in args.conditions:
             kind, value = condition.split("-", 1)
             scores = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in METHODS}
-            errors = {m: ([], [], []) for m in METHODS}
+            errors = {m: ([], [], [], []) for m in METHODS}
             for seed in range(args.seeds):
+                determined = None
                 if kind == "delayed":
                     mics, references, gains, delays = delayed(sources, -float(value), seed, rate)
+                    determined = determined_pairs(mics, references, gains, delays, rate, settings_for(rate, "none"))
                 else:
                     mics, references, gains, delays = in_room(sources, float(value), seed, rate)
                 for method in METHODS:
@@ -142,18 +189,19 @@ def main(argv=None) -> int:
                     for metric, values in score_gains(references, mics, cleaned).items():
                         scores[method][metric].append(values)
                     if params is not None:
-                        delay_error, gain_error, audible = parameter_errors(params, gains, delays, rate, references)
-                        errors[method][0].append(delay_error)
-                        errors[method][1].append(gain_error)
-                        errors[method][2].append(audible)
+                        found = parameter_errors(params, gains, delays, rate, references, determined)
+                        for store, values in zip(errors[method], found):
+                            store.append(values)
             summary = {}
             for method in METHODS:
                 flat = {k: np.concatenate(v) for k, v in scores[method].items()}
                 delay_error = np.concatenate(errors[method][0]) if errors[method][0] else np.full(1, np.nan)
                 gain_error = np.concatenate(errors[method][1]) if errors[method][1] else np.full(1, np.nan)
-                audible = np.concatenate(errors[method][2]) if errors[method][2] else np.ones(1, bool)
+                audible = np.concatenate(errors[method][2]) if errors[method][2] else np.zeros(1, bool)
                 delay_audible = delay_error[audible] if audible.any() else np.full(1, np.nan)
                 gain_audible = gain_error[audible] if audible.any() else np.full(1, np.nan)
+                determined = np.concatenate(errors[method][3]) if errors[method][3] else np.zeros(1, bool)
+                delay_determined = delay_error[determined] if determined.any() else np.full(1, np.nan)
                 row = {
                     "piece": piece, "bleed": condition, "method": method,
                     "sdr_gain_mean": float(np.mean(flat["sdr"])), "sdr_gain_worst": float(np.min(flat["sdr"])),
@@ -166,6 +214,9 @@ def main(argv=None) -> int:
                     "delay_error_ms_audible_worst": float(np.max(delay_audible)),
                     "gain_error_db_audible_mean": float(np.mean(gain_audible)),
                     "gain_error_db_audible_worst": float(np.max(gain_audible)),
+                    "determined_pairs": int(determined.sum()),
+                    "delay_error_ms_determined_mean": float(np.mean(delay_determined)),
+                    "delay_error_ms_determined_worst": float(np.max(delay_determined)),
                 }
                 rows.append(row)
                 summary[method] = row
@@ -175,7 +226,9 @@ def main(argv=None) -> int:
                       f"{row['delay_error_ms_worst']:6.2f} {row['gain_error_db_mean']:12.2f} "
                       f"{row['gain_error_db_worst']:6.2f} {row['delay_error_ms_audible_mean']:13.3f} "
                       f"{row['delay_error_ms_audible_worst']:6.2f} {row['gain_error_db_audible_mean']:12.2f} "
-                      f"{row['gain_error_db_audible_worst']:6.2f}", flush=True)
+                      f"{row['gain_error_db_audible_worst']:6.2f} {row['determined_pairs']:>4}/{row['audible_pairs']:<4} "
+                      f"{row['delay_error_ms_determined_mean']:10.3f} {row['delay_error_ms_determined_worst']:6.2f}",
+                      flush=True)
             best = max(("diff", "diff none"), key=lambda m: summary[m]["sdr_gain_mean"])
             baseline = summary["spectral-subtraction"]
             for method in ("diff", "diff none"):
