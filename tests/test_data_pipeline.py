@@ -170,8 +170,8 @@ def test_unprepared_dataset_and_split_are_named(tmp_path, data_dir):
         pipeline.make_iterator(tiny_config(data_dir), seed=0, split="test")
 
 
-@pytest.mark.heavy
 def test_worker_processes_give_the_same_batches(data_dir):
+    """Grain's worker processes (7 s with a cold compile cache)."""
     config = tiny_config(data_dir)
     expected = take(pipeline.make_iterator(config, seed=5, split="train"), 3)
     config.worker_count = 2

@@ -1,7 +1,6 @@
 import pathlib
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
@@ -16,8 +15,8 @@ def test_quickstart_runs(tmp_path):
     assert any("text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"] for o in outputs if "data" in o)
 
 
-@pytest.mark.heavy  # compiles and trains a t-UNet and evaluates it: about 2 minutes on 2 shared cores
 def test_training_notebook_trains_plots_and_cleans(tmp_path):
+    """Compiles, trains and evaluates a small t-UNet: 22 s with a cold compile cache."""
     notebook = nbformat.read(NOTEBOOKS / "training.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
