@@ -126,9 +126,9 @@ def determined_pairs(mics: np.ndarray, references: np.ndarray, gains: np.ndarray
     STFT) is minimised over the delay alone, with the true sources as regressors and every other
     pair at its true gain and delay; for a delay ``τ`` and the best gain, the decrease of the cost
     is ``b(τ)² / c`` with ``b(τ) = Re Σ_f w_i(f) e^{2πifτ} (G_ij(f) − Σ_{k≠i,j} A_ik(f) Γ_kj(f))``
-    (:func:`bleedjax.bleed_fit.pair_gains`; ``c`` and the window factor do not depend on ``τ``), so
-    the best delay is the peak of an inverse DFT, searched on a 1/4-sample grid over
-    ``[0, max_delay]``. A pair is determined when that peak lies within the tolerance of the truth.
+    (:func:`bleedjax.bleed_fit.pair_targets`, :func:`bleedjax.bleed_fit.pair_gains`; ``c`` and the
+    window factor do not depend on ``τ``), so the best delay is the peak of an inverse DFT,
+    searched on a 1/4-sample grid over ``[0, max_delay]``. A pair is determined when that peak lies within the tolerance of the truth.
     """
     num = len(gains)
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
@@ -137,11 +137,7 @@ def determined_pairs(mics: np.ndarray, references: np.ndarray, gains: np.ndarray
     level = jnp.sqrt(jnp.mean(jnp.abs(spectra) ** 2))
     stats = bleed_fit.statistics(spectra / level, sources / level, settings)
     truth = bleed_model.flat(jnp.asarray(gains, jnp.float32), jnp.asarray(delays, jnp.float32))
-    off = 1.0 - jnp.eye(num)
-    bleed = bleed_model.stft_transfer(truth, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
-    own = jnp.einsum("jjf->jf", stats.gram)
-    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram, precision=bleed_fit.HIGHEST) - bleed * own[None]
-    weighted = stats.weights[:, None, :] * (stats.cross - others)
+    weighted = stats.weights[:, None, :] * bleed_fit.pair_targets(truth, stats, settings)
     fine = settings.n_fft * ORACLE_UPSAMPLE
     padded = jnp.zeros((num, num, fine // 2 + 1), weighted.dtype).at[..., : weighted.shape[-1]].set(weighted)
     correlation = jnp.fft.irfft(padded, n=fine)[..., : settings.max_delay * ORACLE_UPSAMPLE + 1]

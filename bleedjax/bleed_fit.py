@@ -146,6 +146,17 @@ def initialise(
     return project(params, settings), peaks
 
 
+def pair_targets(params: BleedParams, stats: Statistics, settings: FitSettings) -> Complex[Array, "tracks tracks bins"]:
+    """``G_ij − Σ_{k≠i,j} A_ik Γ_kj`` for every pair: the cross-spectrum of microphone ``i`` with
+    regressor ``j`` once the modelled bleed of every other regressor is taken out (``G`` =
+    ``stats.cross``, ``Γ`` = ``stats.gram``, ``A`` from ``params``)."""
+    off = _off_diagonal(params.gains.shape[0])
+    bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
+    own_gram = jnp.einsum("jjf->jf", stats.gram)
+    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram, precision=HIGHEST) - bleed * own_gram[None]
+    return stats.cross - others
+
+
 def pair_gains(
     params: BleedParams, stats: Statistics, delays: Float[Array, "tracks tracks count"], settings: FitSettings
 ) -> tuple[Float[Array, "tracks tracks count"], Float[Array, "tracks tracks count"]]:
@@ -161,12 +172,8 @@ def pair_gains(
         ``(J, J, K)`` best gains and the decrease of the cost (before the per-target
         normalisation) that each brings.
     """
-    num = params.gains.shape[0]
-    off = _off_diagonal(num)
-    bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window) * off[..., None]
+    target = pair_targets(params, stats, settings)
     own_gram = jnp.einsum("jjf->jf", stats.gram)
-    others = jnp.einsum("ikf,kjf->ijf", bleed, stats.gram, precision=HIGHEST) - bleed * own_gram[None]
-    target = stats.cross - others
     frequencies = jnp.arange(settings.n_fft // 2 + 1, dtype=jnp.float32) / settings.n_fft
     colour = bleed_model.colour_response(params.colour, frequencies)
     overlap = bleed_model.window_correlation(delays, n_fft=settings.n_fft, window_name=settings.window)

@@ -266,19 +266,17 @@ class OverlapAddWriter:
 
 
 @contextlib.contextmanager
-def committed(*writers):
-    """Commits every writer (:class:`TrackWriter`, :class:`OverlapAddWriter`) when the block
-    succeeds and aborts them all when it raises, so that a failure leaves no output behind;
-    yields the list that receives the written paths."""
+def committed(writer):
+    """Commits ``writer`` (:class:`TrackWriter`, :class:`OverlapAddWriter`) when the block
+    succeeds and aborts it when the block raises, so that a failure leaves no output behind;
+    yields the list that receives the written paths. Nest it for several writers."""
     written: list[pathlib.Path] = []
     try:
         yield written
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        writer.abort()
         raise
-    for writer in writers:
-        written.extend(writer.commit())
+    written.extend(writer.commit())
 
 
 def subtype_is_integer(subtype: str) -> bool:

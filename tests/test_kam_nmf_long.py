@@ -130,3 +130,25 @@ def test_dc_offsets_are_kept_on_the_music_not_the_interference(case, tmp_path):
             for out in ("streamed", "memory"):
                 got, _ = sf.read(tmp_path / out / f"{sub}t{i}.wav", dtype="float32")
                 np.testing.assert_allclose(got - np.float32(added), plain, atol=2e-5)
+
+
+def test_a_failure_while_writing_leaves_no_output(case, tmp_path, monkeypatch):
+    """The cleaned tracks and the interference are both written to temporary files, which an
+    error in a later block removes (``streaming.committed``)."""
+    from bleedjax import streaming
+
+    folder, _, learned = case
+    add, calls = streaming.OverlapAddWriter.add, []
+
+    def failing(self, first, frames):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("disk full")
+        return add(self, first, frames)
+
+    monkeypatch.setattr(streaming.OverlapAddWriter, "add", failing)
+    settings = kam_nmf.Settings(music_components=8, k=5, min_separation=20, nmf_iterations=5, kam_iterations=1)
+    with pytest.raises(RuntimeError, match="disk full"):
+        kam_nmf_long.reduce_long(folder, tmp_path / "out", learned.W, settings, kam_nmf_long.LongSettings(block_frames=37))
+    assert len(calls) == 5
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

@@ -259,22 +259,17 @@ class _Run:
         """The last gain on each block's STFT, streamed into ``out_dir`` and its ``interference/``."""
         s = self.settings
         last_iteration = s.kam_iterations - 1 if s.variant == "kam-nmf" else 0
-        writers = []
-        try:
-            for folder, offsets in ((out_dir, self.reader.offsets), (out_dir / "interference", None)):
-                writers.append(streaming.OverlapAddWriter(self.reader, folder, self.frames, n_fft=s.n_fft,
-                                                          hop=s.hop, window=s.window, offsets=offsets))
-            for first, last in self._progress("output"):
-                gain = np.stack([self.gain(track, first, last, last_iteration) for track in self.tracks])
-                spec = self._stft(first, last)
-                writers[0].add(first, gain * spec)
-                writers[1].add(first, (1.0 - gain) * spec)
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
-        for writer in writers:
-            writer.commit()
+        writer = functools.partial(streaming.OverlapAddWriter, self.reader, total_frames=self.frames, n_fft=s.n_fft,
+                                   hop=s.hop, window=s.window)
+        music = writer(out_dir, offsets=self.reader.offsets)
+        with streaming.committed(music):
+            interference = writer(out_dir / "interference")
+            with streaming.committed(interference):
+                for first, last in self._progress("output"):
+                    gain = np.stack([self.gain(track, first, last, last_iteration) for track in self.tracks])
+                    spec = self._stft(first, last)
+                    music.add(first, gain * spec)
+                    interference.add(first, (1.0 - gain) * spec)
 
     def close(self) -> None:
         for track in self.tracks:
