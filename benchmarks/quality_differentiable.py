@@ -46,7 +46,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _quality import load_pieces, score_gains
+from _quality import clean_with, load_pieces, score_gains
 
 from bleedjax import bleed_fit, bleed_model, room, signal, simulation
 from bleedjax.methods import differentiable, kamir
@@ -88,10 +88,11 @@ def settings_for(rate: int, residual: str) -> differentiable.Settings:
     return differentiable.Settings(n_fft=n_fft, hop=n_fft // 4, max_delay=n_fft // 4, residual=residual)
 
 
-def run(method: str, mics: np.ndarray, rate: int, ss_settings: ss.Settings):
-    """Cleaned tracks and, for the fitted model, its parameters."""
+def run(method: str, mics: np.ndarray, rate: int, ss_preset: str):
+    """Cleaned tracks and, for the fitted model, its parameters (spectral subtraction runs as
+    ``bleedjax reduce`` runs it, with ``auto``'s phase check)."""
     if method == "spectral-subtraction":
-        return np.asarray(ss.reduce_session(jnp.asarray(mics), ss_settings).cleaned), None
+        return clean_with(method, ss_preset, mics, [f"track{k}" for k in range(len(mics))])[0], None
     if method == "kamir K4":
         settings = kamir.Settings(**kamir.PRESETS["K4"])
         phi = jnp.asarray(kamir.identity_phi(len(mics)))
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
                 else:
                     mics, references, gains, delays = in_room(sources, float(value), seed, rate)
                 for method in METHODS:
-                    cleaned, params = run(method, mics, rate, ss.Settings(**ss.PRESETS[args.ss_preset]))
+                    cleaned, params = run(method, mics, rate, args.ss_preset)
                     for metric, values in score_gains(references, mics, cleaned).items():
                         scores[method][metric].append(values)
                     if params is not None:

@@ -19,11 +19,10 @@ import dataclasses
 import math
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 from _common import format_table, write_json
-from _quality import condition_name, load_pieces, score_gains, simulate
+from _quality import clean_with, condition_name, load_pieces, score_gains, simulate
 
 from bleedjax.methods import spectral_subtraction as ss
 
@@ -59,8 +58,8 @@ def main(argv=None) -> None:
                 for seed in range(args.seeds):
                     mics, references, _ = simulate(at_rate, bleed, db, seed)
                     for n_fft in args.n_fft:
-                        settings = ss.Settings(**ss.PRESETS[args.preset], n_fft=n_fft, hop=n_fft // 2)
-                        cleaned = ss.reduce_session(jnp.asarray(mics), settings).cleaned
+                        cleaned, _ = clean_with("spectral-subtraction", args.preset, mics, session.track_names,
+                                                {"n_fft": n_fft, "hop": n_fft // 2})
                         scores = score_gains(references, mics, np.asarray(cleaned))
                         gains[n_fft]["sdr"].append(scores["sdr"])
                         gains[n_fft]["sir"].append(scores["sir"])

@@ -4,7 +4,8 @@ Sixteen tracks are the stems of the first four rendered training chorales (``bun
 made by ``scripts/render_demo_audio.py --piece training``, see ``bleedjax/assets/tunet/README.md``;
 4 stems each, first 10 s), with Seipel & Lerch's linear bleed. A handful of tracks hides errors
 that grow with the number of tracks (each microphone's bleed of every other source); this shows
-them. Reported per condition: ΔSDR mean / worst track and ΔSIR mean, bleedjax's BSS Eval.
+them. Every preset runs as ``bleedjax reduce`` runs it (``auto`` with its phase check). Reported per
+condition: ΔSDR mean / worst track and ΔSIR mean, bleedjax's BSS Eval.
 
     .venv/bin/python benchmarks/quality_many_tracks.py [--stems bundled_stems/train] [--seeds 2]
 """
@@ -15,11 +16,11 @@ import argparse
 import pathlib
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 from _quality import score_gains
 
+from bleedjax import methods
 from bleedjax.methods import spectral_subtraction as ss
 from bleedjax.simulate_folder import simulate_arrays
 
@@ -53,14 +54,15 @@ def main(argv=None) -> int:
     sources, rate = load_tracks(args.stems, args.pieces, args.seconds)
     print(f"{len(sources)} tracks × {sources.shape[1] / rate:g} s at {rate} Hz; seeds 0..{args.seeds - 1}\n")
     print(f"{'bleed':<8} {'preset':<8} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9}")
+    method, names = methods.get_method("spectral-subtraction"), [f"track{k}" for k in range(len(sources))]
     for db in (-6.0, -12.0, -18.0):
         for preset in ss.PRESETS:
             gains = []
             for seed in range(args.seeds):
                 mics, references, _ = simulate_arrays(sources, sample_rate=rate, bleed="linear",
                                                       max_crosstalk_db=db, seed=seed)
-                cleaned = ss.reduce_session(jnp.asarray(mics), ss.Settings(**ss.PRESETS[preset])).cleaned
-                gains.append(score_gains(references, mics, cleaned))
+                result = method.run_session(mics, method.default_config(preset), names)
+                gains.append(score_gains(references, mics, result.cleaned[0]))
             sdr = np.concatenate([g["sdr"] for g in gains])
             sir = np.concatenate([g["sir"] for g in gains])
             print(f"{db:<8g} {preset:<8} {np.mean(sdr):9.2f} {np.min(sdr):7.2f} {np.mean(sir):9.2f}", flush=True)

@@ -8,7 +8,8 @@ first). A session of these six tracks gets the quality benchmarks' simulated ble
 −6/−12/−18 dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every method
 cleans it:
 
-* spectral subtraction, every preset; KAMIR, every preset;
+* spectral subtraction, every preset (the default ``auto`` with its phase check of pairs with λ ≥ 0.3
+  both ways, and with the check from 0.4); KAMIR, every preset;
 * the differentiable model: its default (inversion, then a residual magnitude subtraction with
   λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), and the inversion alone.
 
@@ -17,9 +18,9 @@ magnitude spectrogram, so a magnitude method cannot tell them apart: at weak ble
 large λ between the partners and removes the target. Gains are over the unprocessed microphones,
 scored with bleedjax's BSS Eval (cross-checked against ``mir_eval`` on the first session).
 
-``--parts warnings`` checks the warning of ``bleedjax reduce`` (:func:`bleedjax.reduce.mutual_bleed_pairs`,
-λ ≥ 0.4 both ways) on these desks and on the pieces of the other quality benchmarks: for every
-condition and seed, the pairs it names and their true gains.
+``--parts warnings`` lists, on these desks and on the pieces of the other quality benchmarks, the
+pairs with λ ≥ 0.3 both ways (``phase_check_min_lambda``) before the default's phase check (:mod:`bleedjax.methods.phase_check`), their true gains, and whether the check capped
+them (``bleedjax reduce`` warns about those) or kept them.
 
     .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--parts methods warnings] [--json out.json]
 """
@@ -51,6 +52,7 @@ from bleedjax import methods, reduce, sessions, signal
 
 DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
 VARIANTS = [("spectral-subtraction", preset, {}) for preset in methods.get_method("spectral-subtraction").presets]
+VARIANTS += [("spectral-subtraction", "auto", {"phase_check_min_lambda": 0.4})]
 VARIANTS += [("kamir", preset, {}) for preset in methods.get_method("kamir").presets]
 VARIANTS += [
     ("differentiable", None, {}),
@@ -98,7 +100,7 @@ def compare_methods(seeds: int) -> dict:
             mics, references, mixing = simulate(session, bleed, db, seed)
             for method, preset, overrides in VARIANTS:
                 cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides)
-                if seed == 0 and (method, preset) == ("spectral-subtraction", spectral_subtraction_config.DEFAULT_PRESET):
+                if seed == 0 and (method, preset, overrides) == ("spectral-subtraction", spectral_subtraction_config.DEFAULT_PRESET, {}):
                     found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names))
                     print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")
                 scores.setdefault(label(method, preset, overrides), []).append(score_gains(references, mics, cleaned))
@@ -115,21 +117,30 @@ def compare_methods(seeds: int) -> dict:
 
 
 def named_pairs(seeds: int) -> dict:
-    """``{piece: {condition: [[seed, name_i, name_j, λ_ij, λ_ji, min true gain], ...]}}``: the pairs
-    that ``bleedjax reduce`` warns about, with the default spectral subtraction."""
+    """``{piece: {condition: [[seed, name_i, name_j, λ_ij, λ_ji, min true gain, capped], ...]}}``:
+    the pairs that the default's phase check fits (λ ≥ ``phase_check_min_lambda`` both ways), whether it capped
+    them (``bleedjax reduce`` then warns, :func:`bleedjax.reduce.capped_pairs`) or kept them."""
     pieces = load_pieces() | {"phenicx desks (unison)": unison_session()}
+    chosen = methods.get_method("spectral-subtraction")
     found = {}
     for piece, session in pieces.items():
         for bleed, db in CONDITIONS:
             rows = found.setdefault(piece, {}).setdefault(condition_name(bleed, db), [])
             for seed in range(seeds):
                 mics, _, mixing = simulate(session, bleed, db, seed)
-                _, matrix = clean_with("spectral-subtraction", None, mics, session.track_names)
-                for first, second, forward, backward in reduce.mutual_bleed_pairs(matrix, session.track_names):
+                config = chosen.default_config(None)
+                result = chosen.run_session(mics, config, session.track_names)
+                checked, applied = result.checked[0], result.matrices[0]
+                capped = {(a, b) for a, b, *_ in reduce.capped_pairs(checked, applied, session.track_names)}
+                for first, second, forward, backward in reduce.mutual_bleed_pairs(
+                    checked, session.track_names, config.phase_check_min_lambda
+                ):
                     i, j = session.track_names.index(first), session.track_names.index(second)
-                    rows.append([seed, first, second, forward, backward, float(min(mixing[i, j], mixing[j, i]))])
-            named = ", ".join(f"{a}/{b} (true {t:.2f})" for _, a, b, _, _, t in rows) or "none"
-            print(f"{piece:<28} {condition_name(bleed, db):<8} warned pairs over {seeds} seeds: {named}", flush=True)
+                    rows.append([seed, first, second, forward, backward, float(min(mixing[i, j], mixing[j, i])),
+                                 (first, second) in capped])
+            named = ", ".join(f"{a}/{b} (true {t:.2f}, {'capped' if c else 'kept'})"
+                              for _, a, b, _, _, t, c in rows) or "none"
+            print(f"{piece:<28} {condition_name(bleed, db):<8} mutual pairs over {seeds} seeds: {named}", flush=True)
     return found
 
 

@@ -20,13 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from bleedjax import methods, sessions, streaming
+from bleedjax.methods import phase_check
 
 MAX_BATCH_SAMPLES = 1 << 26
 """The most samples (sessions × tracks × the longest session's length) that one in-memory batch
 holds; a method whose streaming threshold is lower holds at most that (:func:`batch_limit`)."""
-MUTUAL_BLEED_THRESHOLD = 0.4
-"""λ (amplitude, −8 dB) that spectral subtraction must find both ways between two tracks for
-:func:`mutual_bleed_pairs` to name them."""
 LONG_SESSION_SAMPLES = 1 << 27
 """Sessions with more samples (tracks × length, e.g. 16 tracks × 3 min at 44.1 kHz) go through
 the method's streaming path, when it has one, instead of being loaded whole (a method may set
@@ -42,6 +40,8 @@ class SessionResult:
     out_dir: pathlib.Path
     cleaned: np.ndarray | None
     matrix: np.ndarray
+    checked: np.ndarray | None = None
+    """Spectral subtraction's λ before its phase check (``None`` without the check)."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -86,7 +86,7 @@ def _json_safe(values: dict) -> dict:
 
 
 def mutual_bleed_pairs(
-    matrix: np.ndarray, track_names: Sequence[str], threshold: float = MUTUAL_BLEED_THRESHOLD
+    matrix: np.ndarray, track_names: Sequence[str], threshold: float = phase_check.MUTUAL_BLEED_THRESHOLD
 ) -> list[tuple[str, str, float, float]]:
     """The pairs of tracks with ``matrix[i, j]`` and ``matrix[j, i]`` both ≥ ``threshold``, as
     ``(name_i, name_j, matrix[i, j], matrix[j, i])`` with ``i < j``.
@@ -100,12 +100,26 @@ def mutual_bleed_pairs(
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(track_names):
         raise ValueError(f"need a square matrix with one row per track, got {matrix.shape} for {len(track_names)} tracks")
-    return [
-        (track_names[i], track_names[j], float(matrix[i, j]), float(matrix[j, i]))
-        for i in range(len(track_names))
-        for j in range(i + 1, len(track_names))
-        if min(matrix[i, j], matrix[j, i]) >= threshold
-    ]
+    pairs = np.argwhere(np.triu(phase_check.mutual_pairs(matrix, threshold)))
+    return [(track_names[i], track_names[j], float(matrix[i, j]), float(matrix[j, i])) for i, j in pairs]
+
+
+CAPPED_BY = 0.1
+"""The fraction of a mutual pair's λ that the phase check must take away for a warning."""
+
+
+def capped_pairs(
+    checked: np.ndarray, applied: np.ndarray, track_names: Sequence[str]
+) -> list[tuple[str, str, tuple[float, float], tuple[float, float]]]:
+    """The pairs whose λ the phase check lowered by more than :data:`CAPPED_BY` in either
+    direction (``checked``: λ before the check), as ``(name_i, name_j, (λ_ij, λ_ji) before,
+    (λ_ij, λ_ji) applied)`` with ``i < j``. On strong delayed bleed the phase-aware gain is within a
+    few per cent of λ, which is no reason to warn."""
+    checked, applied = np.asarray(checked, np.float64), np.asarray(applied, np.float64)
+    lowered = applied < (1.0 - CAPPED_BY) * checked
+    pairs = np.argwhere(np.triu(lowered | lowered.T, k=1))
+    return [(track_names[i], track_names[j], (checked[i, j], checked[j, i]), (applied[i, j], applied[j, i]))
+            for i, j in pairs]
 
 
 def warnings(result: SessionResult, method: str) -> list[str]:
@@ -113,8 +127,9 @@ def warnings(result: SessionResult, method: str) -> list[str]:
 
     * any method: audio files in other formats that the session left out, and artefacts of
       another method (``bleed.npz``, ``interference/``) left beside the outputs by an earlier run;
-    * spectral subtraction: the pairs of :func:`mutual_bleed_pairs` (unison parts lose their
-      target);
+    * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
+      pairs whose λ it capped; without, the pairs of :func:`mutual_bleed_pairs` (unison parts lose
+      their target);
     * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
       which the fitted delays are unreliable.
     """
@@ -127,11 +142,19 @@ def warnings(result: SessionResult, method: str) -> list[str]:
 
 
 def _method_warnings(result: SessionResult, method: str) -> list[str]:
+    if method == "spectral-subtraction" and result.checked is not None:
+        return [
+            f"λ {before[0]:.2f} / {before[1]:.2f} between {first} and {second} capped to {after[0]:.2f} / "
+            f"{after[1]:.2f} by the phase check: less of either is a delayed copy of the other than the magnitudes "
+            "suggest, as when the two play the same part; in a reverberant room, or on a few seconds of audio, the "
+            "cap can leave some bleed (README: Unison)"
+            for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
+        ]
     if method == "spectral-subtraction":
         return [
             f"λ {forward:.2f} / {backward:.2f} between {first} and {second}: strong bleed both ways, or the two "
-            "play the same part; in unison spectral subtraction removes the target, so try --method kamir or "
-            "--method differentiable (README: Unison)"
+            "play the same part; in unison spectral subtraction removes the target, so try the default preset "
+            "auto (it checks such pairs by phase), --method kamir or --method differentiable (README: Unison)"
             for first, second, forward, backward in mutual_bleed_pairs(result.matrix, result.session.track_names)
         ]
     if method == "differentiable":
@@ -284,7 +307,7 @@ def reduce_folders(
                 _write_artefacts(method, config, session, staged.path(target), output, row)
                 results[index] = SessionResult(
                     session if keep_audio else headers[index], target, cleaned if keep_audio else None,
-                    output.matrices[row],
+                    output.matrices[row], None if output.checked is None else output.checked[row],
                 )
         if staged is not None:
             staged.commit()
@@ -296,7 +319,8 @@ def reduce_folders(
         header, target = headers[index], targets[index]
         output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index])
         _write_artefacts(method, config, header, target, output, 0)
-        results[index] = SessionResult(header, target, None, output.matrices[0])
+        results[index] = SessionResult(header, target, None, output.matrices[0],
+                                       None if output.checked is None else output.checked[0])
     return [results[i] for i in range(len(headers))]
 
 
@@ -318,6 +342,8 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         "sample_rate": session.sample_rate,
         "config": _json_safe(config.to_dict()),
     }
+    if output.checked is not None:
+        payload["lambda_before_phase_check"] = np.asarray(output.checked[row], float).round(6).tolist()
     if output.sources is not None and list(output.sources) != session.track_names:
         payload["sources"] = list(output.sources)
     sessions.write_json_atomic(target / "bleed.json", payload)

@@ -132,28 +132,50 @@ def window_norm(start: int, stop: int, total_frames: int, *, n_fft: int, hop: in
 
 def busiest_excerpt(reader: SessionReader, samples: int, step: int) -> int:
     """The first sample of the ``samples``-long excerpt, starting at a multiple of ``step``, in
-    which every track plays most: the highest geometric mean over the tracks of their activity
-    (a track's energy in the excerpt over its average energy per excerpt), so that a track silent
-    in an excerpt rules it out, and a track that plays more counts as much as any other's. Energies
-    are about each ``step``'s mean (a DC offset does not count); tracks silent throughout are left
-    out. Reads the session once, ``step`` samples at a time. ``0`` when the session is not longer
-    than ``samples``."""
+    which every track plays most (:func:`busiest_start`). Reads the session once, ``step`` samples
+    at a time. ``0`` when the session is not longer than ``samples``."""
     if reader.length <= samples:
         return 0
-    steps = []
-    for start in range(0, reader.length, step):
-        block = reader.read(start, min(start + step, reader.length)).astype(np.float64)
-        steps.append(np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1))
-    energies = np.cumsum(np.concatenate([np.zeros((1, reader.num_tracks)), np.stack(steps)]), axis=0)
-    span = -(-samples // step)
-    starts = np.arange(0, max(1, len(steps) - span + 1))
-    excerpt = energies[starts + np.minimum(span, len(steps))] - energies[starts]
-    average = energies[-1] * min(span, len(steps)) / len(steps)
+    steps = [_centred_energy(reader.read(start, min(start + step, reader.length)))
+             for start in range(0, reader.length, step)]
+    return busiest_start(np.stack(steps), -(-samples // step)) * step
+
+
+def busiest_excerpt_of(audio: np.ndarray, samples: int, step: int) -> int:
+    """:func:`busiest_excerpt` of ``(tracks, n)`` samples in memory."""
+    length = audio.shape[-1]
+    if length <= samples:
+        return 0
+    steps = [_centred_energy(audio[:, start : start + step]) for start in range(0, length, step)]
+    return busiest_start(np.stack(steps), -(-samples // step)) * step
+
+
+def _centred_energy(block: np.ndarray) -> np.ndarray:
+    block = np.asarray(block, np.float64)
+    return np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1)
+
+
+def busiest_start(step_energies: np.ndarray, span: int) -> int:
+    """The first step of the ``span`` consecutive steps in which every track plays most: the
+    highest geometric mean over the tracks of their activity (a track's energy in the excerpt
+    over its average energy per excerpt), so that a track silent in an excerpt rules it out, and a
+    track that plays more counts as much as any other's. Tracks silent throughout are left out.
+
+    Args:
+        step_energies: ``(steps, tracks)`` energies of each step about its own mean (a DC offset
+            does not count).
+        span: steps per excerpt.
+    """
+    energies = np.cumsum(np.concatenate([np.zeros((1, step_energies.shape[1])), step_energies]), axis=0)
+    count = len(step_energies)
+    starts = np.arange(0, max(1, count - span + 1))
+    excerpt = energies[starts + np.minimum(span, count)] - energies[starts]
+    average = energies[-1] * min(span, count) / count
     sounding = average > 0
     if not sounding.any():
         return 0
     activity = np.maximum(excerpt[:, sounding] / average[sounding], 1e-12)
-    return int(starts[np.argmax(np.mean(np.log(activity), axis=1))] * step)
+    return int(starts[np.argmax(np.mean(np.log(activity), axis=1))])
 
 
 def busiest_seconds(reader: SessionReader, seconds: float) -> tuple[int, int]:

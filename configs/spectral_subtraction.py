@@ -6,7 +6,8 @@
 cleaned magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda`). ``power``
 subtracts powers with ``refined``'s λ; ``floor`` caps ``refined``'s λ by the ratio floor
 (``bound_quantile``) and subtracts it from the microphones. ``auto``, the default, is ``floor``
-for sessions of up to 6 tracks and ``refined`` above (``bound_max_tracks``). Use with
+for sessions of up to 6 tracks and ``refined`` above (``bound_max_tracks``), and checks the pairs
+with large λ both ways by phase (``phase_check``: unison or bleed?). Use with
 ``bleedjax reduce --preset paper``, ``--config configs/spectral_subtraction.py`` or override
 single values with ``--set refinements=0``. The defaults are the library's (one source of truth);
 this file is where an experiment changes them.
@@ -16,6 +17,7 @@ import dataclasses
 
 import ml_collections
 
+from bleedjax.methods.phase_check import CheckSettings
 from bleedjax.methods.spectral_subtraction import PRESETS, Settings
 from bleedjax.methods.spectral_subtraction_long import LongSettings
 
@@ -35,4 +37,7 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # Long recordings (bleedjax.methods.spectral_subtraction_long): frames per streamed block, and
     # the most lattice points (all tracks) kept for the refinement rounds and the ratio floor.
     config.update(dataclasses.asdict(LongSettings()))
+    # The phase check (bleedjax.methods.phase_check), on in `auto`: pairs with λ >= phase_check_min_lambda
+    # both ways get λ capped at the differentiable model's gain, fitted on the busiest phase_check_seconds.
+    config.update(dataclasses.asdict(CheckSettings(phase_check=preset == "auto")))
     return config

@@ -174,6 +174,10 @@ def test_busiest_excerpt_is_where_every_track_plays(tmp_path):
     assert streaming.busiest_seconds(reader, 5.0) == (20 * rate, 5 * rate)
     assert streaming.busiest_seconds(reader, 45.0) == (0, 30 * rate)
     assert streaming.busiest_seconds(reader, 3.0) == (23 * rate, 3 * rate)
+    # The same search on samples in memory.
+    assert streaming.busiest_excerpt_of(tracks, 5 * rate, step=rate) == 20 * rate
+    assert streaming.busiest_excerpt_of(tracks, 3 * rate, step=rate) == 23 * rate
+    assert streaming.busiest_excerpt_of(tracks, 30 * rate, step=rate) == 0
 
 
 def test_a_long_session_is_analysed_on_its_busiest_excerpt(simulated, tmp_path, capsys):

@@ -182,9 +182,9 @@ def test_a_batch_holds_no_more_than_the_methods_streaming_threshold(tmp_path, mo
     sizes = []
     chosen = methods.METHODS["spectral-subtraction"]
 
-    def run_recording(audio, lengths, config, track_names):
+    def run_recording(audio, lengths, config, track_names, **rate):
         sizes.append(audio.shape[0])
-        return chosen.run(audio, lengths, config, track_names)
+        return chosen.run(audio, lengths, config, track_names, **rate)
 
     folders = [write_session(tmp_path / name, samples=1000, seed=seed) for seed, name in enumerate("abc")]
     monkeypatch.setitem(methods.METHODS, "spectral-subtraction",

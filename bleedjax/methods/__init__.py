@@ -26,6 +26,8 @@ class BatchResult(NamedTuple):
     sources: list[str] | None = None
     arrays: dict[str, np.ndarray] | None = None
     interference: np.ndarray | None = None
+    checked: np.ndarray | None = None
+    """Spectral subtraction with its phase check: ``(sessions, J, J)`` λ before the check."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,23 +85,44 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
     return spectral_subtraction.get_config(spectral_subtraction.DEFAULT_PRESET if preset is None else preset)
 
 
-def _spectral_subtraction_run(audio, lengths, config, track_names) -> BatchResult:
-    from bleedjax.methods import spectral_subtraction
+def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
+    """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with λ
+    of at least ``phase_check_min_lambda`` both ways are cleaned again with those pairs' λ capped
+    (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
+    ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
+    from bleedjax.methods import phase_check, spectral_subtraction
 
     settings = _settings(spectral_subtraction.Settings, config)
     result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
-    cleaned, lam = jax.device_get((result.cleaned, result.lam))
-    return BatchResult(np.asarray(cleaned), np.asarray(lam))
+    cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
+    check = _settings(phase_check.CheckSettings, config)
+    if not check.phase_check:
+        return BatchResult(cleaned, lam)
+    before = lam.copy()
+    for row, length in enumerate(np.asarray(lengths).tolist()):
+        session = np.asarray(audio[row, :, :length], np.float32)
+        weights = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
+                                      check.phase_check_min_lambda)
+        if weights is not None:
+            again = spectral_subtraction.reduce_session(jnp.asarray(session), settings, None, jnp.asarray(weights))
+            cleaned[row, :, :length], lam[row] = jax.device_get((again.cleaned, again.lam))
+    return BatchResult(cleaned, lam, checked=before)
+
+
+def _spectral_subtraction_batch_key(track_names, config, *, sample_rate):
+    """Sessions batch by sample rate: the phase check's excerpt is in seconds."""
+    return sample_rate
 
 
 def _spectral_subtraction_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import spectral_subtraction, spectral_subtraction_long
+    from bleedjax.methods import phase_check, spectral_subtraction, spectral_subtraction_long
 
     settings = _settings(spectral_subtraction.Settings, config)
     long = _settings(spectral_subtraction_long.LongSettings, config)
-    lam = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, pad=pad, progress=progress,
-                                                offsets=offsets)
-    return BatchResult(None, lam[None])
+    check = _settings(phase_check.CheckSettings, config)
+    lam, before = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, check, pad=pad,
+                                                        progress=progress, offsets=offsets)
+    return BatchResult(None, lam[None], checked=None if before is None else before[None])
 
 
 def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -255,7 +278,8 @@ DIFFERENTIABLE_LONG_SAMPLES = 1 << 25
 METHODS = {
     "spectral-subtraction": Method(
         "spectral-subtraction", _spectral_subtraction_config, ("refined", "paper", "power", "floor", "auto"),
-        _spectral_subtraction_run, run_long=_spectral_subtraction_run_long,
+        _spectral_subtraction_run, _spectral_subtraction_batch_key, run_long=_spectral_subtraction_run_long,
+        uses_sample_rate=True,
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,

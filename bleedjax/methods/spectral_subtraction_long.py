@@ -32,6 +32,7 @@ import numpy as np
 
 from bleedjax import streaming
 from bleedjax._types import Array, Complex, Float
+from bleedjax.methods import phase_check
 from bleedjax.methods import spectral_subtraction as ss
 
 
@@ -102,13 +103,17 @@ def reduce_long(
     out_dir: str | pathlib.Path,
     settings: ss.Settings,
     long: LongSettings = LongSettings(),
+    check: phase_check.CheckSettings | None = None,
     *,
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
-) -> Float[np.ndarray, "tracks tracks"]:
+) -> tuple[Float[np.ndarray, "tracks tracks"], Float[np.ndarray, "tracks tracks"] | None]:
     """Cleans one session folder of any length into ``out_dir`` in two streamed passes and
-    returns the ``(J, J)`` λ applied (as :func:`~bleedjax.methods.spectral_subtraction.reduce_session`).
+    returns the ``(J, J)`` λ applied (as :func:`~bleedjax.methods.spectral_subtraction.reduce_session`)
+    and the λ before the phase check (:mod:`~bleedjax.methods.phase_check`; ``None`` when
+    ``check`` is ``None`` or off). The check fits the session's busiest excerpt of at most
+    ``phase_check_seconds`` (:func:`bleedjax.streaming.busiest_seconds`, one more read).
 
     ``offsets`` (``(tracks,)`` DC offsets, from
     :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are taken out before and put back on
@@ -118,6 +123,13 @@ def reduce_long(
     gram, points = statistics(reader, settings, long, progress=progress)
     refinement = _refine(jnp.asarray(gram), jnp.asarray(points), settings)
     del points
+    check = phase_check.CheckSettings() if check is None else check
+    before = np.asarray(refinement.lam) if check.phase_check else None
+    if check.phase_check and phase_check.mutual_pairs(before, check.phase_check_min_lambda).any():
+        start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
+        weights = phase_check.weights(reader.read(start, start + samples), before, samples, reader.sample_rate,
+                                      check.phase_check_min_lambda)
+        refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     writer = streaming.OverlapAddWriter(reader, pathlib.Path(out_dir), total, n_fft=settings.n_fft,
                                         hop=settings.hop, window=settings.window, offsets=reader.offsets)
@@ -127,4 +139,4 @@ def reduce_long(
             spectrogram = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
                                                window=settings.window)
             writer.add(first, np.asarray(_clean_block(spectrogram, refinement, settings)))
-    return np.asarray(refinement.lam)
+    return np.asarray(refinement.lam), before
