@@ -134,25 +134,22 @@ def busiest_excerpt(reader: SessionReader, samples: int, step: int) -> int:
     """The first sample of the ``samples``-long excerpt, starting at a multiple of ``step``, in
     which every track plays most (:func:`busiest_start`). Reads the session once, ``step`` samples
     at a time. ``0`` when the session is not longer than ``samples``."""
-    if reader.length <= samples:
-        return 0
-    steps = [_centred_energy(reader.read(start, min(start + step, reader.length)))
-             for start in range(0, reader.length, step)]
-    return busiest_start(np.stack(steps), -(-samples // step)) * step
+    return _busiest(reader.read, reader.length, samples, step)
 
 
 def busiest_excerpt_of(audio: np.ndarray, samples: int, step: int) -> int:
     """:func:`busiest_excerpt` of ``(tracks, n)`` samples in memory."""
-    length = audio.shape[-1]
+    return _busiest(lambda start, stop: audio[:, start:stop], audio.shape[-1], samples, step)
+
+
+def _busiest(read, length: int, samples: int, step: int) -> int:
     if length <= samples:
         return 0
-    steps = [_centred_energy(audio[:, start : start + step]) for start in range(0, length, step)]
+    steps = []
+    for start in range(0, length, step):
+        block = np.asarray(read(start, min(start + step, length)), np.float64)
+        steps.append(np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1))
     return busiest_start(np.stack(steps), -(-samples // step)) * step
-
-
-def _centred_energy(block: np.ndarray) -> np.ndarray:
-    block = np.asarray(block, np.float64)
-    return np.sum((block - block.mean(axis=1, keepdims=True)) ** 2, axis=1)
 
 
 def busiest_start(step_energies: np.ndarray, span: int) -> int:

@@ -1,5 +1,6 @@
 """Spectral subtraction's phase check (:mod:`bleedjax.methods.phase_check`): mutual λ between
-tracks that play the same part is capped at the phase-aware gain; strong delayed bleed keeps its λ."""
+tracks that play the same part is capped at the phase-aware gain; strong delayed bleed keeps a λ
+at least as close to the truth."""
 
 from __future__ import annotations
 
