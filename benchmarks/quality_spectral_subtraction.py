@@ -5,7 +5,7 @@ a string quartet, real PHENICX stems; linear bleed at -6/-12/-18 dB and a room),
 
 Reported per condition: SDR/SIR/SAR gain (output minus unprocessed microphone), mean and worst
 track, for every preset, run as ``bleedjax reduce`` runs it (``auto``, the default, with its phase check
-of the pairs with λ ≥ 0.3 both ways, :mod:`bleedjax.methods.phase_check`; ``auto 0.4`` checks
+of the pairs with √(λ_ij λ_ji) ≥ 0.3, :mod:`bleedjax.methods.phase_check`; ``auto 0.4`` checks
 them from 0.4 instead); the Table 3 correlation of A^-1 and (I - L) (all entries, and off-diagonal only); the
 relative Frobenius error of λ against A - I; and the largest |λ_descent - λ_nnls| (the exact solve of the same cost; not
 applicable to the box-constrained variant). Scores come from

@@ -88,14 +88,14 @@ def _json_safe(values: dict) -> dict:
 def mutual_bleed_pairs(
     matrix: np.ndarray, track_names: Sequence[str], threshold: float = phase_check.MUTUAL_BLEED_THRESHOLD
 ) -> list[tuple[str, str, float, float]]:
-    """The pairs of tracks with ``matrix[i, j]`` and ``matrix[j, i]`` both ≥ ``threshold``, as
-    ``(name_i, name_j, matrix[i, j], matrix[j, i])`` with ``i < j``.
+    """The pairs of tracks with ``√(matrix[i, j] matrix[j, i]) ≥ threshold``
+    (:func:`bleedjax.methods.phase_check.mutual_pairs`), as ``(name_i, name_j, matrix[i, j],
+    matrix[j, i])`` with ``i < j``.
 
     For spectral subtraction's ``(J, J)`` λ this means either strong bleed both ways or two tracks
     that play the same part. Magnitudes cannot tell the two apart, and in unison Eq. (7) removes
-    the target: on the PHENICX desks (``benchmarks/quality_unison.py``) every desk pair is named at
-    −12 and −18 dB, where the true gains are 0.02–0.25, and on the other quality benchmarks only
-    pairs with true gains of 0.31 or more both ways are.
+    the target (``benchmarks/quality_unison.py --parts warnings`` lists the pairs named on its
+    desks and on the other quality benchmarks' pieces).
     """
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(track_names):
@@ -154,7 +154,7 @@ def _method_warnings(result: SessionResult, method: str) -> list[str]:
         return [
             f"λ {forward:.2f} / {backward:.2f} between {first} and {second}: strong bleed both ways, or the two "
             "play the same part; in unison spectral subtraction removes the target, so try the default preset "
-            "auto (it checks such pairs by phase), --method kamir or --method differentiable (README: Unison)"
+            "auto (it checks such pairs by phase), --method differentiable or --method kamir --preset K5 (README: Unison)"
             for first, second, forward, backward in mutual_bleed_pairs(result.matrix, result.session.track_names)
         ]
     if method == "differentiable":

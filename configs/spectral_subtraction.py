@@ -7,7 +7,7 @@ cleaned magnitudes (:func:`bleedjax.methods.spectral_subtraction.estimate_lambda
 subtracts powers with ``refined``'s λ; ``floor`` caps ``refined``'s λ by the ratio floor
 (``bound_quantile``) and subtracts it from the microphones. ``auto``, the default, is ``floor``
 for sessions of up to 6 tracks and ``refined`` above (``bound_max_tracks``), and checks the pairs
-with large λ both ways by phase (``phase_check``: unison or bleed?). Use with
+with large λ both ways (geometric mean) by phase (``phase_check``: unison or bleed?). Use with
 ``bleedjax reduce --preset paper``, ``--config configs/spectral_subtraction.py`` or override
 single values with ``--set refinements=0``. The defaults are the library's (one source of truth);
 this file is where an experiment changes them.
@@ -37,7 +37,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # Long recordings (bleedjax.methods.spectral_subtraction_long): frames per streamed block, and
     # the most lattice points (all tracks) kept for the refinement rounds and the ratio floor.
     config.update(dataclasses.asdict(LongSettings()))
-    # The phase check (bleedjax.methods.phase_check), on in `auto`: pairs with λ >= phase_check_min_lambda
-    # both ways get λ capped at the differentiable model's gain, fitted on the busiest phase_check_seconds.
+    # The phase check (bleedjax.methods.phase_check), on in `auto`: pairs with sqrt(λ_ij λ_ji) >=
+    # phase_check_min_lambda get λ capped at the differentiable model's gain, fitted on the busiest
+    # phase_check_seconds.
     config.update(dataclasses.asdict(CheckSettings(phase_check=preset == "auto")))
     return config

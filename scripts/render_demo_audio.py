@@ -19,6 +19,16 @@ exactly the same number of samples:
     viola, cello (the "similar instruments" hard case).  Written to
     ``benchmarks/audio/string_quartet/`` and used only by the benchmarks.
 
+``unison``
+    The same Mozart movement's 1st violin and viola parts, each played by two
+    humanised players (``violin1_a``/``violin1_b``, ``viola_a``/``viola_b``):
+    two desks in unison, the "similar instruments" case at its hardest, long
+    enough (10 s) for phase to tell a desk partner from bleed.  Each player
+    has its own seeded onset jitter, intonation (pitch bend per onset) and
+    dynamics, and the ``b`` players more vibrato (modulation wheel); see
+    ``Humanise``.  Written to ``benchmarks/audio/unison_desks/`` and used only
+    by the benchmarks.
+
 ``training`` (not run by ``--piece all``)
     Eight other four-voice Bach chorales (``TRAINING_PIECES``), 30 s each at
     22.05 kHz, each with its own ensemble: the training data of the bundled
@@ -48,8 +58,8 @@ Usage (from the repository root)::
 
     python scripts/render_demo_audio.py --piece all
 
-regenerates both pieces in place with their default settings (demo: 15 s at
-44.1 kHz; quartet: 15 s at 22.05 kHz; together under 4 MB of FLAC).  ``--out DIR`` writes the stems of a
+regenerates the three pieces in place with their default settings (demo: 15 s at
+44.1 kHz; quartet: 15 s at 22.05 kHz; unison: 10 s at 22.05 kHz; together about 5 MB of FLAC).  ``--out DIR`` writes the stems of a
 single piece directly into DIR (with ``--piece all``: into ``DIR/demo`` and
 ``DIR/string_quartet``).  The output is deterministic for a given
 fluidsynth/soundfont/libsndfile installation.
@@ -91,11 +101,28 @@ DYNAMIC_VELOCITY = {
 
 
 @dataclass(frozen=True)
+class Humanise:
+    """One player's deviations from the score, drawn per onset (the notes of a chord move
+    together) from a seeded generator: onset time (Gaussian, ``onset_ms`` standard deviation),
+    intonation (``cents`` standard deviation, as a pitch bend before the onset), velocity
+    (``velocity`` standard deviation), and a constant vibrato depth (``modwheel``, MIDI CC 1,
+    which FluidSynth maps to its vibrato LFO).  Ensemble players are typically 10-50 ms apart at
+    onsets and 5-20 cents apart in intonation."""
+
+    seed: int
+    onset_ms: float = 15.0
+    cents: float = 6.0
+    velocity: float = 6.0
+    modwheel: int = 0
+
+
+@dataclass(frozen=True)
 class Stem:
     name: str  # output file stem, lower case
     program: int  # General MIDI program, 0-based (flute = 73)
     part_index: int | None  # index into score.parts; None for a derived part
     expected_part_name: str | None = None  # sanity check against the score
+    humanise: Humanise | None = None  # None: the score as written
 
 
 @dataclass(frozen=True)
@@ -148,6 +175,20 @@ PIECES = {
             Stem("violin2", 40, 1, "2nd Violin"),
             Stem("viola", 41, 2, "Viola"),
             Stem("cello", 42, 3, "Cello"),
+        ),
+    ),
+    "unison": Piece(
+        key="unison",
+        corpus_path="mozart/k458/movement1",
+        out_subdir="benchmarks/audio/unison_desks",
+        quarter_bpm=150.0,
+        sample_rate=22050,
+        seconds=10.0,
+        stems=(
+            Stem("violin1_a", 40, 0, "1st Violin", Humanise(seed=1)),
+            Stem("violin1_b", 40, 0, "1st Violin", Humanise(seed=2, modwheel=30)),
+            Stem("viola_a", 41, 2, "Viola", Humanise(seed=3)),
+            Stem("viola_b", 41, 2, "Viola", Humanise(seed=4, modwheel=30)),
         ),
     ),
 }
@@ -305,6 +346,60 @@ def write_midi(events: list[NoteEvent], program: int, quarter_bpm: float, path: 
     mf.open(str(path), "wb")
     mf.write()
     mf.close()
+
+
+def _variable_length(value: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def write_humanised_midi(
+    events: list[NoteEvent], program: int, quarter_bpm: float, humanise: Humanise, path: Path
+) -> None:
+    """One-track MIDI file (format 0, written byte by byte, since music21 has no pitch bend per
+    note) of ``events`` played by one ``humanise``-d player: tempo, program, modulation wheel,
+    then per onset a pitch bend (default range of ±2 semitones) and the notes.  A note ends at its
+    jittered onset plus its written length, or just before the next onset of the same pitch."""
+    rng = np.random.default_rng(humanise.seed)
+    division = 960
+    ticks_per_second = division * quarter_bpm / 60.0
+    seconds_per_quarter = 60.0 / quarter_bpm
+    onsets = sorted({e.offset for e in events})
+    shift = dict(zip(onsets, rng.normal(0.0, humanise.onset_ms / 1000.0, len(onsets)), strict=True))
+    bend = dict(zip(onsets, rng.normal(0.0, humanise.cents, len(onsets)), strict=True))
+    played = sorted(
+        (max(0.0, e.offset * seconds_per_quarter + shift[e.offset]), e.duration * seconds_per_quarter, e)
+        for e in events
+    )
+    messages = []  # (tick, order at equal ticks, bytes): note-offs, then bends, then note-ons
+    for k, (start, length, e) in enumerate(played):
+        later = [s for s, _, f in played[k + 1 :] if f.midi == e.midi and s > start]
+        end = min(start + length, later[0] - 0.005) if later else start + length
+        on = round(start * ticks_per_second)
+        off = max(on + 1, round(end * ticks_per_second))
+        value = int(np.clip(round(8192 + bend[e.offset] / 200.0 * 8192), 0, 16383))
+        velocity = int(np.clip(round(e.velocity + rng.normal(0.0, humanise.velocity)), 1, 127))
+        messages += [
+            (on, 1, bytes([0xE0, value & 0x7F, value >> 7])),
+            (on, 2, bytes([0x90, e.midi, velocity])),
+            (off, 0, bytes([0x80, e.midi, 0])),
+        ]
+    tempo = round(60e6 / quarter_bpm).to_bytes(3, "big")
+    body = b"\x00\xff\x51\x03" + tempo + b"\x00" + bytes([0xC0, program])
+    body += b"\x00" + bytes([0xB0, 0x01, humanise.modwheel])
+    last = 0
+    for tick, _, message in sorted(messages, key=lambda m: m[:2]):
+        body += _variable_length(tick - last) + message
+        last = tick
+    body += b"\x00\xff\x2f\x00"
+    header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+    header += division.to_bytes(2, "big")
+    path.write_bytes(header + b"MTrk" + len(body).to_bytes(4, "big") + body)
 
 
 def midi_programs(path: Path) -> tuple[set[tuple[int, int]], set[int]]:
@@ -482,7 +577,10 @@ def render_piece(
             if not events:
                 raise RuntimeError(f"{stem.name}: no notes in the excerpt")
             midi_path = tmp / f"{stem.name}.mid"
-            write_midi(events, stem.program, piece.quarter_bpm, midi_path)
+            if stem.humanise is None:
+                write_midi(events, stem.program, piece.quarter_bpm, midi_path)
+            else:
+                write_humanised_midi(events, stem.program, piece.quarter_bpm, stem.humanise, midi_path)
             check_midi(midi_path, stem.program)
             audio = render_midi(
                 midi_path, tmp / f"{stem.name}.wav", soundfont, sample_rate, fluidsynth
@@ -523,23 +621,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--piece", choices=["demo", "quartet", "all", "training"], default="all")
+    ap.add_argument("--piece", choices=["demo", "quartet", "unison", "all", "training"], default="all")
     ap.add_argument(
         "--out",
         type=Path,
         default=None,
         help="output directory (default: the piece's place in the repository; "
-        "with --piece all, DIR/demo and DIR/string_quartet; with --piece training, "
+        "with --piece all, DIR/demo, DIR/string_quartet and DIR/unison_desks; with --piece training, "
         "DIR/bwv10.7 and the other chorales)",
     )
     ap.add_argument(
         "--seconds",
         type=float,
         default=None,
-        help="excerpt length in seconds from the start (default: 15)",
+        help="excerpt length in seconds from the start (default: the piece's, 15 or 10)",
     )
     ap.add_argument(
-        "--sample-rate", type=int, default=None, help="default: 44100 for demo, 22050 for quartet"
+        "--sample-rate", type=int, default=None, help="default: 44100 for demo, 22050 for the others"
     )
     ap.add_argument("--soundfont", type=Path, default=DEFAULT_SOUNDFONT)
     ap.add_argument("--fluidsynth", default="fluidsynth", help="fluidsynth executable")
@@ -556,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = list(pieces)
     else:
         pieces = PIECES
-        keys = ["demo", "quartet"] if args.piece == "all" else [args.piece]
+        keys = list(pieces) if args.piece == "all" else [args.piece]
     for key in keys:
         piece = pieces[key]
         if args.out is None:

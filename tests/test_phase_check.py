@@ -5,6 +5,7 @@ at least as close to the truth."""
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,19 +15,32 @@ from bleedjax import cli, demo, evaluate, methods, reduce, sessions
 from bleedjax.methods import phase_check
 from bleedjax.simulate_folder import simulate_arrays
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
 DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
 CHECKED_FROM = methods.get_method("spectral-subtraction").default_config(None).phase_check_min_lambda
 
 
 def test_mutual_pairs_and_capping_weights():
-    lam = np.array([[0.0, 0.5, 0.9], [0.45, 0.0, 0.1], [0.3, 0.6, 0.0]])
+    lam = np.array([[0.0, 0.5, 0.9, 0.0], [0.45, 0.0, 0.1, 0.0], [0.3, 0.6, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    lam[3, 0], lam[0, 3] = 0.95, 0.16
     mutual = phase_check.mutual_pairs(lam)
-    np.testing.assert_array_equal(mutual, [[False, True, False], [True, False, False], [False, False, False]])
+    # √(λ_ij λ_ji) ≥ 0.4: 0/1 (0.47) and 0/2 (0.52, although λ_20 = 0.3: a louder partner's unison);
+    # not 1/2 (0.24) nor 0/3 (0.39: strong bleed one way only).
+    expected = np.zeros((4, 4), bool)
+    expected[0, 1] = expected[1, 0] = expected[0, 2] = expected[2, 0] = True
+    np.testing.assert_array_equal(mutual, expected)
     assert not phase_check.mutual_pairs(np.eye(3)).any()
-    gains = np.array([[1.0, 0.1, 0.05], [0.6, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert not phase_check.mutual_pairs(np.array([[0.0, -0.9], [-0.9, 0.0]])).any()
+    gains = np.array([[1.0, 0.1, 0.05, 0.2], [0.6, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.1, 0.0, 0.0, 1.0]])
     weights = phase_check.capping_weights(lam, gains, mutual)
-    # Only the mutual pair is capped, and only downwards: λ_01 0.5 -> 0.1, λ_10 0.45 stays (g = 0.6).
-    np.testing.assert_allclose(weights * lam, [[0.0, 0.1, 0.9], [0.45, 0.0, 0.1], [0.3, 0.6, 0.0]], rtol=1e-6)
+    # Only the mutual pairs are capped, and only downwards: λ_01 0.5 -> 0.1, λ_10 0.45 stays (g = 0.6),
+    # λ_02 0.9 -> 0.05, λ_20 0.3 -> 0; the one-way pair 0/3 keeps its λ.
+    np.testing.assert_allclose(
+        weights * lam,
+        [[0.0, 0.1, 0.05, 0.16], [0.45, 0.0, 0.1, 0.0], [0.0, 0.6, 0.0, 0.0], [0.95, 0.0, 0.0, 0.0]],
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="phase_check_seconds"):
         phase_check.CheckSettings(phase_check=True, phase_check_seconds=0.0)
     with pytest.raises(ValueError, match="phase_check_min_lambda"):
@@ -68,6 +82,32 @@ def test_unison_desks_keep_their_targets(desks_at_minus_18_db):
     checked_gain = evaluate.score(references, checked.cleaned[0])["sdr"] - before
     # floor: mean -6.14, worst -9.20 dB on this seed; with the check 1.85 and -0.50 dB.
     assert checked_gain.mean() > plain_gain.mean() + 7.0, (checked_gain, plain_gain)
+    assert checked_gain.min() > -1.0, checked_gain
+
+
+def test_a_louder_partner_is_checked_too():
+    """The rendered desks (10 s, ``benchmarks/audio/unison_desks``) with viola_b 6 dB louder than
+    viola_a: λ of the viola pair is 0.27 one way and 0.99 the other, so a check of pairs with both
+    λ ≥ 0.3 would miss it, and Eq. (7) with λ 0.99 removes viola_b's own playing (−11.4 dB with
+    ``floor``). The geometric mean (0.52) is what unison leaves level-invariant."""
+    desks = sessions.read_session(REPO / "benchmarks" / "audio" / "unison_desks")
+    audio = desks.audio.copy()
+    audio[desks.track_names.index("viola_b.flac")] *= 2.0
+    mics, references, truth = simulate_arrays(audio, sample_rate=desks.sample_rate, bleed="linear",
+                                              max_crosstalk_db=-18.0, seed=0)
+    plain = _run("floor", mics, desks.track_names)
+    checked = _run(None, mics, desks.track_names)
+    a, b = desks.track_names.index("viola_a.flac"), desks.track_names.index("viola_b.flac")
+    lam = plain.matrices[0]
+    assert min(lam[a, b], lam[b, a]) < CHECKED_FROM <= np.sqrt(lam[a, b] * lam[b, a]), lam
+    assert phase_check.mutual_pairs(lam, CHECKED_FROM)[a, b]
+    truth = np.asarray(truth["matrix"])
+    assert max(checked.matrices[0][a, b], checked.matrices[0][b, a]) < 2 * max(truth[a, b], truth[b, a])
+    before = evaluate.score(references, mics)["sdr"]
+    plain_gain = evaluate.score(references, plain.cleaned[0])["sdr"] - before
+    checked_gain = evaluate.score(references, checked.cleaned[0])["sdr"] - before
+    # floor: viola_b -11.4, worst -12.6 dB; with the check the worst track is at -0.34 dB.
+    assert plain_gain.min() < -5.0, plain_gain
     assert checked_gain.min() > -1.0, checked_gain
 
 

@@ -44,11 +44,13 @@ def test_differentiable_default_keeps_unison_targets(desks_at_minus_18_db):
     assert gains.min() > -4.0, gains
 
 
-def test_mutual_bleed_pairs_names_pairs_above_the_threshold_both_ways():
-    matrix = np.array([[0.0, 0.5, 0.9], [0.45, 0.0, 0.1], [0.3, 0.6, 0.0]])
-    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"]) == [("a", "b", 0.5, 0.45)]
-    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"], threshold=0.3) == [
-        ("a", "b", 0.5, 0.45), ("a", "c", 0.9, 0.3)
+def test_mutual_bleed_pairs_names_pairs_whose_geometric_mean_reaches_the_threshold():
+    matrix = np.array([[0.0, 0.5, 0.9], [0.45, 0.0, 0.1], [0.2, 0.6, 0.0]])
+    # √(λ_ij λ_ji): a/b 0.47, a/c 0.42 (λ_ca = 0.2 alone is under either threshold), b/c 0.24.
+    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"]) == [("a", "b", 0.5, 0.45), ("a", "c", 0.9, 0.2)]
+    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"], threshold=0.45) == [("a", "b", 0.5, 0.45)]
+    assert reduce.mutual_bleed_pairs(matrix, ["a", "b", "c"], threshold=0.2) == [
+        ("a", "b", 0.5, 0.45), ("a", "c", 0.9, 0.2), ("b", "c", 0.1, 0.6)
     ]
     with pytest.raises(ValueError, match="square"):
         reduce.mutual_bleed_pairs(matrix[:2], ["a", "b", "c"])

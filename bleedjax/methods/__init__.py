@@ -86,8 +86,8 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
 
 
 def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
-    """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with λ
-    of at least ``phase_check_min_lambda`` both ways are cleaned again with those pairs' λ capped
+    """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again with those pairs' λ capped
     (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
     ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
     from bleedjax.methods import phase_check, spectral_subtraction

@@ -10,20 +10,24 @@ Phase can. Bleed is a delayed, scaled copy of its source, coherent with it in ev
 time-frequency point; a second player of the same part is not. The differentiable model's
 complex-domain fit (:func:`bleedjax.methods.differentiable.fit_session`: per-frequency unmixing
 and the least-squares gain of each delayed source, :mod:`bleedjax.bleed_fit`) finds the gain
-``g_ij`` of that coherent copy. For every pair with λ of at least ``phase_check_min_lambda`` (0.3)
-both ways, the check caps λ at ``g`` both ways,
+``g_ij`` of that coherent copy. For every pair whose λ has a geometric mean of at least
+``phase_check_min_lambda`` (0.3), the check caps λ at ``g`` both ways,
 
-    λ_ij ← min(λ_ij, g_ij)    for the pairs with min(λ_ij, λ_ji) ≥ 0.3,
+    λ_ij ← min(λ_ij, g_ij)    for the pairs with √(λ_ij λ_ji) ≥ 0.3,
 
-and leaves every other pair alone. On simulated linear bleed between different instruments ``g``
-is within a few per cent of the truth where the fit finds the delays (the Mozart quartet at −6 dB:
-every checked pair kept), so λ stays; on the PHENICX desks at −18 dB (seed 0) it takes violin1 /
-violin2's λ from 0.37 / 0.44 to 0.01 / 0.16 (truth 0.12 both ways). Reverberant bleed is only partly coherent with one
-delayed copy, and on a second of audio the fit can miss the delays, so in rooms and on such short
-excerpts the cap can remove too little. Over the conditions of
-``benchmarks/quality_spectral_subtraction.py`` and ``benchmarks/quality_unison.py`` the worst
-track's SDR falls by 0.20 dB with the check (the desks in a room) and by 10.72 dB without it (the
-desks at −18 dB). The fit runs only for sessions with such a pair, on their busiest excerpt of at
+and leaves every other pair alone. The geometric mean, because unison makes λ depend on the
+partners' levels: a partner ``a`` times louder gives ``λ ≈ c a`` one way and ``c / a`` the other
+(:func:`mutual_pairs`), and with viola_b 6 dB louder than viola_a on the rendered desks
+(``benchmarks/audio/unison_desks``, −18 dB) λ is 0.27 / 0.99, which a test of both λ ≥ 0.3 misses
+while Eq. (7) takes 11.4 dB off viola_b. On simulated linear bleed between different instruments
+``g`` is within a few per cent of the truth where the fit finds the delays (the Mozart quartet at
+−6 dB: every checked pair kept), so λ stays; on the PHENICX desks at −18 dB (seed 0) it takes
+violin1 / violin2's λ from 0.37 / 0.44 to 0.01 / 0.16 (truth 0.12 both ways). Reverberant bleed
+is only partly coherent with one delayed copy, and on a second of audio the fit can miss the
+delays, so in rooms and on such short excerpts the cap can remove too little (README, "Unison",
+has the figures: on the 1 s PHENICX stems at −6 dB the mean ΔSDR falls from 19.38 to 11.10 dB,
+while no track of ``benchmarks/quality_spectral_subtraction.py`` ends worse than it started). The
+fit runs only for sessions with such a pair, on their busiest excerpt of at
 most ``phase_check_seconds``.
 """
 
@@ -37,8 +41,8 @@ from bleedjax import streaming
 from bleedjax._types import Bool, Float
 
 MUTUAL_BLEED_THRESHOLD = 0.4
-"""λ (amplitude, −8 dB) both ways from which ``bleedjax reduce`` warns about a pair when spectral
-subtraction runs without the phase check (:func:`bleedjax.reduce.mutual_bleed_pairs`)."""
+"""Geometric mean of a pair's λ (amplitude, −8 dB) from which ``bleedjax reduce`` warns about the
+pair when spectral subtraction runs without the phase check (:func:`bleedjax.reduce.mutual_bleed_pairs`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +63,21 @@ class CheckSettings:
 def mutual_pairs(
     lam: Float[np.ndarray, "tracks tracks"], threshold: float = MUTUAL_BLEED_THRESHOLD
 ) -> Bool[np.ndarray, "tracks tracks"]:
-    """``(J, J)`` booleans: ``λ_ij`` and ``λ_ji`` both ``≥ threshold`` (the diagonal is False)."""
+    """``(J, J)`` booleans: the geometric mean ``√(λ_ij λ_ji) ≥ threshold`` (the diagonal is
+    False).
+
+    The geometric mean, not the smaller of the two, because unison is level-invariant only in the
+    product: if track ``j`` plays the same part ``a`` times louder than track ``i``, magnitude
+    regression gives ``λ_ij ≈ c / a`` and ``λ_ji ≈ c a`` (``c`` their similarity), so the quieter
+    direction can fall under the threshold while the louder one removes the target (module
+    docstring)."""
     lam = np.asarray(lam)
     if lam.ndim != 2 or lam.shape[0] != lam.shape[1]:
         raise ValueError(f"need a square (tracks, tracks) λ, got shape {lam.shape}")
-    both = np.minimum(lam, lam.T) >= threshold
-    np.fill_diagonal(both, False)
-    return both
+    positive = np.clip(lam, 0.0, None)
+    mutual = positive * positive.T >= threshold**2
+    np.fill_diagonal(mutual, False)
+    return mutual
 
 
 def capping_weights(
@@ -107,7 +119,7 @@ def weights(
     threshold: float,
 ) -> Float[np.ndarray, "tracks tracks"] | None:
     """The factors of :func:`capping_weights` for one session's ``(J, n)`` tracks and ``(J, J)`` λ
-    (mutual: both ways ``≥ threshold``), the gains fitted on an excerpt as :func:`phase_gains`;
+    (mutual: :func:`mutual_pairs` at ``threshold``), the gains fitted on an excerpt as :func:`phase_gains`;
     ``None`` when no pair is mutual (then nothing is fitted)."""
     mutual = mutual_pairs(lam, threshold)
     if not mutual.any():
