@@ -373,8 +373,9 @@ def write_humanised_midi(
     shift = dict(zip(onsets, rng.normal(0.0, humanise.onset_ms / 1000.0, len(onsets)), strict=True))
     bend = dict(zip(onsets, rng.normal(0.0, humanise.cents, len(onsets)), strict=True))
     played = sorted(
-        (max(0.0, e.offset * seconds_per_quarter + shift[e.offset]), e.duration * seconds_per_quarter, e)
-        for e in events
+        ((max(0.0, e.offset * seconds_per_quarter + shift[e.offset]), e.duration * seconds_per_quarter, e)
+         for e in events),
+        key=lambda note: (note[0], note[2].midi),
     )
     messages = []  # (tick, order at equal ticks, bytes): note-offs, then bends, then note-ons
     for k, (start, length, e) in enumerate(played):
