@@ -13,6 +13,9 @@ section, play the same notes. Two sessions of such desks:
   ``scripts/render_demo_audio.py --piece unison``), magnitude correlation 0.87–0.88 within a desk.
   Over ten seconds the partners are phase-coherent only as much as unrelated tracks are not
   (coherent fraction 0.09–0.12), as in a real recording of more than a few notes.
+* **The rendered desks with viola_b 6 dB louder** (``louder``): in unison λ depends on the
+  partners' levels (:func:`bleedjax.methods.phase_check.mutual_pairs`), so this is the case for
+  the phase check's geometric mean.
 
 Each session gets the quality benchmarks' simulated bleed (Seipel & Lerch's matrix at −6/−12/−18
 dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every method cleans it:
@@ -32,13 +35,14 @@ pairs that the default's phase check (:mod:`bleedjax.methods.phase_check`) fits
 (√(λ_ij λ_ji) ≥ ``phase_check_min_lambda``), their true gains, and whether the check capped
 them (``bleedjax reduce`` warns about those) or kept them.
 
-    .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--desks phenicx rendered]
+    .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--desks phenicx rendered louder]
         [--parts methods warnings] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -80,10 +84,21 @@ def rendered_desks() -> sessions.Session:
     return sessions.read_session(REPO / "benchmarks" / "audio" / "unison_desks")
 
 
+def rendered_desks_louder() -> sessions.Session:
+    """The rendered desks with viola_b 6 dB louder than its partner (a closer microphone, a
+    stronger player): unison λ then differs by a factor of about 4 between the two directions."""
+    session = rendered_desks()
+    audio = session.audio.copy()
+    audio[session.track_names.index("viola_b.flac")] *= 2.0
+    return dataclasses.replace(session, audio=audio)
+
+
 DESKS = {
     "phenicx": ("phenicx desks (6 tr, 1 s)", phenicx_desks,
                 [("violin1", "violin2"), ("violin3", "violin4"), ("viola1", "viola2")]),
     "rendered": ("rendered desks (4 tr, 10 s)", rendered_desks, [("violin1_a", "violin1_b"), ("viola_a", "viola_b")]),
+    "louder": ("rendered desks, viola_b +6 dB", rendered_desks_louder,
+               [("violin1_a", "violin1_b"), ("viola_a", "viola_b")]),
 }
 """``{key: (label, session loader, desk partners by file stem)}``."""
 
