@@ -40,7 +40,9 @@ def run_demo(
     """Runs the whole job and returns the before/after scores and matrices.
 
     Writes ``out/simulated/{session,references,truth.json}``, ``out/cleaned/`` (audio and
-    ``bleed.json``), ``out/scores.json`` and ``out/demo.png``. ``out`` may only be a new folder
+    ``bleed.json``), ``out/scores.json`` and ``out/demo.png``, and prints (and keeps in
+    ``scores.json``) the notes that ``bleedjax reduce`` would print, e.g. the pairs whose λ the
+    phase check capped. ``out`` may only be a new folder
     or one the demo wrote before (it is then refreshed).
     """
     out = pathlib.Path(out)
@@ -75,6 +77,9 @@ def run_demo(
     rows = {n: {c: (None if np.isnan(v) else v) for c, v in r.items()} for n, r in rows.items()}
     echo(f"\n{method}: BSS Eval v3 (dB) before (in) and after (out) bleed removal")
     echo(evaluate.format_table(rows, columns))
+    notes = reduce.warnings(result, method)
+    for note in notes:
+        echo(f"note: {note}")
 
     true_bleed = np.asarray(truth["matrix"]) - np.eye(len(names))
     worst = int(np.argmax(np.sum(true_bleed, axis=1)))
@@ -91,7 +96,10 @@ def run_demo(
         "rows": rows,
         "true_matrix": truth["matrix"],
         "estimated_lambda": np.asarray(result.matrix).round(6).tolist(),
+        "notes": notes,
     }
+    if result.checked is not None:
+        summary["lambda_before_phase_check"] = np.asarray(result.checked).round(6).tolist()
     sessions.write_json_atomic(out / "scores.json", summary)
     echo(f"\ncleaned audio -> {result.out_dir}\npicture -> {picture}")
     return summary

@@ -410,6 +410,12 @@ def test_demo(tmp_path, capsys):
     assert len(list((out / "cleaned").glob("*.flac"))) == 5
     scores = json.loads((out / "scores.json").read_text())
     assert scores["rows"]["mean"]["Δsir"] > 10
+    # The default's phase check caps horn/timpani's λ (0.49 -> 0.22), and the demo says so as reduce does.
+    assert "horn.flac and timpani.flac capped to" in printed and "by the phase check" in printed
+    assert scores["notes"] and "by the phase check" in scores["notes"][0]
+    names = scores["tracks"]
+    horn, timpani = names.index("horn.flac"), names.index("timpani.flac")
+    assert scores["estimated_lambda"][horn][timpani] < scores["lambda_before_phase_check"][horn][timpani]
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "keep.txt").write_text("mine")
     assert run("demo", "--out", tmp_path / "foreign") == 2
