@@ -21,7 +21,7 @@ DESKS = ["violin1", "violin2", "violin3", "violin4", "viola1", "viola2"]
 CHECKED_FROM = methods.get_method("spectral-subtraction").default_config(None).phase_check_min_lambda
 
 
-def test_mutual_pairs_and_capping_weights():
+def test_mutual_pairs_and_phase_weights():
     lam = np.array([[0.0, 0.5, 0.9, 0.0], [0.45, 0.0, 0.1, 0.0], [0.3, 0.6, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     lam[3, 0], lam[0, 3] = 0.95, 0.16
     mutual = phase_check.mutual_pairs(lam)
@@ -33,18 +33,30 @@ def test_mutual_pairs_and_capping_weights():
     assert not phase_check.mutual_pairs(np.eye(3)).any()
     assert not phase_check.mutual_pairs(np.array([[0.0, -0.9], [-0.9, 0.0]])).any()
     gains = np.array([[1.0, 0.1, 0.05, 0.2], [0.6, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.1, 0.0, 0.0, 1.0]])
-    weights = phase_check.capping_weights(lam, gains, mutual)
-    # Only the mutual pairs are capped, and only downwards: λ_01 0.5 -> 0.1, λ_10 0.45 stays (g = 0.6),
+    weights = phase_check.phase_weights(lam, gains, mutual)
+    # Only the mutual pairs take the phase-aware gains, down or up: λ_01 0.5 -> 0.1, λ_10 0.45 -> 0.6,
     # λ_02 0.9 -> 0.05, λ_20 0.3 -> 0; the one-way pair 0/3 keeps its λ.
     np.testing.assert_allclose(
         weights * lam,
-        [[0.0, 0.1, 0.05, 0.16], [0.45, 0.0, 0.1, 0.0], [0.0, 0.6, 0.0, 0.0], [0.95, 0.0, 0.0, 0.0]],
+        [[0.0, 0.1, 0.05, 0.16], [0.6, 0.0, 0.1, 0.0], [0.0, 0.6, 0.0, 0.0], [0.95, 0.0, 0.0, 0.0]],
         rtol=1e-6,
     )
+    zero = np.array([[0.0, 0.0], [0.5, 0.0]])
+    weights = phase_check.phase_weights(zero, np.full((2, 2), 0.3), ~np.eye(2, dtype=bool))
+    np.testing.assert_allclose(weights * zero, [[0.0, 0.0], [0.3, 0.0]], rtol=1e-6)  # λ = 0 stays 0
     with pytest.raises(ValueError, match="phase_check_seconds"):
         phase_check.CheckSettings(phase_check=True, phase_check_seconds=0.0)
     with pytest.raises(ValueError, match="phase_check_min_lambda"):
         phase_check.CheckSettings(phase_check=True, phase_check_min_lambda=0.0)
+
+
+def test_a_raised_lambda_stays_in_the_box(monkeypatch):
+    lam = np.array([[0.0, 0.4, 0.1], [0.35, 0.0, 0.1], [0.1, 0.1, 0.0]])
+    monkeypatch.setattr(phase_check, "phase_gains", lambda audio, samples, step: np.full((3, 3), 0.7))
+    weights = phase_check.weights(np.zeros((3, 100), np.float32), lam, 100, 100, 0.3, max_lambda=0.5)
+    np.testing.assert_allclose((weights * lam)[:2, :2], [[0.0, 0.5], [0.5, 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(weights[2], 1.0)
+    assert phase_check.weights(np.zeros((3, 100), np.float32), lam * 0.5, 100, 100, 0.3) is None
 
 
 def test_only_the_default_preset_checks():

@@ -102,7 +102,7 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     for row, length in enumerate(np.asarray(lengths).tolist()):
         session = np.asarray(audio[row, :, :length], np.float32)
         weights = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
-                                      check.phase_check_min_lambda)
+                                      check.phase_check_min_lambda, settings.max_lambda)
         if weights is not None:
             again = spectral_subtraction.reduce_session(jnp.asarray(session), settings, None, jnp.asarray(weights))
             cleaned[row, :, :length], lam[row] = jax.device_get((again.cleaned, again.lam))

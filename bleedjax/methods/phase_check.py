@@ -11,21 +11,23 @@ time-frequency point; a second player of the same part is not. The differentiabl
 complex-domain fit (:func:`bleedjax.methods.differentiable.fit_session`: per-frequency unmixing
 and the least-squares gain of each delayed source, :mod:`bleedjax.bleed_fit`) finds the gain
 ``g_ij`` of that coherent copy. For every pair whose λ has a geometric mean of at least
-``phase_check_min_lambda`` (0.3), the check caps λ at ``g`` both ways,
+``phase_check_min_lambda`` (0.3), the check sets λ to ``g`` both ways,
 
-    λ_ij ← min(λ_ij, g_ij)    for the pairs with √(λ_ij λ_ji) ≥ 0.3,
+    λ_ij ← g_ij    for the pairs with √(λ_ij λ_ji) ≥ 0.3,
 
-and leaves every other pair alone. The geometric mean, because unison makes λ depend on the
+and leaves every other pair alone: mostly a cap (the magnitudes took a partner's playing for
+bleed), sometimes a raise (they missed bleed that phase finds: the chorale's flute and oboe at
+−6 dB, λ 0.25 against g 0.37 and truth 0.37). The geometric mean, because unison makes λ depend on the
 partners' levels: a partner ``a`` times louder gives ``λ ≈ c a`` one way and ``c / a`` the other
 (:func:`mutual_pairs`), and with viola_b 6 dB louder than viola_a on the rendered desks
 (``benchmarks/audio/unison_desks``, −18 dB) λ is 0.27 / 0.99, which a test of both λ ≥ 0.3 misses
 while Eq. (7) takes 11.4 dB off viola_b. On simulated linear bleed between different instruments
 ``g`` is within a few per cent of the truth where the fit finds the delays (the Mozart quartet at
-−6 dB: every checked pair kept), so λ stays; on the PHENICX desks at −18 dB (seed 0) it takes
+−6 dB: every checked λ moves by a few per cent at most); on the PHENICX desks at −18 dB (seed 0) it takes
 violin1 / violin2's λ from 0.37 / 0.44 to 0.01 / 0.16 (truth 0.12 both ways). Reverberant bleed
 is only partly coherent with one delayed copy, and on a second of audio the fit can miss the
-delays, so in rooms and on such short excerpts the cap can remove too little (README, "Unison",
-has the figures: on the 1 s PHENICX stems at −6 dB the mean ΔSDR falls from 19.38 to 11.10 dB,
+delays, so in rooms and on such short excerpts g falls short and the check removes too little (README, "Unison",
+has the figures: on the 1 s PHENICX stems at −6 dB the mean ΔSDR falls from 19.38 to 12.59 dB,
 while no track of ``benchmarks/quality_spectral_subtraction.py`` ends worse than it started). The
 fit runs only for sessions with such a pair, on their busiest excerpt of at
 most ``phase_check_seconds``.
@@ -80,16 +82,16 @@ def mutual_pairs(
     return mutual
 
 
-def capping_weights(
+def phase_weights(
     lam: Float[np.ndarray, "tracks tracks"],
     gains: Float[np.ndarray, "tracks tracks"],
     mutual: Bool[np.ndarray, "tracks tracks"],
 ) -> Float[np.ndarray, "tracks tracks"]:
-    """``(J, J)`` factors on λ that cap the ``mutual`` pairs at the phase-aware ``gains``:
-    ``min(1, g_ij / λ_ij)`` there, 1 elsewhere."""
+    """``(J, J)`` factors on λ that set the ``mutual`` pairs to the phase-aware ``gains``:
+    ``g_ij / λ_ij`` there (0 where λ is 0), 1 elsewhere."""
     lam, gains = np.asarray(lam, np.float64), np.asarray(gains, np.float64)
-    ratio = np.minimum(1.0, np.clip(gains, 0.0, None) / np.where(lam > 0, lam, 1.0))
-    return np.where(mutual, ratio, 1.0).astype(np.float32)
+    ratio = np.clip(gains, 0.0, None) / np.where(lam > 0, lam, 1.0)
+    return np.where(mutual, np.where(lam > 0, ratio, 0.0), 1.0).astype(np.float32)
 
 
 def phase_gains(
@@ -117,14 +119,16 @@ def weights(
     samples: int,
     step: int,
     threshold: float,
+    max_lambda: float = np.inf,
 ) -> Float[np.ndarray, "tracks tracks"] | None:
-    """The factors of :func:`capping_weights` for one session's ``(J, n)`` tracks and ``(J, J)`` λ
-    (mutual: :func:`mutual_pairs` at ``threshold``), the gains fitted on an excerpt as :func:`phase_gains`;
+    """The factors of :func:`phase_weights` for one session's ``(J, n)`` tracks and ``(J, J)`` λ
+    (mutual: :func:`mutual_pairs` at ``threshold``), the gains fitted on an excerpt as :func:`phase_gains`
+    and kept in spectral subtraction's box (``max_lambda``: a gain never raises λ above it);
     ``None`` when no pair is mutual (then nothing is fitted)."""
     mutual = mutual_pairs(lam, threshold)
     if not mutual.any():
         return None
-    return capping_weights(lam, phase_gains(audio, samples, step), mutual)
+    return phase_weights(lam, np.minimum(phase_gains(audio, samples, step), max_lambda), mutual)
 
 
 def excerpt(check: CheckSettings, sample_rate: int | None, length: int) -> tuple[int, int]:
