@@ -73,7 +73,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,21 +177,22 @@ PIECES = {
             Stem("cello", 42, 3, "Cello"),
         ),
     ),
-    "unison": Piece(
-        key="unison",
-        corpus_path="mozart/k458/movement1",
-        out_subdir="benchmarks/audio/unison_desks",
-        quarter_bpm=150.0,
-        sample_rate=22050,
-        seconds=10.0,
-        stems=(
-            Stem("violin1_a", 40, 0, "1st Violin", Humanise(seed=1)),
-            Stem("violin1_b", 40, 0, "1st Violin", Humanise(seed=2, modwheel=30)),
-            Stem("viola_a", 41, 2, "Viola", Humanise(seed=3)),
-            Stem("viola_b", 41, 2, "Viola", Humanise(seed=4, modwheel=30)),
-        ),
-    ),
 }
+
+def unison_desks(piece: Piece, parts: tuple[str, ...], out_subdir: str, seconds: float) -> Piece:
+    """``piece`` with each stem named in ``parts`` played by two humanised players,
+    ``<name>_a`` and ``<name>_b`` (the ``b`` player with more vibrato), seeded 1, 2, 3, ... in
+    that order: the same score, tempo and sample rate, desks in unison."""
+    chosen = [stem for name in parts for stem in piece.stems if stem.name == name]
+    players = [(stem, player, modwheel) for stem in chosen for player, modwheel in (("a", 0), ("b", 30))]
+    return replace(
+        piece, key="unison", out_subdir=out_subdir, seconds=seconds,
+        stems=tuple(replace(stem, name=f"{stem.name}_{player}", humanise=Humanise(seed=seed, modwheel=modwheel))
+                    for seed, (stem, player, modwheel) in enumerate(players, start=1)),
+    )
+
+
+PIECES["unison"] = unison_desks(PIECES["quartet"], ("violin1", "viola"), "benchmarks/audio/unison_desks", 10.0)
 
 
 def chorale(bwv: str, programs: tuple[tuple[str, int], ...]) -> Piece:
