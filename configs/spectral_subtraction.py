@@ -38,7 +38,7 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # the most lattice points (all tracks) kept for the refinement rounds and the ratio floor.
     config.update(dataclasses.asdict(LongSettings()))
     # The phase check (bleedjax.methods.phase_check), on in `auto`: pairs with sqrt(λ_ij λ_ji) >=
-    # phase_check_min_lambda get λ capped at the differentiable model's gain, fitted on the busiest
-    # phase_check_seconds.
+    # phase_check_min_lambda get λ set to the differentiable model's gain (within max_lambda), fitted on
+    # the busiest phase_check_seconds.
     config.update(dataclasses.asdict(CheckSettings(phase_check=preset == "auto")))
     return config

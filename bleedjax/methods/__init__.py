@@ -87,8 +87,8 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
 
 def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with
-    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again with those pairs' λ capped
-    (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again with those pairs' λ set to the
+    phase-aware gains (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
     ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
     from bleedjax.methods import phase_check, spectral_subtraction
 
