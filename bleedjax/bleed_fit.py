@@ -34,11 +34,26 @@ gain. The highest peak alone is not enough when sources are correlated: stems th
 common floor peak at lag 0, and a note held through a short excerpt makes the correlation repeat
 every pitch period.
 
+Shrinkage (``shrinkage``, after the last round). A gain is a least-squares coefficient at the
+delay that the fit chose as the best of many, so two sources that are alike without bleeding into
+each other (two players of one part) get a gain of chance correlation, and the inversion then
+subtracts a partner's playing as bleed. The spread of the gain between blocks of frames measures
+that chance level: each gain's block-jackknife standard error ``se``
+(:func:`gain_standard_errors`) shrinks it by the positive-part James–Stein factor
+``max(0, 1 − (κ se / g)²)`` (:func:`shrinkage_factors`, ``κ = shrinkage_scale``). On the rendered
+unison desks at −18 dB (seed 0) the violins' gains, 0.003 both ways in truth, go from 0.053 / 0.061
+(t = 1.3 / 2.4) to 0 / 0.038; the violas' (truth 0.123, t = 3.6 / 7.9) lose 17 % / 4 %, and the
+other eight (t ≥ 18) less than 1 % (README, "Unison").
+
 References:
     [1] L. Parra, C. Spence, "Convolutive blind separation of non-stationary sources", IEEE
         Trans. Speech and Audio Processing 8(3), 2000 (per-frequency unmixing ``Ŝ = A⁻¹X``).
     [2] B. Widrow et al., "Adaptive noise cancelling: principles and applications", Proc. IEEE
         63(12), 1975 (subtraction of a reference filtered to minimise the output energy).
+    [3] H. R. Künsch, "The jackknife and the bootstrap for general stationary observations", Annals
+        of Statistics 17(3), 1989 (the block jackknife).
+    [4] B. Efron, C. Morris, "Stein's estimation rule and its competitors: an empirical Bayes
+        approach", JASA 68(341), 1973 (positive-part shrinkage).
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import spectral_subtraction
 
 HIGHEST = jax.lax.Precision.HIGHEST
+GAIN_TERM_BINS = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +95,9 @@ class FitSettings:
     phat_beta: float = 0.8
     candidates: int = 4
     regularisation: float = 1e-4
+    shrinkage: bool = True
+    shrinkage_scale: float = 1.5
+    shrinkage_blocks: int = 8
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -89,6 +108,10 @@ class FitSettings:
             raise ValueError("need max_gain > 0, bands >= 1, rounds >= 1, steps >= 0 and candidates >= 1")
         if not 0.0 <= self.whitening <= 1.0:
             raise ValueError(f"whitening must be in [0, 1], got {self.whitening}")
+        if not self.shrinkage_scale >= 0.0:
+            raise ValueError(f"shrinkage_scale must be >= 0, got {self.shrinkage_scale}")
+        if self.shrinkage_blocks < 2:
+            raise ValueError(f"shrinkage_blocks must be >= 2, got {self.shrinkage_blocks}")
 
 
 class Statistics(NamedTuple):
@@ -107,6 +130,7 @@ class FitResult(NamedTuple):
     initial: BleedParams
     costs: Float[Array, " rounds"]
     peaks: Float[Array, "tracks tracks"]
+    standard_errors: Float[Array, "tracks tracks"]
 
 
 def _off_diagonal(num: int) -> Float[Array, "tracks tracks"]:
@@ -237,9 +261,12 @@ def statistics(
     power = jnp.sum(jnp.abs(mics) ** 2, axis=-1)
     cross = jnp.einsum("ift,jft->ijf", mics, jnp.conj(sources), precision=HIGHEST)
     gram = jnp.einsum("jft,kft->jkf", sources, jnp.conj(sources), precision=HIGHEST)
+    return Statistics(power, cross, gram, _whitening(power, settings))
+
+
+def _whitening(power: Float[Array, "tracks bins"], settings: FitSettings) -> Float[Array, "tracks bins"]:
     level = jnp.mean(power, axis=-1, keepdims=True)
-    weights = (power + settings.floor * level + 1e-30) ** (-settings.whitening)
-    return Statistics(power, cross, gram, weights)
+    return (power + settings.floor * level + 1e-30) ** (-settings.whitening)
 
 
 def cost(params: BleedParams, stats: Statistics, settings: FitSettings) -> Float[Array, ""]:
@@ -254,6 +281,104 @@ def cost(params: BleedParams, stats: Statistics, settings: FitSettings) -> Float
     norm = jnp.sum(stats.weights * stats.power, axis=-1)
     per_target = jnp.sum(stats.weights * residual, axis=-1) / jnp.where(norm > 0, norm, 1.0)
     return jnp.sum(per_target)
+
+
+def frame_gain_terms(
+    params: BleedParams, spectra: Complex[Array, "tracks bins frames"], settings: FitSettings
+) -> tuple[Float[Array, "tracks tracks frames"], Float[Array, "tracks tracks frames"]]:
+    """Each frame's share of :func:`pair_gains`' ``b`` and ``c`` at the fitted delays.
+
+    With the sources unmixed by ``params`` (``Ŝ``, :func:`unmix_stft`), target ``i``'s residual
+    ``R_i = X_i − Σ_{k≠i} A_ik Ŝ_k`` and ``h_ij = A_ij / g_ij``:
+    ``b_ij(t) = Re Σ_f w_i conj(h_ij) (R_i + A_ij Ŝ_j) conj(Ŝ_j)`` and
+    ``c_ij(t) = Σ_f w_i |h_ij|² |Ŝ_j|²``, so ``Σ_t b / Σ_t c`` is the least-squares gain of pair
+    ``(i, j)`` with every other pair as fitted, and sums over blocks of frames give each block's.
+    Computed over chunks of :data:`GAIN_TERM_BINS` bins, one target at a time, so that memory
+    beyond the ``(J, J, frames)`` results stays ``O(J · GAIN_TERM_BINS · frames)``.
+
+    Returns:
+        ``(J, J, frames)`` ``b`` and ``c``.
+    """
+    num, bins, frames = spectra.shape
+    chunks = -(-bins // GAIN_TERM_BINS)
+    pad = chunks * GAIN_TERM_BINS - bins
+    eye = jnp.eye(num, dtype=jnp.complex64)
+    mixing = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window)
+    unit = bleed_model.stft_transfer(
+        params._replace(gains=jnp.ones_like(params.gains)), n_fft=settings.n_fft, window_name=settings.window
+    ) * _off_diagonal(num)[..., None]
+    weights = _whitening(jnp.sum(jnp.abs(spectra) ** 2, axis=-1), settings)
+
+    def by_chunk(array, fill=0.0):
+        """``(..., bins)`` -> ``(chunks, ..., GAIN_TERM_BINS)``, the last chunk padded with ``fill``."""
+        filler = jnp.broadcast_to(jnp.asarray(fill, array.dtype), (*array.shape[:-1], pad))
+        padded = jnp.concatenate([array, filler], axis=-1)
+        return jnp.moveaxis(padded.reshape(*array.shape[:-1], chunks, GAIN_TERM_BINS), -2, 0)
+
+    def chunk_terms(totals, args):
+        x, transfer, bleed_unit, w = args
+        sources = _solve(jnp.moveaxis(transfer, -1, 0), jnp.moveaxis(x, 1, 0), settings.regularisation).swapaxes(0, 1)
+        residual = x - jnp.einsum("ijf,jft->ift", params.gains[..., None] * bleed_unit, sources, precision=HIGHEST)
+        weighted = w[:, None, :] * jnp.conj(bleed_unit)
+
+        def target_terms(target):
+            unit_row, residual_row = target
+            return jnp.real(jnp.einsum("jf,ft,jft->jt", unit_row, residual_row, jnp.conj(sources), precision=HIGHEST))
+
+        regression = jax.lax.map(target_terms, (weighted, residual))
+        own = jnp.einsum(
+            "ijf,jft->ijt", w[:, None, :] * jnp.abs(bleed_unit) ** 2, jnp.abs(sources) ** 2, precision=HIGHEST
+        )
+        return (totals[0] + regression, totals[1] + own), None
+
+    inputs = (
+        jnp.moveaxis(by_chunk(jnp.moveaxis(spectra, 1, -1)), -1, 2),
+        by_chunk(mixing, eye[..., None]),  # padding bins: identity, so their (zero) sources solve
+        by_chunk(unit),
+        by_chunk(weights),
+    )
+    zeros = jnp.zeros((num, num, frames), jnp.float32)
+    (regression, own), _ = jax.lax.scan(chunk_terms, (zeros, zeros), inputs)
+    return regression + params.gains[..., None] * own, own
+
+
+def gain_standard_errors(
+    params: BleedParams, spectra: Complex[Array, "tracks bins frames"], settings: FitSettings
+) -> Float[Array, "tracks tracks"]:
+    """Block-jackknife standard error of every pair's least-squares gain (Quenouille 1956; Tukey
+    1958; Künsch 1989 for blocks of a time series).
+
+    The frames that carry the recording (not the zeroed padding of a batched session) are split
+    into ``shrinkage_blocks`` contiguous blocks; the gain is re-estimated with each block left
+    out (:func:`frame_gain_terms`), and ``se² = (K − 1) / K · Σ_k (g_(−k) − ḡ)²`` with ``ḡ`` the
+    mean of the ``K`` leave-one-out gains ``g_(−k)``.
+
+    Returns:
+        ``(J, J)`` standard errors (0 on the diagonal).
+    """
+    blocks = settings.shrinkage_blocks
+    b, c = frame_gain_terms(params, spectra, settings)
+    valid = jnp.any(jnp.abs(spectra) > 0, axis=(0, 1))
+    count = jnp.maximum(jnp.sum(valid), 1)
+    block = ((jnp.cumsum(valid) - 1) * blocks) // count
+    member = ((block[None, :] == jnp.arange(blocks)[:, None]) & valid[None, :]).astype(b.dtype)
+    block_b = jnp.einsum("kt,ijt->kij", member, b, precision=HIGHEST)
+    block_c = jnp.einsum("kt,ijt->kij", member, c, precision=HIGHEST)
+    rest_c = jnp.sum(block_c, axis=0)[None] - block_c
+    left_out = (jnp.sum(block_b, axis=0)[None] - block_b) / jnp.where(rest_c > 0, rest_c, 1.0)
+    spread = jnp.sum((left_out - jnp.mean(left_out, axis=0)[None]) ** 2, axis=0)
+    return jnp.sqrt((blocks - 1) / blocks * spread) * _off_diagonal(params.gains.shape[0])
+
+
+def shrinkage_factors(
+    gains: Float[Array, "tracks tracks"], standard_errors: Float[Array, "tracks tracks"], scale: float
+) -> Float[Array, "tracks tracks"]:
+    """``max(0, 1 − (κ se / g)²)`` (``κ`` = ``scale``): the positive-part James–Stein factor of
+    each gain towards 0 (James & Stein 1961; Efron & Morris 1973). A gain within ``κ`` standard
+    errors of 0 is set to 0, one of ``t = g / se`` standard errors is scaled by ``1 − κ² / t²``
+    (``t = 10``: 0.98 at ``κ = 1.5``)."""
+    ratio = (scale * standard_errors) ** 2 / jnp.maximum(gains**2, 1e-30)
+    return jnp.clip(1.0 - ratio, 0.0, 1.0)
 
 
 def optimiser(settings: FitSettings) -> optax.GradientTransformation:
@@ -308,4 +433,8 @@ def fit(
         return params, cost(params, stats, settings)
 
     params, costs = jax.lax.scan(round_, initial, jnp.arange(settings.rounds))
-    return FitResult(params, initial, costs, peaks)
+    errors = gain_standard_errors(params, spectra, settings)
+    if settings.shrinkage:
+        factors = shrinkage_factors(params.gains, errors, settings.shrinkage_scale)
+        params = project(params._replace(gains=params.gains * factors), settings)
+    return FitResult(params, initial, costs, peaks, errors)

@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.rounds = 4  # unmix / fit alternations
     config.steps = 150  # Adam steps per round
     config.candidates = 4  # GCC-PHAT peaks per pair that each round chooses among by the cost
+    config.shrinkage = True  # shrink each gain by its block-jackknife significance (bleedjax.bleed_fit)
+    config.shrinkage_scale = 1.5  # κ: a gain within κ standard errors of 0 is set to 0
+    config.shrinkage_blocks = 8  # blocks of frames for the jackknife
     config.cleaning = "invert"  # invert | subtract | wiener
     config.residual = "spectral-subtraction"  # spectral-subtraction | none
     config.residual_max_lambda = 0.25  # box on the residual's λ: −12 dB (1 removes unison targets)

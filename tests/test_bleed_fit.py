@@ -110,6 +110,63 @@ def test_cost_from_statistics_equals_the_residual_energy():
     assert ours == pytest.approx(direct, rel=1e-3)
 
 
+def _random_params(seed: int = 1) -> bleed_model.BleedParams:
+    rng = np.random.default_rng(seed)
+    return bleed_fit.project(
+        bleed_model.BleedParams(
+            jnp.asarray(rng.uniform(0, 0.5, (3, 3)), jnp.float32),
+            jnp.asarray(rng.uniform(0, 100, (3, 3)), jnp.float32),
+            jnp.asarray(rng.uniform(0.5, 1.5, (3, 3, 4)), jnp.float32),
+        ),
+        SETTINGS,
+    )
+
+
+def test_gain_standard_errors_are_the_block_jackknife_of_least_squares_gains():
+    """Against a float64 NumPy jackknife over blocks of frames: each block left out in turn, every
+    pair's least-squares gain against the unmixed sources with the other pairs as given; zero
+    frames appended (a padded session) change nothing."""
+    mics, _, _ = delayed_mixture()
+    spectra = signal.stft(jnp.asarray(mics), n_fft=1024, hop=256)
+    params = _random_params()
+    ours = np.asarray(bleed_fit.gain_standard_errors(params, spectra, SETTINGS))
+    padded = jnp.pad(spectra, ((0, 0), (0, 0), (0, 9)))
+    np.testing.assert_allclose(np.asarray(bleed_fit.gain_standard_errors(params, padded, SETTINGS)), ours, rtol=1e-5)
+
+    x = np.asarray(spectra, np.complex128)
+    y = np.asarray(bleed_fit.unmix_stft(params, spectra, SETTINGS), np.complex128)
+    unit = np.asarray(bleed_model.stft_transfer(params._replace(gains=jnp.ones((3, 3))), n_fft=1024), np.complex128)
+    mixing = np.asarray(params.gains, np.float64)[..., None] * unit * (1 - np.eye(3))[..., None]
+    power = np.sum(np.abs(x) ** 2, -1)
+    weights = (power + SETTINGS.floor * power.mean(-1, keepdims=True)) ** -SETTINGS.whitening
+    blocks, frames = SETTINGS.shrinkage_blocks, x.shape[-1]
+    member = (np.arange(frames) * blocks) // frames
+    left_out = np.zeros((blocks, 3, 3))
+    for k in range(blocks):
+        keep = member != k
+        for i in range(3):
+            for j in range(3):
+                if i == j:
+                    continue
+                others = [m for m in range(3) if m not in (i, j)]
+                target = x[i][:, keep] - np.einsum("kf,kft->ft", mixing[i, others], y[others][..., keep])
+                b = np.real(np.sum(weights[i] * np.conj(unit[i, j]) * np.sum(target * np.conj(y[j][:, keep]), -1)))
+                c = np.sum(weights[i] * np.abs(unit[i, j]) ** 2 * np.sum(np.abs(y[j][:, keep]) ** 2, -1))
+                left_out[k, i, j] = b / c
+    expected = np.sqrt((blocks - 1) / blocks * np.sum((left_out - left_out.mean(0)) ** 2, 0))
+    np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=1e-6)
+    assert np.all(ours[~np.eye(3, dtype=bool)] > 0)
+
+
+def test_shrinkage_factors():
+    gains = jnp.asarray([[1.0, 0.3, 0.0], [0.1, 1.0, 0.2], [0.15, 0.05, 1.0]])
+    errors = jnp.asarray([[0.0, 0.03, 0.01], [0.1, 0.0, 0.0], [0.1, 0.02, 0.0]])
+    factors = np.asarray(bleed_fit.shrinkage_factors(gains, errors, 1.5))
+    # t = 10 -> 1 - 1.5²/100; t = 1 and t = 1.5 (= κ) -> 0; se = 0 -> 1; g = 0 -> 0; t = 2.5 -> 0.64
+    np.testing.assert_allclose(factors, [[1.0, 0.9775, 0.0], [0.0, 1.0, 1.0], [0.0, 0.64, 1.0]], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(bleed_fit.shrinkage_factors(gains, errors, 0.0)), 1.0)
+
+
 def test_projection_keeps_parameters_in_range():
     params = bleed_model.BleedParams(
         jnp.asarray([[3.0, -1.0], [0.5, 2.0]]), jnp.asarray([[5.0, -3.0], [900.0, 1.0]]),
@@ -164,7 +221,8 @@ def test_silent_track_stays_finite():
 
 @pytest.mark.parametrize(
     "change", [{"max_delay": 600}, {"window": "kaiser"}, {"cleaning": "magic"}, {"residual": "x"}, {"whitening": 2.0}, {"candidates": 0},
-               {"residual_max_lambda": 0.0}, {"residual_gate_low": 0.3}, {"residual_gate_low": -0.1}, {"residual_gate_lags": -1}]
+               {"residual_max_lambda": 0.0}, {"residual_gate_low": 0.3}, {"residual_gate_low": -0.1}, {"residual_gate_lags": -1},
+               {"shrinkage_scale": -1.0}, {"shrinkage_blocks": 1}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):

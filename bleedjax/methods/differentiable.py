@@ -2,8 +2,9 @@
 
 The model of :mod:`bleedjax.bleed_model` is fitted to the microphones by
 :func:`bleedjax.bleed_fit.fit` (GCC-PHAT and λ initialisation, then Adam on the whitened residual
-of complex-domain subtraction, alternating with per-frequency unmixing). The session is then
-cleaned in one of three ways (``cleaning``):
+of complex-domain subtraction, alternating with per-frequency unmixing; last, each gain shrunk
+towards 0 by its block-jackknife significance, so that two players of one part do not take each
+other for bleed). The session is then cleaned in one of three ways (``cleaning``):
 
 * ``"invert"`` (default): the mixing is inverted per frequency of the whole-signal DFT,
   ``Ŝ(f) = (AᴴA + μI)⁻¹ Aᴴ X(f)`` with the exact transfer functions
