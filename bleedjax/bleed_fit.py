@@ -43,7 +43,7 @@ that chance level: each gain's block-jackknife standard error ``se``
 ``max(0, 1 − (κ se / g)²)`` (:func:`shrinkage_factors`, ``κ = shrinkage_scale``). On the rendered
 unison desks at −18 dB (seed 0) the violins' gains, 0.003 both ways in truth, go from 0.053 / 0.061
 (t = 1.3 / 2.4) to 0 / 0.038; the violas' (truth 0.123, t = 3.6 / 7.9) lose 17 % / 4 %, and the
-other eight (t ≥ 18) less than 1 % (README, "Unison").
+other eight (t ≥ 17) less than 1 % (README, "Unison").
 
 References:
     [1] L. Parra, C. Spence, "Convolutive blind separation of non-stationary sources", IEEE
