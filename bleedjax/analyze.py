@@ -59,7 +59,8 @@ def short_recording_warnings(seconds: float, advice: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     """What :func:`analyze_session` found (``delays_ms``/``distances_m`` are ``None`` for
-    methods without delays; silent tracks have a ``nan`` score and are not flagged)."""
+    methods without delays, and ``nan`` for pairs without bleed, whose level is ``-inf``: a gain
+    of 0 has no delay; silent tracks have a ``nan`` score and are not flagged)."""
 
     session: str
     method: str
@@ -90,7 +91,8 @@ class Analysis:
         return [t for t, s in zip(self.tracks, self.scores_db) if np.isfinite(s) and s > self.threshold_db]
 
     def to_json(self) -> dict:
-        """A JSON-safe dict (``null`` for ``-inf`` levels of absent bleed and ``nan`` scores)."""
+        """A JSON-safe dict (``null`` for ``-inf`` levels of absent bleed, their delays and
+        distances, and ``nan`` scores)."""
 
         def clean(array):
             if array is None:
@@ -186,7 +188,7 @@ def analyze_session(
         levels = np.where(np.eye(len(gains), dtype=bool), np.nan, 20.0 * np.log10(gains))
     delays_ms = distances = None
     if delays is not None:
-        seconds = np.where(np.eye(len(gains), dtype=bool), np.nan, delays / rate)
+        seconds = np.where(np.eye(len(gains), dtype=bool) | (gains <= 0), np.nan, delays / rate)
         delays_ms, distances = seconds * 1e3, seconds * SPEED_OF_SOUND
     return Analysis(
         str(reader.folder), method, reader.track_names, rate, gains, levels,
@@ -208,8 +210,8 @@ def format_report(analysis: Analysis) -> str:
                 cells.append(f"{'—':>16}")
                 continue
             level = analysis.levels_db[i, j]
-            text = "-inf dB" if not np.isfinite(level) else f"{level:.1f} dB"
-            if analysis.delays_ms is not None:
+            text = "none" if not np.isfinite(level) else f"{level:.1f} dB"
+            if analysis.delays_ms is not None and np.isfinite(analysis.delays_ms[i, j]):
                 text += f" {analysis.delays_ms[i, j]:.2f} ms"
             cells.append(f"{text:>16}")
         score = analysis.scores_db[i]
@@ -243,7 +245,7 @@ def plot_analysis(path: str | os.PathLike, analysis: Analysis) -> pathlib.Path:
         if i == j:
             continue
         text = "−∞" if not np.isfinite(value) else f"{value:.0f}"
-        if analysis.delays_ms is not None:
+        if analysis.delays_ms is not None and np.isfinite(analysis.delays_ms[i, j]):
             text += f"\n{analysis.delays_ms[i, j]:.1f} ms"
         axis.text(j, i, text, ha="center", va="center", fontsize=7,
                   color="white" if np.isfinite(value) and value < -30 else "black")

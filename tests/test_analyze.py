@@ -211,8 +211,18 @@ def test_silent_track_is_reported_not_flagged(simulated, tmp_path):
     result = analyze.analyze_session(session, config=small_config(), threshold_db=-60.0)
     assert np.isnan(result.scores_db[2]) and "track2.wav" not in result.flagged
     assert set(result.flagged) == {"track0.wav", "track1.wav"}
-    assert json.loads(json.dumps(result.to_json()))["scores_db"]["track2.wav"] is None
-    assert "silent" in analyze.format_report(result)
+    written = json.loads(json.dumps(result.to_json()))
+    assert written["scores_db"]["track2.wav"] is None
+    report = analyze.format_report(result)
+    assert "silent" in report
+    # nothing leaks from a silent track: no level, and no delay or distance either
+    assert np.all(result.gains[:2, 2] == 0) and np.all(np.isneginf(result.levels_db[:2, 2]))
+    assert np.all(np.isnan(result.delays_ms[:2, 2])) and np.all(np.isnan(result.distances_m[:2, 2]))
+    assert [row[2] for row in written["delays_ms"]] == [None, None, None]
+    assert np.isfinite(result.delays_ms[0, 1]) and "-inf" not in report
+    rows = {line.split()[0]: line for line in report.splitlines()[1:4]}
+    assert all("none" in rows[f"track{k}.wav"].split() for k in (0, 1)), report
+    analyze.plot_analysis(tmp_path / "silent.png", result)
 
 
 def test_reduce_differentiable_writes_model_artefacts(simulated, tmp_path):
