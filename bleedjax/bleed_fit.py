@@ -303,10 +303,12 @@ def frame_gain_terms(
     chunks = -(-bins // GAIN_TERM_BINS)
     pad = chunks * GAIN_TERM_BINS - bins
     eye = jnp.eye(num, dtype=jnp.complex64)
-    mixing = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window)
-    unit = bleed_model.stft_transfer(
+    # h_ij for every pair; the diagonal is the model's (g_ii = 1 after `project`), so A = g h
+    response = bleed_model.stft_transfer(
         params._replace(gains=jnp.ones_like(params.gains)), n_fft=settings.n_fft, window_name=settings.window
-    ) * _off_diagonal(num)[..., None]
+    )
+    mixing = params.gains[..., None] * response
+    unit = response * _off_diagonal(num)[..., None]
     weights = _whitening(jnp.sum(jnp.abs(spectra) ** 2, axis=-1), settings)
 
     def by_chunk(array, fill=0.0):
