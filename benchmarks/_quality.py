@@ -57,13 +57,17 @@ def simulate(session: sessions.Session, bleed: str, db: float | None, seed: int)
     return mics, references, np.asarray(truth["matrix"])
 
 
-def clean_with(method: str, preset: str | None, mics: np.ndarray, names: list[str], overrides: dict | None = None):
+def clean_with(method: str, preset: str | None, mics: np.ndarray, names: list[str], overrides: dict | None = None,
+               sample_rate: int | None = None):
     """``(cleaned (tracks, samples), (tracks, sources) bleed matrix)`` of a registered method on
-    one session, with its ``preset`` (``None``: the default) and config ``overrides``."""
+    one session, with its ``preset`` (``None``: the default) and config ``overrides``; methods that
+    take the ``sample_rate`` get it (``None``: spectral subtraction's phase check fits the whole
+    session, KAMIR's does not run)."""
     chosen = methods.get_method(method)
     config = chosen.default_config(preset)
     config.update(overrides or {})
-    result = chosen.run_session(mics, config, names)
+    rate = {"sample_rate": sample_rate} if chosen.uses_sample_rate else {}
+    result = chosen.run_session(mics, config, names, **rate)
     return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
 
 

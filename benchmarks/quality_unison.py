@@ -21,7 +21,8 @@ Each session gets the quality benchmarks' simulated bleed (Seipel & Lerch's matr
 dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every method cleans it:
 
 * spectral subtraction, every preset (the default ``auto`` with its phase check of pairs with
-  √(λ_ij λ_ji) ≥ 0.3, and with the check from 0.4); KAMIR, every preset;
+  √(λ_ij λ_ji) ≥ 0.3, and with the check from 0.4); KAMIR, every preset (K4 with its phase check of
+  pairs with √(g_ij g_ji) ≥ 0.2 on sessions of at least 2 s, and without);
 * the differentiable model: its default (inversion, then a residual magnitude subtraction with
   λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), and the inversion alone.
 
@@ -69,6 +70,7 @@ from bleedjax import methods, reduce, sessions, signal
 VARIANTS = [("spectral-subtraction", preset, {}) for preset in methods.get_method("spectral-subtraction").presets]
 VARIANTS += [("spectral-subtraction", "auto", {"phase_check_min_lambda": 0.4})]
 VARIANTS += [("kamir", preset, {}) for preset in methods.get_method("kamir").presets]
+VARIANTS += [("kamir", "K4", {"phase_check": False})]
 VARIANTS += [
     ("differentiable", None, {}),
     ("differentiable", None, {"residual_max_lambda": 1.0}),
@@ -136,7 +138,8 @@ def compare_methods(session: sessions.Session, desks: list[tuple[str, str]], see
         for seed in range(seeds):
             mics, references, mixing = simulate(session, bleed, db, seed)
             for method, preset, overrides in VARIANTS:
-                cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides)
+                cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides,
+                                             session.sample_rate)
                 if seed == 0 and (method, preset, overrides) == ("spectral-subtraction", spectral_subtraction_config.DEFAULT_PRESET, {}):
                     found = " ".join(f"{matrix[i, j]:.3f}/{mixing[i, j]:.3f}" for i, j in partners(session.track_names, desks))
                     print(f"{condition_name(bleed, db)}, seed 0: λ of the default between desk partners / truth: {found}")

@@ -55,7 +55,7 @@ def _cmd_reduce(args) -> int:
     )
     for result in results:
         print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")
-        for text in reduce.warnings(result, args.method):
+        for text in reduce.warnings(result, args.method, config):
             print(f"warning: {result.session.folder}: {text}", file=sys.stderr)
     return 0
 

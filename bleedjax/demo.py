@@ -77,7 +77,7 @@ def run_demo(
     rows = {n: {c: (None if np.isnan(v) else v) for c, v in r.items()} for n, r in rows.items()}
     echo(f"\n{method}: BSS Eval v3 (dB) before (in) and after (out) bleed removal")
     echo(evaluate.format_table(rows, columns))
-    notes = reduce.warnings(result, method)
+    notes = reduce.warnings(result, method, config)
     for note in notes:
         echo(f"note: {note}")
 

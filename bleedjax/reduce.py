@@ -41,7 +41,7 @@ class SessionResult:
     cleaned: np.ndarray | None
     matrix: np.ndarray
     checked: np.ndarray | None = None
-    """Spectral subtraction's λ before its phase check (``None`` without the check)."""
+    """Spectral subtraction's λ, or KAMIR's gains, before the phase check (``None`` without it)."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -122,7 +122,7 @@ def capped_pairs(
             for i, j in pairs]
 
 
-def warnings(result: SessionResult, method: str) -> list[str]:
+def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None = None) -> list[str]:
     """Caveats on one cleaned session, for the command line to print.
 
     * any method: audio files in other formats that the session left out, and artefacts of
@@ -130,6 +130,8 @@ def warnings(result: SessionResult, method: str) -> list[str]:
     * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
       pairs whose λ it capped; without, the pairs of :func:`mutual_bleed_pairs` (unison parts lose
       their target);
+    * KAMIR: the pairs whose gains its phase check bounded (of those it checked: ``config``'s
+      ``phase_check_min_gain``, the default when ``None``; re-estimating Λ moves the others a little);
     * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
       which the fitted delays are unreliable.
     """
@@ -138,10 +140,10 @@ def warnings(result: SessionResult, method: str) -> list[str]:
     produced = methods.get_method(method).artefacts
     notes += [f"{result.out_dir / name}: from an earlier run, not by --method {method}; left in place"
               for name in ("bleed.npz", "interference") if name not in produced and (result.out_dir / name).exists()]
-    return notes + _method_warnings(result, method)
+    return notes + _method_warnings(result, method, config)
 
 
-def _method_warnings(result: SessionResult, method: str) -> list[str]:
+def _method_warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None) -> list[str]:
     if method == "spectral-subtraction" and result.checked is not None:
         return [
             f"λ {before[0]:.2f} / {before[1]:.2f} between {first} and {second} capped to {after[0]:.2f} / "
@@ -149,6 +151,17 @@ def _method_warnings(result: SessionResult, method: str) -> list[str]:
             "suggest, as when the two play the same part; in a reverberant room, or on a few seconds of audio, the "
             "cap can leave some bleed (README: Unison)"
             for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
+        ]
+    if method == "kamir" and result.checked is not None:
+        threshold = (config or {}).get("phase_check_min_gain", phase_check.KamirCheckSettings().phase_check_min_gain)
+        checked = {(result.session.track_names[i], result.session.track_names[j])
+                   for i, j in np.argwhere(phase_check.mutual_pairs(result.checked, threshold))}
+        return [
+            f"bleed {before[0]:.2f} / {before[1]:.2f} between {first} and {second} bounded to {after[0]:.2f} / "
+            f"{after[1]:.2f} by the phase check: less of either is a delayed copy of the other than KAMIR's Λ "
+            "suggests, as when the two play the same part (README: Unison)"
+            for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
+            if (first, second) in checked
         ]
     if method == "spectral-subtraction":
         return [

@@ -11,6 +11,7 @@ import ml_collections
 
 from bleedjax.methods.kamir import PRESETS, Settings
 from bleedjax.methods.kamir_long import LongSettings
+from bleedjax.methods.phase_check import KamirCheckSettings
 
 DEFAULT_PRESET = "K4"
 
@@ -27,4 +28,9 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # random sample that Λ is learned from, and "projection" (one pass) or "exact" (a pass per
     # iteration, equal to the in-memory result).
     config.update(dataclasses.asdict(LongSettings()))
+    # The phase check (bleedjax.methods.phase_check.kamir_caps), for the presets that update Λ (K4),
+    # sessions of at least phase_check_min_seconds and no channel_map: pairs whose gains have
+    # sqrt(g_ij g_ji) >= phase_check_min_gain keep Λ within (phase_check_headroom x the differentiable
+    # model's gain)², fitted on the busiest phase_check_seconds.
+    config.update(dataclasses.asdict(KamirCheckSettings()))
     return config

@@ -140,31 +140,54 @@ def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
     return identity_phi(len(track_names)), list(track_names)
 
 
-def _kamir_run(audio, lengths, config, track_names) -> BatchResult:
-    from bleedjax.methods import kamir
+def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
+    """KAMIR on a batch; with the phase check (:func:`bleedjax.methods.phase_check.kamir_caps`:
+    presets that update Λ, identity channel selection, a known ``sample_rate``) the sessions with
+    a pair of ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again with those pairs' Λ bounded
+    by the phase-aware gains, and ``checked`` holds the gains before the check."""
+    from bleedjax.methods import kamir, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
     result = kamir.reduce_sessions(
         jnp.asarray(audio, jnp.float32), jnp.asarray(phi), settings, jnp.asarray(lengths)
     )
-    cleaned, lam, gains = jax.device_get((result.cleaned, result.lam, result.gains))
-    return BatchResult(np.asarray(cleaned), np.asarray(gains), sources, {"lambda": np.asarray(lam)})
+    cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
+    check = _settings(phase_check.KamirCheckSettings, config)
+    if not phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate):
+        return BatchResult(cleaned, gains, sources, {"lambda": lam})
+    before = gains.copy()
+    for row, length in enumerate(np.asarray(lengths).tolist()):
+        session = np.asarray(audio[row, :, :length], np.float32)
+        cap = phase_check.kamir_caps(session, before[row], sample_rate, check)
+        if cap is not None:
+            again = kamir.reduce_session(jnp.asarray(session), jnp.asarray(phi), settings, None, jnp.asarray(cap))
+            cleaned[row, :, :length], lam[row], gains[row] = jax.device_get((again.cleaned, again.lam, again.gains))
+    return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before)
 
 
 def _kamir_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import kamir, kamir_long
+    from bleedjax.methods import kamir, kamir_long, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
     long = _settings(kamir_long.LongSettings, config)
-    lam, gains = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress,
-                                       offsets=offsets)
-    return BatchResult(None, gains[None], sources, {"lambda": lam[None]})
+    check = _settings(phase_check.KamirCheckSettings, config)
+    lam, gains, before = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress,
+                                               offsets=offsets, check=check)
+    return BatchResult(None, gains[None], sources, {"lambda": lam[None]}, checked=None if before is None else before[None])
 
 
-def _kamir_batch_key(track_names, config):
-    return _kamir_phi(track_names, config)[0].tobytes()
+def _kamir_validate(config, sample_rate: int) -> None:
+    from bleedjax.methods import kamir, phase_check
+
+    _settings(kamir.Settings, config)
+    _settings(phase_check.KamirCheckSettings, config)
+
+
+def _kamir_batch_key(track_names, config, *, sample_rate):
+    """Sessions batch by channel selection and sample rate (the phase check's excerpt is in seconds)."""
+    return _kamir_phi(track_names, config)[0].tobytes(), sample_rate
 
 
 def _kam_nmf_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -283,7 +306,7 @@ METHODS = {
     ),
     "kamir": Method(
         "kamir", _kamir_config, ("K1", "K2", "K3", "K4", "K5"), _kamir_run, _kamir_batch_key,
-        ("bleed.json", "bleed.npz"), _kamir_run_long,
+        ("bleed.json", "bleed.npz"), _kamir_run_long, validate=_kamir_validate, uses_sample_rate=True,
     ),
     "kam-nmf": Method(
         "kam-nmf", _kam_nmf_config, (), _kam_nmf_run, artefacts=("bleed.json", "bleed.npz", "interference"),

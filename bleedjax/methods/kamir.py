@@ -348,16 +348,29 @@ def equalisation_gains(
     return jnp.where(level > 0, level, 1.0)
 
 
+def cap_lambda(
+    lam: Float[Array, "bins mics sources"], cap: Float[Array, "mics sources"] | None, settings: Settings
+) -> Float[Array, "bins mics sources"]:
+    """``min(λ_ij(f), max(cap_ij, min_leakage))`` at every frequency (``cap`` ``None``: λ as it
+    is). The phase check's bound on the leakage between two tracks
+    (:func:`bleedjax.methods.phase_check.kamir_cap`); the floor stays."""
+    if cap is None:
+        return lam
+    return jnp.minimum(lam, jnp.maximum(cap, settings.min_leakage)[None])
+
+
 def estimate(
     power: Float[Array, "mics bins frames"],
     phi: Bool[Array, "mics sources"],
     settings: Settings,
     mask: Float[Array, " frames"] | None = None,
+    lambda_cap: Float[Array, "mics sources"] | None = None,
 ) -> tuple[Float[Array, "bins mics sources"], Float[Array, "sources bins frames"]]:
     """Algorithm 1 of [1] on power spectrograms: returns Λ and the source PSDs P. ``mask``
     (``(T,)``, 0 for the padding of a batched session) leaves frames out of the Λ update, and the
-    kernel reflects at the session's last real frame."""
-    lam = initial_lambda(phi, power.shape[1], settings.rho)
+    kernel reflects at the session's last real frame. ``lambda_cap`` (``(I, J)``, :func:`cap_lambda`)
+    bounds the initial Λ and every update after its normalisation."""
+    lam = cap_lambda(initial_lambda(phi, power.shape[1], settings.rho), lambda_cap, settings)
     psd = initial_psd(power, phi)
     footprint = settings.footprint()
 
@@ -371,6 +384,7 @@ def estimate(
             psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
         if settings.update_lambda:
             lam = normalise_lambda(update_lambda(lam, psd, power, settings.beta, mask), phi, settings)
+            lam = cap_lambda(lam, lambda_cap, settings)
         return lam, psd
 
     return jax.lax.fori_loop(0, settings.iterations, step, (lam, psd))
@@ -396,10 +410,12 @@ def separate(
     phi: Bool[Array, "mics sources"],
     settings: Settings,
     mask: Float[Array, " frames"] | None = None,
+    lambda_cap: Float[Array, "mics sources"] | None = None,
 ) -> tuple[
     Complex[Array, "mics bins frames"], Float[Array, "bins mics sources"], Float[Array, "sources bins frames"]
 ]:
-    """KAMIR on one STFT: the cleaned STFT of every microphone, Λ and the source PSDs.
+    """KAMIR on one STFT: the cleaned STFT of every microphone, Λ and the source PSDs
+    (``lambda_cap``: :func:`estimate`).
 
     The complex spectrogram is only read in the frames-major layout that the FFT produces
     (``swapaxes`` here cancels the one in :func:`bleedjax.signal.stft` under ``jit``, and the one
@@ -411,7 +427,7 @@ def separate(
         power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile, mask) ** 2
     peak = jnp.max(power if mask is None else power * mask[None, None, :])
     power = power / jnp.where(peak > 0, peak, 1.0)
-    lam, psd = estimate(power, phi, settings, mask)
+    lam, psd = estimate(power, phi, settings, mask, lambda_cap)
     masks = jnp.swapaxes(output_masks(lam, psd, phi, settings), -1, -2)
     return jnp.swapaxes(masks * frames_major, -1, -2), lam, psd
 
@@ -422,6 +438,7 @@ def reduce_session(
     phi: Bool[Array, "mics sources"],
     settings: Settings = Settings(),
     length: Int[Array, ""] | None = None,
+    lambda_cap: Float[Array, "mics sources"] | None = None,
 ) -> Result:
     """Removes interference from one session with KAMIR.
 
@@ -432,6 +449,8 @@ def reduce_session(
         length: the true length of a padded session: the padding's frames are left out of the
             Λ update (the Itakura–Saito divergence weighs quiet frames like loud ones, so they
             would change Λ).
+        lambda_cap: ``(I, J)`` upper bound on Λ (:func:`cap_lambda`), e.g. from the phase check
+            (:func:`bleedjax.methods.phase_check.kamir_cap`); ``None``: none.
 
     Returns:
         :class:`Result`: cleaned ``(I, samples)`` tracks and the ``(F, I, J)`` Λ.
@@ -444,7 +463,7 @@ def reduce_session(
     mask = None
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-1], n_fft=settings.n_fft, hop=settings.hop)
-    cleaned, lam, psd = separate(spectrogram, phi, settings, mask)
+    cleaned, lam, psd = separate(spectrogram, phi, settings, mask, lambda_cap)
     cleaned = signal.istft(cleaned, length=audio.shape[-1], valid_length=length, **transform)
     return Result(cleaned, lam, average_gains(lam, psd))
 

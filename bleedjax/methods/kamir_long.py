@@ -38,7 +38,7 @@ import numpy as np
 
 from bleedjax import streaming
 from bleedjax._types import Array, Bool, Float, Int, PRNGKeyArray
-from bleedjax.methods import kamir
+from bleedjax.methods import kamir, phase_check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +113,9 @@ def _lambda_sums(power, phi, lam, psd, settings: kamir.Settings):
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def _finish_update(lam, numerator, denominator, phi, settings: kamir.Settings):
+def _finish_update(lam, numerator, denominator, phi, settings: kamir.Settings, lambda_cap=None):
     updated = kamir.apply_lambda_sums(lam, numerator, denominator, settings.beta)
-    return kamir.normalise_lambda(updated, phi, settings)
+    return kamir.cap_lambda(kamir.normalise_lambda(updated, phi, settings), lambda_cap, settings)
 
 
 def _margin(settings: kamir.Settings) -> int:
@@ -132,6 +132,24 @@ def _blocks(total, long: LongSettings, label: str, progress: bool):
     return streaming.progress_blocks(streaming.block_ranges(total, long.block_frames), label, progress)
 
 
+def summarise(
+    reader: streaming.SessionReader, settings: kamir.Settings, long: LongSettings, *, progress: bool = False
+) -> tuple[jax.Array, float]:
+    """One pass: the ``(I, F, K)`` power of ``K`` = ``projection_size`` frames sampled uniformly
+    (:class:`FrameSample`), divided by its peak, and the peak."""
+    if settings.gain_equalisation:
+        raise ValueError("gain_equalisation needs the whole recording's quantiles; it is not "
+                         "available for long recordings")
+    total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
+    sample = FrameSample(long.projection_size, jax.random.key(long.seed))
+    for first, last in _blocks(total, long, "summary", progress):
+        spec = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
+                                    window=settings.window)
+        sample.add(first, np.asarray(jnp.abs(spec) ** 2))
+    peak = sample.peak if sample.peak > 0 else 1.0
+    return jnp.asarray(sample.frames) / peak, peak
+
+
 def learn_lambda(
     reader: streaming.SessionReader,
     phi: np.ndarray,
@@ -139,34 +157,29 @@ def learn_lambda(
     long: LongSettings,
     *,
     progress: bool = False,
+    lambda_cap: np.ndarray | None = None,
+    summarised: tuple[jax.Array, float] | None = None,
 ) -> tuple[np.ndarray, float, jax.Array]:
     """Stage 1: the Λ of every iteration ``(iterations + 1, F, I, J)``, the power peak, and the
     sources' projected PSDs ``(J, F, K)`` (weights for summarising Λ over frequency).
 
     With ``learn="projection"`` every entry is the Λ learned on the summary (separation then
     uses it fixed in all iterations); with ``"exact"`` entry ``k`` is the in-memory Λ after
-    ``k`` iterations.
+    ``k`` iterations. ``lambda_cap``: ``(I, J)`` bound on Λ (:func:`kamir.cap_lambda`).
+    ``summarised``: :func:`summarise`'s result when it is already known (no pass then).
     """
-    if settings.gain_equalisation:
-        raise ValueError("gain_equalisation needs the whole recording's quantiles; it is not "
-                         "available for long recordings")
+    summary, peak = summarise(reader, settings, long, progress=progress) if summarised is None else summarised
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     phi_j = jnp.asarray(phi)
-    sample = FrameSample(long.projection_size, jax.random.key(long.seed))
-    for first, last in _blocks(total, long, "summary", progress):
-        spec = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
-                                    window=settings.window)
-        sample.add(first, np.asarray(jnp.abs(spec) ** 2))
-    peak = sample.peak if sample.peak > 0 else 1.0
-    summary = jnp.asarray(sample.frames) / peak
+    cap = None if lambda_cap is None else jnp.asarray(lambda_cap, jnp.float32)
     summary_psd = kamir.initial_psd(summary, phi_j)
     steps = settings.iterations + 1
     if long.learn == "projection" or not settings.update_lambda:
         summary_settings = dataclasses.replace(settings, kernel="none", gain_equalisation=False)
-        lam, _ = kamir.estimate(summary, phi_j, summary_settings)
+        lam, _ = kamir.estimate(summary, phi_j, summary_settings, lambda_cap=cap)
         return np.broadcast_to(np.asarray(lam), (steps, *lam.shape)).copy(), peak, summary_psd
     bins = settings.n_fft // 2 + 1
-    history = [np.asarray(kamir.initial_lambda(phi_j, bins, settings.rho))]
+    history = [np.asarray(kamir.cap_lambda(kamir.initial_lambda(phi_j, bins, settings.rho), cap, settings))]
     margin = _margin(settings)
     for iteration in range(1, steps):
         numerator = denominator = 0.0
@@ -178,7 +191,7 @@ def learn_lambda(
             inner = slice(first - lo, last - lo)
             block_num, block_den = _lambda_sums(power[..., inner], phi_j, lam_previous, psd[..., inner], settings)
             numerator, denominator = numerator + block_num, denominator + block_den
-        history.append(np.asarray(_finish_update(lam_previous, numerator, denominator, phi_j, settings)))
+        history.append(np.asarray(_finish_update(lam_previous, numerator, denominator, phi_j, settings, cap)))
     return np.stack(history), peak, summary_psd
 
 
@@ -225,14 +238,33 @@ def reduce_long(
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    check: phase_check.KamirCheckSettings | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Cleans one session folder of any length into ``out_dir``; returns the final Λ
-    ``(F, I, J)`` and the amplitude matrix ``(I, J)`` (Λ averaged over frequency with the
-    sources' summarised energies as weights, as :func:`kamir.average_gains`). ``offsets``
+    ``(F, I, J)``, the amplitude matrix ``(I, J)`` (Λ averaged over frequency with the
+    sources' summarised energies as weights, as :func:`kamir.average_gains`) and that matrix
+    before the phase check (``None`` when the check did not bound Λ). ``offsets``
     (``(tracks,)`` DC offsets, from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are
-    taken out before and put back on the cleaned tracks."""
+    taken out before and put back on the cleaned tracks.
+
+    ``check``: the phase check of ``bleedjax reduce --method kamir`` (``None``: none, as
+    :func:`kamir.reduce_session`), on the busiest excerpt of at most ``phase_check_seconds``
+    (one more read, :func:`bleedjax.streaming.busiest_seconds`); a bounded Λ is learned again
+    from the same summary (with ``learn="exact"``, ``iterations`` more passes)."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
-    history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress)
+    summarised = summarise(reader, settings, long, progress=progress)
+    history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)
+    gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
+    before = None
+    if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate) and (
+        reader.length >= check.phase_check_min_seconds * reader.sample_rate
+    ) and phase_check.mutual_pairs(gains, check.phase_check_min_gain).any():
+        start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
+        cap = phase_check.kamir_caps(reader.read(start, start + samples), gains, reader.sample_rate, check)
+        if cap is not None:
+            before = gains
+            history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress,
+                                                      lambda_cap=cap, summarised=summarised)
+            gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
-    lam = history[-1]
-    return lam, np.asarray(kamir.average_gains(jnp.asarray(lam), summary_psd))
+    return history[-1], gains, before

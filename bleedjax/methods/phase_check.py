@@ -1,4 +1,4 @@
-"""Spectral subtraction's phase check of mutual bleed: is a pair's large λ bleed, or unison?
+"""The phase check of mutual bleed (spectral subtraction and KAMIR): is a pair's large λ bleed, or unison?
 
 Seipel & Lerch's λ regresses magnitudes. Where two tracks play the same part (two desks of a
 string section, unison voices) a microphone's own source and its partner's bleed have almost the
@@ -31,6 +31,14 @@ has the figures: on the 1 s PHENICX stems at −6 dB the mean ΔSDR falls from 1
 while no track of ``benchmarks/quality_spectral_subtraction.py`` ends worse than it started). The
 fit runs only for sessions with such a pair, on their busiest excerpt of at
 most ``phase_check_seconds``.
+
+KAMIR (``bleedjax reduce --method kamir``, presets that update Λ: K4) has the same failure in a
+milder form: between partners its Λ converges to about 0.27² whatever the bleed, and its Wiener
+filter gives the partner's share of every shared point away. Its check (:func:`kamir_caps`)
+bounds Λ, at every frequency and iteration, by ``(2 g)²`` for the pairs whose amplitude gains
+have ``√(g_ij g_ji) ≥ 0.2``: 6 dB of headroom above the coherent copy, for the reverberant bleed
+that a room adds and one delayed copy does not explain. It runs only on sessions of at least 2 s,
+where the fitted delays hold (on the 1 s PHENICX stems the bound cost up to 19 dB on a track).
 """
 
 from __future__ import annotations
@@ -131,9 +139,79 @@ def weights(
     return phase_weights(lam, np.minimum(phase_gains(audio, samples, step), max_lambda), mutual)
 
 
-def excerpt(check: CheckSettings, sample_rate: int | None, length: int) -> tuple[int, int]:
+def excerpt(check: CheckSettings | KamirCheckSettings, sample_rate: int | None, length: int) -> tuple[int, int]:
     """``(samples, step)`` of the check's excerpt: ``phase_check_seconds`` in steps of one second,
     or the whole ``length`` when the rate is not known."""
     if sample_rate is None:
         return length, length
     return max(1, round(check.phase_check_seconds * sample_rate)), sample_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class KamirCheckSettings:
+    """KAMIR's phase check (:func:`kamir_cap`): on or off, its excerpt, which pairs it checks, how
+    far above the coherent gain their leakage may stay, and the shortest session it trusts."""
+
+    phase_check: bool = True
+    phase_check_seconds: float = 20.0
+    phase_check_min_gain: float = 0.2
+    phase_check_headroom: float = 2.0
+    phase_check_min_seconds: float = 2.0
+
+    def __post_init__(self):
+        if not self.phase_check_seconds > 0:
+            raise ValueError(f"phase_check_seconds must be > 0, got {self.phase_check_seconds}")
+        if not self.phase_check_min_gain > 0:
+            raise ValueError(f"phase_check_min_gain must be > 0, got {self.phase_check_min_gain}")
+        if not self.phase_check_headroom >= 1:
+            raise ValueError(f"phase_check_headroom must be >= 1, got {self.phase_check_headroom}")
+        if not self.phase_check_min_seconds >= 0:
+            raise ValueError(f"phase_check_min_seconds must be >= 0, got {self.phase_check_min_seconds}")
+
+
+def kamir_cap(
+    mutual: Bool[np.ndarray, "tracks tracks"], gains: Float[np.ndarray, "tracks tracks"], headroom: float
+) -> Float[np.ndarray, "tracks tracks"]:
+    """``(J, J)`` bound on KAMIR's Λ (power, :func:`bleedjax.methods.kamir.cap_lambda`):
+    ``(headroom · g_ij)²`` for the ``mutual`` pairs, ``inf`` elsewhere.
+
+    KAMIR's Λ between two tracks that play the same part converges to about 0.27² whatever the
+    bleed (four iterations of the Itakura–Saito update on alike power spectrograms), and its
+    Wiener filter then gives the partner's share of every shared point away (on the rendered
+    desks at −18 dB, violin1_a 4.54 dB worse). The fitted gain of the coherent, delayed copy
+    ``g`` is the bleed that phase can vouch for. In a room Λ also carries reverberant bleed that
+    one delayed copy does not explain (``g / √Λ`` down to 0.1–0.5 on the chorale's room), so the
+    bound leaves ``headroom`` (2: 6 dB) above ``g`` instead of capping at ``g`` itself, which cost
+    the chorale's room 1.5 dB of mean ΔSDR (README, "Unison")."""
+    bound = (headroom * np.clip(np.asarray(gains, np.float64), 0.0, None)) ** 2
+    return np.where(np.asarray(mutual), bound, np.inf).astype(np.float32)
+
+
+def kamir_applies(check: KamirCheckSettings, update_lambda: bool, phi: np.ndarray, sample_rate: int | None) -> bool:
+    """Whether KAMIR's check can run: it is on, the preset estimates Λ (``update_lambda``; the
+    others keep Λ at ρ), every microphone is its own source (the fit's gains are between tracks)
+    and the sample rate is known (for the excerpt and the shortest session)."""
+    phi = np.asarray(phi)
+    identity = phi.ndim == 2 and phi.shape[0] == phi.shape[1] and np.array_equal(phi, np.eye(len(phi), dtype=bool))
+    return check.phase_check and update_lambda and identity and sample_rate is not None
+
+
+def kamir_caps(
+    audio: Float[np.ndarray, "tracks samples"],
+    gains: Float[np.ndarray, "tracks tracks"],
+    sample_rate: int,
+    check: KamirCheckSettings,
+) -> Float[np.ndarray, "tracks tracks"] | None:
+    """The bound of :func:`kamir_cap` for one session's ``(J, n)`` tracks and KAMIR's ``(J, J)``
+    amplitude gains (pairs with ``√(g_ij g_ji) ≥ phase_check_min_gain``, :func:`mutual_pairs`),
+    the phase-aware gains fitted on the busiest excerpt (:func:`phase_gains`). ``None`` when no
+    pair qualifies, or the session is shorter than ``phase_check_min_seconds`` (2 s, where the
+    fitted delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s
+    PHENICX stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB)."""
+    if audio.shape[-1] < check.phase_check_min_seconds * sample_rate:
+        return None
+    mutual = mutual_pairs(gains, check.phase_check_min_gain)
+    if not mutual.any():
+        return None
+    samples, step = excerpt(check, sample_rate, audio.shape[-1])
+    return kamir_cap(mutual, phase_gains(audio, samples, step), check.phase_check_headroom)

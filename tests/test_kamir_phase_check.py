@@ -1,0 +1,139 @@
+"""KAMIR's phase check (:func:`bleedjax.methods.phase_check.kamir_caps`): Λ between tracks that play
+the same part is bounded by the phase-aware gain, so K4 no longer gives a partner's share of every
+shared time-frequency point away."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bleedjax import analyze, cli, evaluate, methods, sessions
+from bleedjax.methods import kamir, phase_check
+from bleedjax.simulate_folder import simulate_arrays
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SECONDS = 4
+
+
+def test_the_cap_bounds_lambda_at_every_frequency_above_the_floor():
+    rng = np.random.default_rng(0)
+    power = jnp.asarray(rng.gamma(1.0, size=(3, 33, 40)), jnp.float32)
+    phi = jnp.asarray(kamir.identity_phi(3))
+    settings = kamir.Settings()
+    free, _ = kamir.estimate(power, phi, settings)
+    same, _ = kamir.estimate(power, phi, settings, lambda_cap=jnp.full((3, 3), jnp.inf))
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(free))
+    cap = np.full((3, 3), np.inf, np.float32)
+    cap[0, 1], cap[1, 0], cap[2, 0] = 0.0, 0.004, 0.008
+    assert np.all(np.asarray(free)[:, [0, 1, 2], [1, 0, 0]] > 0.01)  # all three bounds bite
+    capped = np.asarray(kamir.estimate(power, phi, settings, lambda_cap=jnp.asarray(cap))[0])
+    np.testing.assert_allclose(capped[:, 0, 1], settings.min_leakage, rtol=1e-6)  # a zero gain keeps the floor
+    for (i, j), bound in [((1, 0), 0.004), ((2, 0), 0.008)]:
+        assert np.all(capped[:, i, j] <= bound * (1 + 1e-6)), capped[:, i, j]
+        assert np.any(np.isclose(capped[:, i, j], bound, rtol=1e-6))  # the bound binds at some frequency
+    np.testing.assert_allclose(capped[:, [0, 1, 2], [0, 1, 2]], 1.0, rtol=1e-5)  # own channels stay normalised
+
+
+def test_cap_settings_and_when_the_check_runs(monkeypatch):
+    mutual = np.array([[False, True, False], [True, False, False], [False, False, False]])
+    gains = np.array([[1.0, 0.05, 0.3], [0.1, 1.0, 0.2], [0.0, 0.4, 1.0]])
+    np.testing.assert_allclose(
+        phase_check.kamir_cap(mutual, gains, 2.0), [[np.inf, 0.01, np.inf], [0.04, np.inf, np.inf], [np.inf] * 3]
+    )
+    check = phase_check.KamirCheckSettings()
+    assert check.phase_check_min_seconds == analyze.MIN_SECONDS_FOR_DELAYS
+    identity = kamir.identity_phi(3)
+    assert phase_check.kamir_applies(check, True, identity, 22050)
+    assert not phase_check.kamir_applies(check, False, identity, 22050)  # K1-K3, K5: Λ is not estimated
+    assert not phase_check.kamir_applies(check, True, np.ones((3, 2), bool), 22050)  # a channel map
+    assert not phase_check.kamir_applies(check, True, identity, None)
+    assert not phase_check.kamir_applies(dataclasses.replace(check, phase_check=False), True, identity, 22050)
+    for bad in [{"phase_check_seconds": 0.0}, {"phase_check_min_gain": 0.0}, {"phase_check_headroom": 0.5},
+                {"phase_check_min_seconds": -1.0}]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            phase_check.KamirCheckSettings(**bad)
+
+    fitted = []
+    monkeypatch.setattr(phase_check, "phase_gains", lambda audio, samples, step: fitted.append((samples, step)) or gains)
+    k4_gains = np.array([[1.0, 0.27, 0.1], [0.26, 1.0, 0.1], [0.1, 0.1, 1.0]])
+    rate = 100
+    assert phase_check.kamir_caps(np.zeros((3, 199)), k4_gains, rate, check) is None  # under 2 s
+    assert phase_check.kamir_caps(np.zeros((3, 3000)), k4_gains * 0.5, rate, check) is None  # no pair ≥ 0.2
+    assert not fitted
+    cap = phase_check.kamir_caps(np.zeros((3, 3000)), k4_gains, rate, check)
+    assert fitted == [(2000, rate)]  # the busiest 20 s, in steps of one second
+    np.testing.assert_allclose(cap, phase_check.kamir_cap(phase_check.mutual_pairs(k4_gains, 0.2), gains, 2.0))
+
+
+@pytest.fixture(scope="module")
+def desks_at_minus_18_db():
+    """4 s of the rendered desks (``benchmarks/audio/unison_desks``: two violins and two violas,
+    each pair playing one part), with −18 dB of linear bleed."""
+    desks = sessions.read_session(REPO / "benchmarks" / "audio" / "unison_desks")
+    mics, references, truth = simulate_arrays(desks.audio[:, : SECONDS * desks.sample_rate], sample_rate=desks.sample_rate,
+                                              bleed="linear", max_crosstalk_db=-18.0, seed=0)
+    return mics, references, np.asarray(truth["matrix"]), desks.track_names, desks.sample_rate
+
+
+def test_unison_desks_keep_their_targets(desks_at_minus_18_db):
+    mics, references, truth, names, rate = desks_at_minus_18_db
+    method = methods.get_method("kamir")
+    plain = method.run_session(mics, method.default_config(None), names)  # no rate: no check
+    checked = method.run_session(mics, method.default_config(None), names, sample_rate=rate)
+    assert plain.checked is None
+    np.testing.assert_array_equal(checked.checked[0], plain.matrices[0])
+    violins = names.index("violin1_a.flac"), names.index("violin1_b.flac")
+    # K4's gain between the violins: 0.29 both ways, truth 0.003; bounded to 0.09 / 0.03.
+    assert min(plain.matrices[0][violins], plain.matrices[0][violins[::-1]]) > 0.25
+    assert max(checked.matrices[0][violins], checked.matrices[0][violins[::-1]]) < 0.15
+    pair = np.zeros_like(truth, bool)
+    pair[violins], pair[violins[::-1]] = True, True
+    assert np.all(np.abs(checked.matrices[0] - truth)[pair] < np.abs(plain.matrices[0] - truth)[pair])
+    before = evaluate.score(references, mics)["sdr"]
+    plain_gain = evaluate.score(references, plain.cleaned[0])["sdr"] - before
+    checked_gain = evaluate.score(references, checked.cleaned[0])["sdr"] - before
+    # K4: violin1_a 4.18 dB worse (mean -1.20 dB); with the check every track gains (worst +0.96, mean 2.35).
+    assert plain_gain.min() < -3.0, plain_gain
+    assert checked_gain.min() > 0.5, checked_gain
+    assert checked_gain.mean() > plain_gain.mean() + 2.5, (checked_gain, plain_gain)
+
+
+def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, capsys, monkeypatch):
+    mics, _, _, names, rate = desks_at_minus_18_db
+    folder = tmp_path / "desks"
+    folder.mkdir()
+    for name, mic in zip(names, mics):
+        sf.write(folder / name.replace(".flac", ".wav"), mic, rate, subtype="FLOAT")
+    args = ["--method", "kamir", "--set", "learn=exact"]
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "memory"), "--no-streaming", *args]) == 0
+    err = capsys.readouterr().err
+    assert "between violin1_a.wav and violin1_b.wav bounded to" in err and "by the phase check" in err, err
+    small = dataclasses.replace(methods.METHODS["kamir"], long_samples=mics.size - 1)
+    monkeypatch.setitem(methods.METHODS, "kamir", small)
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "streamed"), *args]) == 0
+    assert "bounded to" in capsys.readouterr().err
+    memory, streamed = (json.loads((tmp_path / out / "bleed.json").read_text()) for out in ("memory", "streamed"))
+    # learn=exact: the streamed Λ is the in-memory one; the gains in bleed.json average it with the
+    # summary's weights (kamir_long.reduce_long), so they agree less closely, but on the same pairs.
+    before = [np.asarray(saved["lambda_before_phase_check"]) for saved in (memory, streamed)]
+    np.testing.assert_allclose(before[1], before[0], atol=0.01)
+    mutual = phase_check.mutual_pairs(before[0], phase_check.KamirCheckSettings().phase_check_min_gain)
+    np.testing.assert_array_equal(phase_check.mutual_pairs(before[1], 0.2), mutual)
+    assert mutual.any() and np.all(np.asarray(memory["lambda"])[mutual] < 0.8 * before[0][mutual])
+    full = [np.load(tmp_path / out / "bleed.npz")["lambda"] for out in ("memory", "streamed")]
+    np.testing.assert_allclose(full[1], full[0], rtol=2e-3, atol=1e-6)
+    for name in names:
+        wav = name.replace(".flac", ".wav")
+        np.testing.assert_allclose(sf.read(tmp_path / "streamed" / wav)[0], sf.read(tmp_path / "memory" / wav)[0],
+                                   atol=2e-5)
+    # Off: no check, no lambda_before_phase_check.
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "off"), *args, "--set", "phase_check=False"]) == 0
+    assert "lambda_before_phase_check" not in json.loads((tmp_path / "off" / "bleed.json").read_text())
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "bad"), *args, "--set", "phase_check_headroom=0.5"]) == 2
+    assert "phase_check_headroom" in capsys.readouterr().err and not (tmp_path / "bad").exists()
