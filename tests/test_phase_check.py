@@ -192,3 +192,28 @@ def test_streamed_sessions_are_checked_as_in_memory(desks_at_minus_18_db, tmp_pa
     for name in names:
         np.testing.assert_allclose(sf.read(tmp_path / "streamed" / name)[0], sf.read(tmp_path / "memory" / name)[0],
                                    atol=2e-6)
+
+
+def test_excerpts_pad_to_whole_seconds_and_keep_their_gains(monkeypatch):
+    """Sessions shorter than the check's excerpt are fitted padded to a whole second with their
+    true length: two lengths within one second share one compiled fit, and the gains are those of
+    the unpadded fit."""
+    import jax.numpy as jnp
+
+    from bleedjax import bleed_fit
+    from bleedjax.methods import differentiable
+
+    rate = 12000
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((3, 3 * rate)).astype(np.float32)
+    mics = (np.eye(3) + 0.3 * (1 - np.eye(3))) @ sources
+    traced, fit = [], bleed_fit.fit
+    monkeypatch.setattr(bleed_fit, "fit", lambda spectra, settings: traced.append(spectra.shape) or fit(spectra, settings))
+    short = phase_check.phase_gains(mics[:, : int(2.3 * rate)], 10 * rate, rate)
+    compiled = len(traced)
+    longer = phase_check.phase_gains(mics[:, : int(2.7 * rate)], 10 * rate, rate)
+    assert len(traced) == compiled  # 2.3 s and 2.7 s: both fitted as 3 s, one compilation
+    monkeypatch.setattr(bleed_fit, "fit", fit)
+    unpadded = differentiable.fit_session(jnp.asarray(mics[:, : int(2.3 * rate)]), differentiable.Settings())
+    np.testing.assert_allclose(short, np.asarray(unpadded.params.gains), atol=1e-5)
+    np.testing.assert_allclose(longer, short, atol=0.05)  # the same mixture, 0.4 s more of it
