@@ -255,16 +255,17 @@ def reduce_long(
     summarised = summarise(reader, settings, long, progress=progress)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)
     gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
-    before = None
-    if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate) and (
-        reader.length >= check.phase_check_min_seconds * reader.sample_rate
-    ) and phase_check.mutual_pairs(gains, check.phase_check_min_gain).any():
+    before = mutual = None
+    if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate):
+        mutual = phase_check.kamir_checked_pairs(gains, reader.length, reader.sample_rate, check)
+    if mutual is not None:
         start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-        cap = phase_check.kamir_caps(reader.read(start, start + samples), gains, reader.sample_rate, check)
-        if cap is not None:
-            before = gains
-            history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress,
-                                                      lambda_cap=cap, summarised=summarised)
-            gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
+        fitted = phase_check.phase_gains(reader.read(start, start + samples), samples, reader.sample_rate)
+        before = gains
+        history, peak, summary_psd = learn_lambda(
+            reader, phi, settings, long, progress=progress, summarised=summarised,
+            lambda_cap=phase_check.kamir_cap(mutual, fitted, check.phase_check_headroom),
+        )
+        gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
     return history[-1], gains, before

@@ -202,6 +202,20 @@ def kamir_applies(check: KamirCheckSettings, update_lambda: bool, phi: np.ndarra
     return check.phase_check and update_lambda and identity and sample_rate is not None
 
 
+def kamir_checked_pairs(
+    gains: Float[np.ndarray, "tracks tracks"], samples: int, sample_rate: int, check: KamirCheckSettings
+) -> Bool[np.ndarray, "tracks tracks"] | None:
+    """The pairs KAMIR's check fits for a session of ``samples`` samples with ``(J, J)`` amplitude
+    gains: ``√(g_ij g_ji) ≥ phase_check_min_gain`` (:func:`mutual_pairs`). ``None`` when no pair
+    qualifies, or the session is shorter than ``phase_check_min_seconds`` (2 s, where the fitted
+    delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
+    stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB)."""
+    if samples < check.phase_check_min_seconds * sample_rate:
+        return None
+    mutual = mutual_pairs(gains, check.phase_check_min_gain)
+    return mutual if mutual.any() else None
+
+
 def kamir_caps(
     audio: Float[np.ndarray, "tracks samples"],
     gains: Float[np.ndarray, "tracks tracks"],
@@ -209,15 +223,10 @@ def kamir_caps(
     check: KamirCheckSettings,
 ) -> Float[np.ndarray, "tracks tracks"] | None:
     """The bound of :func:`kamir_cap` for one session's ``(J, n)`` tracks and KAMIR's ``(J, J)``
-    amplitude gains (pairs with ``√(g_ij g_ji) ≥ phase_check_min_gain``, :func:`mutual_pairs`),
-    the phase-aware gains fitted on the busiest excerpt (:func:`phase_gains`). ``None`` when no
-    pair qualifies, or the session is shorter than ``phase_check_min_seconds`` (2 s, where the
-    fitted delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s
-    PHENICX stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB)."""
-    if audio.shape[-1] < check.phase_check_min_seconds * sample_rate:
-        return None
-    mutual = mutual_pairs(gains, check.phase_check_min_gain)
-    if not mutual.any():
+    amplitude gains on the pairs of :func:`kamir_checked_pairs` (``None`` when there are none),
+    with the phase-aware gains fitted on the busiest excerpt (:func:`phase_gains`)."""
+    mutual = kamir_checked_pairs(gains, audio.shape[-1], sample_rate, check)
+    if mutual is None:
         return None
     samples, step = excerpt(check, sample_rate, audio.shape[-1])
     return kamir_cap(mutual, phase_gains(audio, samples, step), check.phase_check_headroom)
