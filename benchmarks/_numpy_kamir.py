@@ -61,6 +61,7 @@ class Settings:
     rho: float = 0.1
     update_lambda: bool = True
     beta: float = 0.0
+    update_rule: str = "mm"
     normalisation: str = "paper"
     min_leakage: float = 1e-3
     kernel: str = "none"
@@ -182,7 +183,8 @@ def estimate(power: np.ndarray, phi: np.ndarray, settings: Settings, timings: di
                         numerator = np.sum(psd[j] * numerator_weight, axis=-1)
                         denominator = np.sum(psd[j] * denominator_weight, axis=-1)
                         ratio = numerator / (denominator + EPS)
-                        new_lam[:, i, j] = lam[:, i, j] * ratio ** mm_exponent(settings.beta)
+                        exponent = mm_exponent(settings.beta) if settings.update_rule == "mm" else 1.0
+                        new_lam[:, i, j] = lam[:, i, j] * ratio ** exponent
                 lam = normalise_lambda(new_lam, phi, owners, settings)
     return lam, psd
 

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from bleedjax import demo, evaluate, methods, sessions
+from bleedjax import demo, evaluate, methods, reduce, sessions
 from bleedjax.simulate_folder import simulate_arrays
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -69,6 +69,14 @@ def clean_with(method: str, preset: str | None, mics: np.ndarray, names: list[st
     rate = {"sample_rate": sample_rate} if chosen.uses_sample_rate else {}
     result = chosen.run_session(mics, config, names, **rate)
     return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
+
+
+def parse_variant(method: str, preset: str | None, text: str) -> dict:
+    """Config overrides from ``"key=value key=value"`` (as ``bleedjax reduce --set`` reads them),
+    checked against the method's config: ``{key: value}``."""
+    base = methods.get_method(method).default_config(preset)
+    changed = reduce.apply_overrides(base, text.split())
+    return {key: changed[key] for key in (item.partition("=")[0] for item in text.split())}
 
 
 def score_gains(references, mics, cleaned) -> dict[str, np.ndarray]:

@@ -10,9 +10,10 @@ The issue's requirement, KAMIR improves SIR over the mixture in every condition,
 every preset; the last column says where KAMIR (K4) beats spectral subtraction in mean SDR gain.
 ``kamir K4 checked`` is K4 as ``bleedjax reduce --method kamir`` runs it, with the phase check of
 mutual pairs (:func:`bleedjax.methods.phase_check.kamir_caps`; only sessions of at least 2 s, so not
-the 1 s PHENICX stems).
+the 1 s PHENICX stems). Each ``--variant "key=value ..."`` adds a row of the checked K4 with those
+``--set`` overrides (e.g. ``"iterations=8 update_rule=heuristic"``).
 
-    .venv/bin/python benchmarks/quality_kamir.py [--seeds 2] [--json out.json]
+    .venv/bin/python benchmarks/quality_kamir.py [--seeds 2] [--variant "key=value ..."] [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from _quality import (
     condition_name,
     load_pieces,
     off_diagonal_correlation,
+    parse_variant,
     score_gains,
     simulate,
 )
@@ -43,10 +45,11 @@ CHECKED = "kamir K4 checked"
 METHODS = ["spectral-subtraction"] + [f"kamir {p}" for p in kamir.PRESETS] + [CHECKED]
 
 
-def run(method: str, mics: np.ndarray, sample_rate: int):
-    if method == CHECKED:
+def run(method: str, mics: np.ndarray, sample_rate: int, variants: dict[str, dict]):
+    if method == CHECKED or method in variants:
         # As `bleedjax reduce --method kamir` runs it: K4 and the phase check of mutual pairs.
-        return clean_with("kamir", "K4", mics, [f"track{k}" for k in range(len(mics))], None, sample_rate)
+        return clean_with("kamir", "K4", mics, [f"track{k}" for k in range(len(mics))], variants.get(method),
+                          sample_rate)
     if method == "spectral-subtraction":
         # The paper's settings, as in the README's table (the library's presets are compared with
         # each other in quality_spectral_subtraction.py).
@@ -60,28 +63,34 @@ def run(method: str, mics: np.ndarray, sample_rate: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--variant", action="append", default=[],
+                        help='"key=value ..." overrides of the checked K4, one row each')
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
+    variants = {f"{CHECKED} {text}": parse_variant("kamir", "K4", text) for text in args.variant}
+    methods = METHODS + list(variants)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; seeds 0..{args.seeds - 1}\n")
-    header = (f"{'piece':<28} {'bleed':<8} {'method':<21} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
+    width = max(len(m) for m in methods)
+    header = (f"{'piece':<28} {'bleed':<8} {'method':<{width}} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} "
               f"{'worst':>7} {'ΔSAR mean':>9} {'corr off':>8}")
     print(header)
     print("-" * len(header))
     rows, failures, started = [], [], time.perf_counter()
     for piece, session in load_pieces().items():
         for bleed, db in CONDITIONS:
-            gains = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in METHODS}
-            correlations = {m: [] for m in METHODS}
+            gains = {m: {k: [] for k in ("sdr", "sir", "sar")} for m in methods}
+            correlations = {m: [] for m in methods}
             for seed in range(args.seeds):
                 mics, references, mixing = simulate(session, bleed, db, seed)
-                for method in METHODS:
-                    cleaned, matrix = run(method, mics, session.sample_rate)
+                for method in methods:
+                    cleaned, matrix = run(method, mics, session.sample_rate, variants)
                     for metric, values in score_gains(references, mics, cleaned).items():
                         gains[method][metric].append(values)
-                    fixed = method not in ("spectral-subtraction", CHECKED) and not kamir.PRESETS[method.split()[1]]["update_lambda"]
+                    fixed = (method != "spectral-subtraction" and not method.startswith(CHECKED)
+                             and not kamir.PRESETS[method.split()[1]]["update_lambda"])
                     correlations[method].append(np.nan if fixed else off_diagonal_correlation(matrix, mixing))
             summary = {}
-            for method in METHODS:
+            for method in methods:
                 flat = {k: np.concatenate(v) for k, v in gains[method].items()}
                 row = {
                     "piece": piece, "bleed": condition_name(bleed, db), "method": method,
@@ -91,7 +100,7 @@ def main(argv=None) -> int:
                 }
                 rows.append(row)
                 summary[method] = row
-                print(f"{piece:<28} {row['bleed']:<8} {method:<21} {row['sdr_gain_mean']:9.2f} "
+                print(f"{piece:<28} {row['bleed']:<8} {method:<{width}} {row['sdr_gain_mean']:9.2f} "
                       f"{row['sdr_gain_worst']:7.2f} {row['sir_gain_mean']:9.2f} {row['sir_gain_worst']:7.2f} "
                       f"{row['sar_gain_mean']:9.2f} {row['corr_off']:8.3f}", flush=True)
                 if method != "spectral-subtraction" and row["sir_gain_mean"] <= 0:

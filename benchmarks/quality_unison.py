@@ -36,8 +36,11 @@ pairs that the default's phase check (:mod:`bleedjax.methods.phase_check`) fits
 (√(λ_ij λ_ji) ≥ ``phase_check_min_lambda``), their true gains, and whether the check capped
 them (``bleedjax reduce`` warns about those) or kept them.
 
+``--methods`` keeps the rows of some methods only, and each ``--kamir-variant "key=value ..."``
+adds a row of KAMIR's K4 (with its check) with those ``--set`` overrides.
+
     .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--desks phenicx rendered louder]
-        [--parts methods warnings] [--json out.json]
+        [--parts methods warnings] [--methods kamir ...] [--kamir-variant "key=value ..."] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from _quality import (
     condition_name,
     cross_check,
     load_pieces,
+    parse_variant,
     phenicx_session,
     score_gains,
     simulate,
@@ -129,7 +133,8 @@ def partner_correlations(session: sessions.Session, desks: list[tuple[str, str]]
     return out
 
 
-def compare_methods(session: sessions.Session, desks: list[tuple[str, str]], seeds: int) -> dict:
+def compare_methods(session: sessions.Session, desks: list[tuple[str, str]], seeds: int,
+                    variants: list[tuple[str, str | None, dict]] = VARIANTS) -> dict:
     """Every variant on one session of desks: ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
     figures, checked = {}, 0.0
     print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
@@ -137,7 +142,7 @@ def compare_methods(session: sessions.Session, desks: list[tuple[str, str]], see
         scores = {}
         for seed in range(seeds):
             mics, references, mixing = simulate(session, bleed, db, seed)
-            for method, preset, overrides in VARIANTS:
+            for method, preset, overrides in variants:
                 cleaned, matrix = clean_with(method, preset, mics, session.track_names, overrides,
                                              session.sample_rate)
                 if seed == 0 and (method, preset, overrides) == ("spectral-subtraction", spectral_subtraction_config.DEFAULT_PRESET, {}):
@@ -189,8 +194,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--desks", nargs="+", choices=list(DESKS), default=list(DESKS))
     parser.add_argument("--parts", nargs="+", choices=["methods", "warnings"], default=["methods", "warnings"])
+    parser.add_argument("--methods", nargs="+", choices=sorted({v[0] for v in VARIANTS}),
+                        default=sorted({v[0] for v in VARIANTS}), help="the methods whose rows to run")
+    parser.add_argument("--kamir-variant", action="append", default=[],
+                        help='"key=value ..." overrides of KAMIR\'s K4, one row each')
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
+    variants = [v for v in VARIANTS if v[0] in args.methods]
+    variants += [("kamir", "K4", parse_variant("kamir", "K4", text)) for text in args.kamir_variant]
     if "phenicx" in args.desks and not PHENICX.is_dir():
         parser.error(f"{PHENICX} not found: --desks phenicx needs ../shared/data beside the repository")
     start, figures, sessions_by_name = time.perf_counter(), {}, {}
@@ -201,7 +212,7 @@ def main(argv=None) -> int:
         print(f"{name}: magnitude correlation of the stems: " + ", ".join(f"{k} {v:.2f}" for k, v in correlations.items()))
         figures.setdefault("correlations", {})[name] = correlations
         if "methods" in args.parts:
-            figures.setdefault("methods", {})[name] = compare_methods(session, desks, args.seeds)
+            figures.setdefault("methods", {})[name] = compare_methods(session, desks, args.seeds, variants)
     if "warnings" in args.parts:
         figures["warnings"] = named_pairs(args.seeds, sessions_by_name)
     print(f"total {time.perf_counter() - start:.0f} s")

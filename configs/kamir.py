@@ -23,6 +23,9 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.n_fft = 4096  # 93 ms at 44.1 kHz, hop 1024 (75 % overlap)
     config.hop = 1024
     config.beta = 0.0  # Itakura-Saito
+    # "mm": the λ update's exponent that never increases the divergence (1/2 for beta 0); "heuristic":
+    # exponent 1, twice the step (README "KAMIR: iterations and the update rule").
+    config.update_rule = "mm"
     config.channel_map = ""
     # Long recordings (bleedjax.methods.kamir_long): frames per streamed block, frames in the
     # random sample that Λ is learned from, and "projection" (one pass) or "exact" (a pass per

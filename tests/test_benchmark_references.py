@@ -11,6 +11,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import soundfile as sf
 
 from bleedjax import simulation
@@ -39,15 +40,17 @@ def test_numpy_spectral_subtraction_takes_bleedjax_iterations(shared_data):
     np.testing.assert_allclose(theirs.lam, np.asarray(ours.lam), atol=1e-5)
 
 
-def test_numpy_kamir_k4_equals_bleedjax(shared_data):
+@pytest.mark.parametrize("rule", kamir.UPDATE_RULES)
+def test_numpy_kamir_k4_equals_bleedjax(shared_data, rule):
     audio = mics(shared_data)[:, :11025]
-    settings = kamir.Settings(**kamir.PRESETS["K4"], n_fft=1024, hop=256)
+    settings = kamir.Settings(**kamir.PRESETS["K4"], n_fft=1024, hop=256, update_rule=rule)
     phi = np.eye(len(audio), dtype=bool)
     ours = kamir.reduce_session(jnp.asarray(audio), jnp.asarray(phi), settings)
     cleaned, lam = nkamir.reduce_session_numpy(audio, phi, nkamir.Settings(**dataclasses.asdict(settings)))
     np.testing.assert_allclose(cleaned, np.asarray(ours.cleaned), atol=1e-5 * np.abs(cleaned).max())
     # Λ's float32 sums over frames run in another order (XLA's reductions, NumPy's pairwise sums):
-    # after four multiplicative updates bins of little energy differ by up to 0.7 %, while the
-    # outputs above agree to 1e-5 of peak.
-    np.testing.assert_allclose(lam, np.asarray(ours.lam), rtol=1e-2, atol=1e-6)
+    # after four multiplicative updates bins of little energy differ by up to 0.6 % with the "mm"
+    # rule, while the outputs above agree to 1e-5 of peak. The "heuristic" rule has no square root
+    # to halve a relative difference at each step, so the same bin (229 of 513) ends 1.8 % apart.
+    np.testing.assert_allclose(lam, np.asarray(ours.lam), rtol=1e-2 if rule == "mm" else 2.5e-2, atol=1e-6)
     assert np.median(np.abs(lam - np.asarray(ours.lam)) / np.asarray(ours.lam)) < 1e-4

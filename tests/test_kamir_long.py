@@ -30,8 +30,8 @@ def read_all(folder, count):
 
 @pytest.mark.parametrize("settings", [
     kamir.Settings(n_fft=1024, hop=256),
-    kamir.Settings(n_fft=1024, hop=256, iterations=2, kernel="horizontal", kernel_size=5),
-], ids=["K4", "kernel"])
+    kamir.Settings(n_fft=1024, hop=256, iterations=2, kernel="horizontal", kernel_size=5, update_rule="heuristic"),
+], ids=["K4", "kernel-heuristic"])
 def test_exact_chunked_path_equals_in_memory(session, tmp_path, settings):
     folder, mics, _ = session
     phi = kamir.identity_phi(3)

@@ -14,7 +14,8 @@ Algorithm 1 of [1], on power spectrograms ``V_i = |X_i|²``:
       2. optionally P_j ← median filter of P_j with a kernel (KAM [2])
       3. λ_ij(f) ← λ_ij(f) (Σ_t P_j V_i V̂_i^(β−2) / Σ_t P_j V̂_i^(β−1))^γ(β), V̂_i = Σ_j λ_ij P_j
          (β-divergence multiplicative update [3], β = 0 Itakura–Saito; γ(β) = 1/(2 − β) for
-         β < 1 makes every update decrease the divergence)
+         β < 1 makes every update decrease the divergence; ``update_rule="heuristic"`` takes
+         γ = 1, the plain update, which moves λ twice as far per step for β = 0)
       4. normalise λ (the paper's per-source normalisation, or the footnote's Σ_j λ_ij = 1 per
          channel) and floor it at ``min_leakage``
       5. Ŷ_ij = λ_ij P_j / V̂_i · X_i   (Wiener filter)
@@ -59,6 +60,7 @@ from bleedjax._types import Array, Bool, Complex, Float, Int
 EPS = 1e-12
 KERNEL_SHAPES = ("none", "horizontal", "vertical", "cross")
 NORMALISATIONS = ("paper", "channel")
+UPDATE_RULES = ("mm", "heuristic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Settings:
     rho: float = 0.1
     update_lambda: bool = True
     beta: float = 0.0
+    update_rule: str = "mm"
     normalisation: str = "paper"
     min_leakage: float = 1e-3
     kernel: str = "none"
@@ -89,6 +92,8 @@ class Settings:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+        if self.update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {self.update_rule!r}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if self.kernel not in KERNEL_SHAPES:
@@ -278,11 +283,14 @@ def apply_lambda_sums(
     numerator: Float[Array, "bins mics sources"],
     denominator: Float[Array, "bins mics sources"],
     beta: float,
+    rule: str = "mm",
 ) -> Float[Array, "bins mics sources"]:
-    """``λ (numerator / denominator)^γ(β)`` with γ of :func:`mm_exponent` (a square root for
-    β = 0, nothing for 1 ≤ β ≤ 2)."""
+    """``λ (numerator / denominator)^γ``: ``rule="mm"`` takes γ of :func:`mm_exponent` (a square
+    root for β = 0, nothing for 1 ≤ β ≤ 2); ``"heuristic"`` takes γ = 1 for every β, the plain
+    multiplicative update of [3] Eq. 4.1, which moves λ further per iteration but with no
+    guarantee that the divergence decreases."""
     ratio = numerator / (denominator + EPS)
-    exponent = mm_exponent(beta)
+    exponent = mm_exponent(beta) if rule == "mm" else 1.0
     if exponent == 0.5:
         return lam * jnp.sqrt(ratio)
     if exponent == 1.0:
@@ -296,10 +304,11 @@ def update_lambda(
     power: Float[Array, "mics bins frames"],
     beta: float,
     mask: Float[Array, " frames"] | None = None,
+    rule: str = "mm",
 ) -> Float[Array, "bins mics sources"]:
     """Step 3: the β-divergence multiplicative update of λ with P fixed ([3] Eq. 4.1 with the
-    exponent of :func:`mm_exponent`), ``λ ← λ (Σ_t P_j V_i V̂_i^(β−2) / Σ_t P_j V̂_i^(β−1))^γ``."""
-    return apply_lambda_sums(lam, *lambda_sums(lam, psd, power, beta, mask), beta)
+    exponent of :func:`apply_lambda_sums`), ``λ ← λ (Σ_t P_j V_i V̂_i^(β−2) / Σ_t P_j V̂_i^(β−1))^γ``."""
+    return apply_lambda_sums(lam, *lambda_sums(lam, psd, power, beta, mask), beta, rule)
 
 
 def beta_divergence(
@@ -383,7 +392,7 @@ def estimate(
                 psd = kernels.reflect_past_end(psd, jnp.sum(mask).astype(jnp.int32))
             psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
         if settings.update_lambda:
-            lam = normalise_lambda(update_lambda(lam, psd, power, settings.beta, mask), phi, settings)
+            lam = normalise_lambda(update_lambda(lam, psd, power, settings.beta, mask, settings.update_rule), phi, settings)
             lam = cap_lambda(lam, lambda_cap, settings)
         return lam, psd
 
