@@ -160,8 +160,8 @@ def istft(
             zero-padded. Only the frames of that length (:func:`frame_mask`) are overlap-added and
             normalised, so its first ``valid_length`` samples equal the inverse of its unpadded
             STFT even after a nonlinear gain (the padded STFT's extra frames also cover the
-            session's last ``n_fft / 2 − hop`` samples when ``hop < n_fft / 2``). Samples that none
-            of those frames covers are 0. May be traced.
+            session's last ``n_fft / 2 − hop`` samples when ``hop < n_fft / 2``). The samples from
+            ``valid_length`` on are 0 (the padding stays silent). May be traced.
 
     Returns:
         real signals ``(..., length)``.
@@ -194,8 +194,8 @@ def istft(
     per_frame = real.reshape((1,) * (frames_td.ndim - 2) + (frames, 1))
     masked = _overlap_add(frames_td * per_frame, hop)[..., half : half + length]
     weights = _overlap_add(real[:, None] * jnp.asarray(win * win, jnp.float32)[None, :], hop)[half : half + length]
-    weights = weights.reshape((1,) * (masked.ndim - 1) + (length,))
-    covered = weights > 1e-10
+    covered = (weights > 1e-10) & (jnp.arange(length) < valid_length)
+    weights, covered = (a.reshape((1,) * (masked.ndim - 1) + (length,)) for a in (weights, covered))
     return jnp.where(covered, masked / jnp.where(covered, weights, 1.0), 0.0)
 
 
