@@ -46,6 +46,8 @@ def test_update_rules_take_their_exponents():
     np.testing.assert_allclose(kamir.apply_lambda_sums(lam, numerator, denominator, 1.0, "heuristic"), 0.05, rtol=1e-6)
     with pytest.raises(ValueError, match="update_rule"):
         kamir.Settings(update_rule="newton")
+    with pytest.raises(ValueError, match="rule"):
+        kamir.apply_lambda_sums(lam, numerator, denominator, 0.0, "MM")
 
 
 def test_heuristic_rule_reaches_the_true_gains_in_fewer_steps(simulated):
@@ -142,6 +144,7 @@ def test_batch_equals_single_and_padding(simulated, settings):
     batch = kamir.reduce_sessions(jnp.stack([padded, padded]), phi, settings, jnp.asarray([samples, samples]))
     np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(single.lam), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(batch.cleaned[1, :, :samples]), np.asarray(single.cleaned), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(batch.cleaned[:, :, samples:]), 0.0)
 
 
 def test_gain_equalisation_changes_estimate_not_layout(simulated):

@@ -104,6 +104,29 @@ def test_unison_desks_keep_their_targets(desks_at_minus_18_db):
     assert checked_gain.mean() > plain_gain.mean() + 2.5, (checked_gain, plain_gain)
 
 
+def test_checked_sessions_of_a_batch_are_cleaned_again_together(desks_at_minus_18_db, monkeypatch):
+    """Two checked sessions of different lengths in one padded batch: one second batched pass
+    (not one compilation per length), with each session's result as it gets alone."""
+    mics, _, _, names, rate = desks_at_minus_18_db
+    method = methods.get_method("kamir")
+    config = method.default_config(None)
+    short = mics[:, : 3 * rate]
+    alone = [method.run_session(session, config, names, sample_rate=rate) for session in (mics, short)]
+    calls = []
+    batched_pass = kamir.reduce_sessions
+    monkeypatch.setattr(kamir, "reduce_sessions", lambda *args: calls.append(len(args[0])) or batched_pass(*args))
+    batch = np.stack([mics, np.pad(short, ((0, 0), (0, mics.shape[1] - short.shape[1])))])
+    together = method.run(batch, np.asarray([mics.shape[1], short.shape[1]]), config, names, sample_rate=rate)
+    assert calls == [2, 2]
+    for row, single in enumerate(alone):
+        length = single.cleaned.shape[-1]
+        assert np.abs(single.matrices[0] - single.checked[0]).max() > 0.1  # bounded by the check
+        np.testing.assert_allclose(together.checked[row], single.checked[0], rtol=1e-4)
+        np.testing.assert_allclose(together.matrices[row], single.matrices[0], rtol=1e-4)
+        np.testing.assert_allclose(together.cleaned[row, :, :length], single.cleaned[0], atol=1e-5)
+        np.testing.assert_array_equal(together.cleaned[row, :, length:], 0.0)
+
+
 def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, capsys, monkeypatch):
     mics, _, _, names, rate = desks_at_minus_18_db
     folder = tmp_path / "desks"

@@ -143,8 +143,9 @@ def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
 def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """KAMIR on a batch; with the phase check (:func:`bleedjax.methods.phase_check.kamir_caps`:
     presets that update Λ, identity channel selection, a known ``sample_rate``) the sessions with
-    a pair of ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again with those pairs' Λ bounded
-    by the phase-aware gains, and ``checked`` holds the gains before the check."""
+    a pair of ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again, together in one padded
+    batch, with those pairs' Λ bounded by the phase-aware gains, and ``checked`` holds the gains
+    before the check."""
     from bleedjax.methods import kamir, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
@@ -157,12 +158,18 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     if not phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate):
         return BatchResult(cleaned, gains, sources, {"lambda": lam})
     before = gains.copy()
+    caps = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
-        session = np.asarray(audio[row, :, :length], np.float32)
-        cap = phase_check.kamir_caps(session, before[row], sample_rate, check)
+        cap = phase_check.kamir_caps(np.asarray(audio[row, :, :length], np.float32), before[row], sample_rate, check)
         if cap is not None:
-            again = kamir.reduce_session(jnp.asarray(session), jnp.asarray(phi), settings, None, jnp.asarray(cap))
-            cleaned[row, :, :length], lam[row], gains[row] = jax.device_get((again.cleaned, again.lam, again.gains))
+            caps[row] = cap
+    if caps:
+        rows = list(caps)
+        again = kamir.reduce_sessions(
+            jnp.asarray(np.asarray(audio)[rows], jnp.float32), jnp.asarray(phi), settings,
+            jnp.asarray(np.asarray(lengths)[rows]), jnp.asarray(np.stack([caps[row] for row in rows]), jnp.float32),
+        )
+        cleaned[rows], lam[rows], gains[rows] = jax.device_get((again.cleaned, again.lam, again.gains))
     return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before)
 
 

@@ -289,6 +289,8 @@ def apply_lambda_sums(
     root for β = 0, nothing for 1 ≤ β ≤ 2); ``"heuristic"`` takes γ = 1 for every β, the plain
     multiplicative update of [3] Eq. 4.1, which moves λ further per iteration but with no
     guarantee that the divergence decreases."""
+    if rule not in UPDATE_RULES:
+        raise ValueError(f"rule must be one of {UPDATE_RULES}, got {rule!r}")
     ratio = numerator / (denominator + EPS)
     exponent = mm_exponent(beta) if rule == "mm" else 1.0
     if exponent == 0.5:
@@ -483,9 +485,12 @@ def reduce_sessions(
     phi: Bool[Array, "mics sources"],
     settings: Settings = Settings(),
     lengths: Int[Array, " sessions"] | None = None,
+    lambda_caps: Float[Array, "sessions mics sources"] | None = None,
 ) -> Result:
     """:func:`reduce_session` vmapped over zero-padded sessions sharing one channel selection,
-    each masked to its own ``lengths`` (all full when ``None``)."""
+    each masked to its own ``lengths`` (all full when ``None``) and with its own ``lambda_caps``
+    (none when ``None``)."""
     if lengths is None:
         lengths = jnp.full(audio.shape[0], audio.shape[-1])
-    return jax.vmap(reduce_session, in_axes=(0, None, None, 0))(audio, phi, settings, lengths)
+    caps_axis = None if lambda_caps is None else 0
+    return jax.vmap(reduce_session, in_axes=(0, None, None, 0, caps_axis))(audio, phi, settings, lengths, lambda_caps)
