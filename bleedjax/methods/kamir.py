@@ -370,6 +370,21 @@ def cap_lambda(
     return jnp.minimum(lam, jnp.maximum(cap, settings.min_leakage)[None])
 
 
+def next_lambda(
+    lam: Float[Array, "bins mics sources"],
+    numerator: Float[Array, "bins mics sources"],
+    denominator: Float[Array, "bins mics sources"],
+    phi: Bool[Array, "mics sources"],
+    settings: Settings,
+    lambda_cap: Float[Array, "mics sources"] | None = None,
+) -> Float[Array, "bins mics sources"]:
+    """Steps 3–4 from the update's sums (:func:`lambda_sums`, over the whole session or added up
+    block by block): the multiplicative update with ``settings.update_rule``, the normalisation
+    and floor, then the bound ``lambda_cap`` (:func:`cap_lambda`)."""
+    updated = apply_lambda_sums(lam, numerator, denominator, settings.beta, settings.update_rule)
+    return cap_lambda(normalise_lambda(updated, phi, settings), lambda_cap, settings)
+
+
 def estimate(
     power: Float[Array, "mics bins frames"],
     phi: Bool[Array, "mics sources"],
@@ -394,8 +409,7 @@ def estimate(
                 psd = kernels.reflect_past_end(psd, jnp.sum(mask).astype(jnp.int32))
             psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
         if settings.update_lambda:
-            lam = normalise_lambda(update_lambda(lam, psd, power, settings.beta, mask, settings.update_rule), phi, settings)
-            lam = cap_lambda(lam, lambda_cap, settings)
+            lam = next_lambda(lam, *lambda_sums(lam, psd, power, settings.beta, mask), phi, settings, lambda_cap)
         return lam, psd
 
     return jax.lax.fori_loop(0, settings.iterations, step, (lam, psd))

@@ -114,8 +114,7 @@ def _lambda_sums(power, phi, lam, psd, settings: kamir.Settings):
 
 @functools.partial(jax.jit, static_argnames=("settings",))
 def _finish_update(lam, numerator, denominator, phi, settings: kamir.Settings, lambda_cap=None):
-    updated = kamir.apply_lambda_sums(lam, numerator, denominator, settings.beta, settings.update_rule)
-    return kamir.cap_lambda(kamir.normalise_lambda(updated, phi, settings), lambda_cap, settings)
+    return kamir.next_lambda(lam, numerator, denominator, phi, settings, lambda_cap)
 
 
 def _margin(settings: kamir.Settings) -> int:
