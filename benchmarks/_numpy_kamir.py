@@ -71,6 +71,15 @@ class Settings:
     sigmoid_threshold: float = 0.25
     gain_equalisation: bool = False
     equalisation_quantile: float = 0.05
+    bound_quantile: float = 0.0
+    bound_headroom: float = 2.0
+    bound_frames: int = 64
+    bound_band: int = 16
+
+    def __post_init__(self):
+        if self.bound_quantile:
+            raise ValueError("the NumPy reference is the paper's KAMIR: it has no ratio-floor bound "
+                             f"(bound_quantile must be 0, got {self.bound_quantile})")
 
     def footprint(self) -> np.ndarray | None:
         """``(bins_extent, frames_extent)`` boolean footprint of the KAM kernel, or ``None``."""

@@ -8,9 +8,10 @@ seeds) and the correlation of the estimated amplitude bleed matrix with the trut
 nan for the presets that keep Λ fixed at its initial value and so estimate no matrix).
 The issue's requirement, KAMIR improves SIR over the mixture in every condition, is checked for
 every preset; the last column says where KAMIR (K4) beats spectral subtraction in mean SDR gain.
-``kamir K4 checked`` is K4 as ``bleedjax reduce --method kamir`` runs it, with the phase check of
+``kamir K4 checked`` is K4 as ``bleedjax reduce --method kamir`` runs it: with the ratio floor's
+bound on Λ (``bound_quantile``, :func:`bleedjax.methods.kamir.floor_cap`) and the phase check of
 mutual pairs (:func:`bleedjax.methods.phase_check.kamir_caps`; only sessions of at least 2 s, so not
-the 1 s PHENICX stems). Each ``--variant "key=value ..."`` adds a row of the checked K4 with those
+the 1 s PHENICX stems). ``--variant "bound_quantile=0"`` is the same without the bound. Each ``--variant "key=value ..."`` adds a row of the checked K4 with those
 ``--set`` overrides (e.g. ``"iterations=8 update_rule=heuristic"``).
 
     .venv/bin/python benchmarks/quality_kamir.py [--seeds 2] [--variant "key=value ..."] [--json out.json]

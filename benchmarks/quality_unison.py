@@ -21,8 +21,9 @@ Each session gets the quality benchmarks' simulated bleed (Seipel & Lerch's matr
 dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every method cleans it:
 
 * spectral subtraction, every preset (the default ``auto`` with its phase check of pairs with
-  √(λ_ij λ_ji) ≥ 0.3, and with the check from 0.4); KAMIR, every preset (K4 with its phase check of
-  pairs with √(g_ij g_ji) ≥ 0.2 on sessions of at least 2 s, and without);
+  √(λ_ij λ_ji) ≥ 0.3, and with the check from 0.4); KAMIR, every preset (K4 with the ratio floor's bound
+  and its phase check of pairs with √(g_ij g_ji) ≥ 0.2 on sessions of at least 2 s, and without
+  the check);
 * the differentiable model: its default (inversion, then a residual magnitude subtraction with
   λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), and the inversion alone.
 

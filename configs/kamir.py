@@ -26,6 +26,11 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # "mm": the λ update's exponent that never increases the divergence (1/2 for beta 0); "heuristic":
     # exponent 1, twice the step (README "KAMIR: iterations and the update rule").
     config.update_rule = "mm"
+    # The ratio floor's bound (bleedjax.methods.kamir.floor_cap), for the presets that update Λ (K4):
+    # Λ_ij <= (bound_headroom x u_ij)², u_ij the bound_quantile-th energy-weighted quantile of |X_i| / |X_j|
+    # in bands of bound_band bins of bound_frames frames, where microphone j is the loudest; 0 turns
+    # it off (the paper's K4). README "KAMIR: the ratio floor".
+    config.bound_quantile = 0.3
     config.channel_map = ""
     # Long recordings (bleedjax.methods.kamir_long): frames per streamed block, frames in the
     # random sample that Λ is learned from, and "projection" (one pass) or "exact" (a pass per

@@ -54,3 +54,5 @@ def test_numpy_kamir_k4_equals_bleedjax(shared_data, rule):
     # to halve a relative difference at each step, so the same bin (229 of 513) ends 1.8 % apart.
     np.testing.assert_allclose(lam, np.asarray(ours.lam), rtol=1e-2 if rule == "mm" else 2.5e-2, atol=1e-6)
     assert np.median(np.abs(lam - np.asarray(ours.lam)) / np.asarray(ours.lam)) < 1e-4
+    with pytest.raises(ValueError, match="bound_quantile"):  # the paper's KAMIR only: no ratio floor
+        nkamir.Settings(**dataclasses.asdict(dataclasses.replace(settings, bound_quantile=0.3)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bleedjax import demo, sessions, simulation
+from bleedjax import demo, sessions, signal, simulation, streaming
 from bleedjax.methods import kamir, kamir_long
 
 RATE = 22050
@@ -29,9 +29,9 @@ def read_all(folder, count):
 
 
 @pytest.mark.parametrize("settings", [
-    kamir.Settings(n_fft=1024, hop=256),
+    kamir.Settings(n_fft=1024, hop=256, bound_quantile=0.3),
     kamir.Settings(n_fft=1024, hop=256, iterations=2, kernel="horizontal", kernel_size=5, update_rule="heuristic"),
-], ids=["K4", "kernel-heuristic"])
+], ids=["K4-bound", "kernel-heuristic"])
 def test_exact_chunked_path_equals_in_memory(session, tmp_path, settings):
     folder, mics, _ = session
     phi = kamir.identity_phi(3)
@@ -42,6 +42,19 @@ def test_exact_chunked_path_equals_in_memory(session, tmp_path, settings):
     chunked = read_all(tmp_path / "out", 3)
     assert chunked.shape == mics.shape
     np.testing.assert_allclose(chunked, np.asarray(memory.cleaned), atol=2e-5)
+
+
+def test_streamed_bound_reads_the_in_memory_bounds_frames(session):
+    """The ratio floor's frames: the in-memory path's lowest-priority frames of the session are
+    the lowest of the streamed summary's sample (bottom-k samples nest), in the same order."""
+    folder, mics, _ = session
+    settings = kamir.Settings(n_fft=1024, hop=256, bound_quantile=0.3)
+    summary = kamir_long.summarise(streaming.SessionReader(folder), settings, kamir_long.LongSettings(block_frames=37))
+    power = jnp.abs(signal.stft(jnp.asarray(mics), n_fft=1024, hop=256, window_name=settings.window)) ** 2
+    frames = kamir.bound_frames(kamir.frame_priorities(jax.random.key(kamir.BOUND_SEED), 0, power.shape[-1]), settings)
+    streamed = summary.power[..., kamir.bound_frames(jnp.asarray(summary.priorities), settings)] * summary.peak
+    assert streamed.shape == (3, 513, settings.bound_frames)
+    np.testing.assert_allclose(np.asarray(streamed), np.asarray(power[..., frames]), rtol=1e-4, atol=1e-6 * float(power.max()))
 
 
 def test_projection_learns_the_same_bleed(session, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import scipy.optimize
 import soundfile as sf
 
-from bleedjax import demo, evaluate, metrics, sessions, signal, simulation
+from bleedjax import demo, evaluate, metrics, ratio_floor, sessions, signal, simulation
 from bleedjax.methods import spectral_subtraction as ss
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="mir_eval")
@@ -159,7 +159,7 @@ def test_ratio_floor_bound_is_the_energy_weighted_quantile_of_the_ratio():
     points = rng.exponential(size=(3, 500)) * (rng.uniform(size=(3, 500)) > 0.2)
     points[2] = 0.0  # a silent track bounds nothing
     quantile = 0.3
-    ours = np.asarray(ss.ratio_floor_bound(jnp.asarray(points, jnp.float32), quantile))
+    ours = np.asarray(ratio_floor.ratio_floor_bound(jnp.asarray(points, jnp.float32), quantile))
     for i in range(3):
         for j in range(2):
             weights = points[j] ** 2
@@ -167,7 +167,7 @@ def test_ratio_floor_bound_is_the_energy_weighted_quantile_of_the_ratio():
             order = np.argsort(ratios[weights > 0])
             cumulative = np.cumsum(weights[weights > 0][order]) / weights.sum()
             expected = ratios[weights > 0][order][np.searchsorted(cumulative, quantile)]
-            expected = np.exp(np.clip(expected, -ss.LOG_RATIO_RANGE, ss.LOG_RATIO_RANGE))  # the bisection's range
+            expected = np.exp(np.clip(expected, -ratio_floor.LOG_RATIO_RANGE, ratio_floor.LOG_RATIO_RANGE))  # the bisection's range
             np.testing.assert_allclose(ours[i, j], expected, rtol=1e-5)
     assert np.all(np.isinf(ours[:, 2]))
     assert ours[2, 0] < 1e-6  # a silent target: the bound is the range's floor, e^-16
@@ -183,13 +183,32 @@ def test_ratio_floor_bound_finds_the_gain_where_a_source_plays_alone():
     owner = rng.permutation(np.concatenate([alone, together]))
     sources = rng.exponential(size=(3, size)) * ((owner == np.arange(3)[:, None]) | (owner == -1))
     mixing = np.array([[1.0, 0.05, 0.12], [0.08, 1.0, 0.03], [0.1, 0.06, 1.0]])
-    bound = np.asarray(ss.ratio_floor_bound(jnp.asarray(mixing @ sources, jnp.float32), 0.3))
+    bound = np.asarray(ratio_floor.ratio_floor_bound(jnp.asarray(mixing @ sources, jnp.float32), 0.3))
     off = ~np.eye(3, dtype=bool)
     np.testing.assert_allclose(bound[off], mixing[off], rtol=0.05)
     # The regression of Eq. (1) on the same points is biased upwards by the shared points.
     gram = ss.magnitude_gram(jnp.asarray(mixing @ sources, jnp.float32)[:, None, :])
     lam = np.stack([np.asarray(ss.nnls_row(gram, jnp.asarray(i), PAPER_NNLS).lam) for i in range(3)])
     assert np.all(lam[off] > 1.5 * mixing[off])
+
+
+def test_loudest_only_ratio_floor_ignores_points_of_other_sources_bleed():
+    # A loud source 1 with strong bleed into microphone 2 (0.6) and little into microphone 0
+    # (0.05): where it plays alone, X_0 / X_2 = 0.05 / 0.6, far below a_02 = 0.3, and those
+    # points hold most of microphone 2's energy. Only with loudest_only does the floor stay near
+    # every gain.
+    rng = np.random.default_rng(1)
+    size = 6000
+    owner = rng.permutation(np.concatenate([np.repeat([0, 1, 2], size // 4), np.full(size - 3 * (size // 4), -1)]))
+    sources = rng.exponential(size=(3, size)) * ((owner == np.arange(3)[:, None]) | (owner == -1))
+    sources[1] *= 3.0
+    mixing = np.array([[1.0, 0.05, 0.3], [0.1, 1.0, 0.08], [0.2, 0.6, 1.0]])
+    points = jnp.asarray(mixing @ sources, jnp.float32)
+    off = ~np.eye(3, dtype=bool)
+    plain = np.asarray(ratio_floor.ratio_floor_bound(points, 0.3))
+    loudest = np.asarray(ratio_floor.ratio_floor_bound(points, 0.3, loudest_only=True))
+    assert plain[0, 2] < 0.5 * mixing[0, 2]
+    np.testing.assert_allclose(loudest[off], mixing[off], rtol=0.05)
 
 
 def test_floor_preset_caps_the_refined_lambda_and_subtracts_the_microphones(simulated):
@@ -199,7 +218,7 @@ def test_floor_preset_caps_the_refined_lambda_and_subtracts_the_microphones(simu
     refined = ss.refine_lambda(mags, ss.Settings())
     floor = ss.refine_lambda(mags, settings)
     points = mags.reshape(4, -1)[:, :: ss.lattice_stride(settings, 4)][:, ::4]
-    expected = np.minimum(np.asarray(refined.lam), np.asarray(ss.ratio_floor_bound(points, 0.3)))
+    expected = np.minimum(np.asarray(refined.lam), np.asarray(ratio_floor.ratio_floor_bound(points, 0.3)))
     np.testing.assert_allclose(np.asarray(floor.lam), expected, rtol=1e-6)
     assert np.any(np.asarray(floor.lam) < np.asarray(refined.lam) - 1e-3)
     assert int(floor.rounds) == 0

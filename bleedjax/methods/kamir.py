@@ -26,6 +26,14 @@ The output of microphone ``i`` is the sum of the images of its own sources,
 Optional gain equalisation (as in the authors' later code) divides every (bin, channel) of
 ``|X|`` by its 5 % time quantile before estimation; the mask is then applied to the original.
 
+Beyond [1], ``bound_quantile`` > 0 (the command line's default, 0.3) bounds Λ, where it is updated,
+by the ratio floor (:func:`floor_cap`, :mod:`bleedjax.ratio_floor`): ``λ_ij(f) ≤ (h u_ij)²`` at
+every frequency and iteration, ``u_ij`` the energy-weighted quantile of ``|X_i| / |X_j|`` over
+``bound_frames`` frames sampled by priority (:func:`bound_frames`), in bands of ``bound_band``
+bins, counted only where microphone ``j`` is the loudest, and ``h`` = ``bound_headroom``.
+The λ update with KAMIR's own P overestimates weak gains (two violins at −18 dB: 1.66×); the
+floor sits near them from above.
+
 Implementation notes: powers are divided by their peak over the session first, so the small
 constant that guards divisions (``EPS``, −120 dB) means the same at any input level and zero
 padding changes nothing. ``|Ŷ_ij|² = W_ij² V_i``, so step 1 is
@@ -54,8 +62,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax import kernels, signal
-from bleedjax._types import Array, Bool, Complex, Float, Int
+from bleedjax import kernels, ratio_floor, signal
+from bleedjax._types import Array, Bool, Complex, Float, Int, PRNGKeyArray
 
 EPS = 1e-12
 KERNEL_SHAPES = ("none", "horizontal", "vertical", "cross")
@@ -84,6 +92,10 @@ class Settings:
     sigmoid_threshold: float = 0.25
     gain_equalisation: bool = False
     equalisation_quantile: float = 0.05
+    bound_quantile: float = 0.0
+    bound_headroom: float = 2.0
+    bound_frames: int = 64
+    bound_band: int = 16
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -104,6 +116,13 @@ class Settings:
             raise ValueError(f"min_leakage must be in (0, 1), got {self.min_leakage}")
         if not 0.0 < self.equalisation_quantile < 1.0:
             raise ValueError("equalisation_quantile must be in (0, 1)")
+        if not 0.0 <= self.bound_quantile < 1.0:
+            raise ValueError(f"bound_quantile must be in [0, 1) (0: no bound), got {self.bound_quantile}")
+        if not self.bound_headroom >= 1.0:
+            raise ValueError(f"bound_headroom must be >= 1, got {self.bound_headroom}")
+        if self.bound_frames < 1 or self.bound_band < 1:
+            raise ValueError(f"bound_frames and bound_band must be positive, got {self.bound_frames} "
+                             f"and {self.bound_band}")
 
     def footprint(self) -> np.ndarray | None:
         """The KAM kernel's footprint, or ``None`` for no kernel."""
@@ -370,6 +389,71 @@ def cap_lambda(
     return jnp.minimum(lam, jnp.maximum(cap, settings.min_leakage)[None])
 
 
+BOUND_SEED = 0
+"""The key of the frames that the in-memory ratio-floor bound reads (:func:`bound_frames`); the
+streamed path's summary samples with ``LongSettings.seed``, 0 by default, so the two agree."""
+
+
+def frame_priorities(key: PRNGKeyArray, first: Int[Array, ""] | int, count: int) -> Float[Array, " frames"]:
+    """A uniform random number per frame ``first .. first + count``, from the frame's own key,
+    so any blocking of the recording sees the same numbers."""
+    return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t)))(first + jnp.arange(count))
+
+
+def bound_frames(
+    priorities: Float[Array, " frames"], settings: Settings, mask: Float[Array, " frames"] | None = None
+) -> Int[Array, " sampled"]:
+    """The ``min(bound_frames, T)`` frames of lowest priority (:func:`frame_priorities`), the
+    padding (``mask`` 0) last, in ascending priority: the frames the ratio floor reads (the
+    padding's, only when a session has fewer frames than that, are zeroed by the caller)."""
+    if mask is not None:
+        priorities = jnp.where(mask > 0, priorities, jnp.inf)
+    return jax.lax.top_k(-priorities, min(settings.bound_frames, priorities.shape[0]))[1]
+
+
+def floor_cap(
+    power: Float[Array, "mics bins frames"], phi: Bool[Array, "mics sources"], settings: Settings
+) -> Float[Array, "mics sources"]:
+    """The ratio floor's bound on Λ (``settings.bound_quantile`` > 0; beyond [1]):
+    ``(bound_headroom · u_ik)²`` for source ``j`` at microphone ``i``, where ``u_ik`` is
+    :func:`bleedjax.ratio_floor.ratio_floor_bound` (``loudest_only``) of ``|X_i| / |X_k|`` and
+    ``k`` is ``j``'s own microphone (the loosest of them if ``φ(j)`` has several; no bound for a
+    source without one).
+
+    ``power``: ``(I, F, T')``, the frames to read (:func:`bound_frames`) of the power that Λ is
+    estimated on. The ratios are of bands of ``bound_band`` adjacent bins (their power summed; the
+    last ``F mod bound_band`` bins are left out): a room's transfer function varies from bin to
+    bin, and single bins put the floor far below its broadband gain (README "KAMIR: the ratio
+    floor"). At weak bleed the λ update with KAMIR's own P overestimates the gains (two violins
+    at −18 dB: 1.66× the truth); the floor sits near them from above, and the headroom leaves room
+    for bleed that varies with frequency."""
+    bins = power.shape[1] // settings.bound_band * settings.bound_band
+    bands = power[:, :bins].reshape(power.shape[0], -1, settings.bound_band, power.shape[2]).sum(axis=2)
+    floor = ratio_floor.ratio_floor_bound(jnp.sqrt(bands).reshape(power.shape[0], -1), settings.bound_quantile,
+                                          loudest_only=True)
+    own = jnp.max(jnp.where(phi[None, :, :], floor[:, :, None], 0.0), axis=1)
+    own = jnp.where(jnp.any(phi, axis=0)[None, :], own, jnp.inf)
+    return (settings.bound_headroom * own) ** 2
+
+
+def combined_cap(
+    power: Float[Array, "mics bins frames"],
+    phi: Bool[Array, "mics sources"],
+    settings: Settings,
+    lambda_cap: Float[Array, "mics sources"] | None,
+    mask: Float[Array, " frames"] | None = None,
+) -> Float[Array, "mics sources"] | None:
+    """``lambda_cap`` and, where Λ is updated and ``settings.bound_quantile`` > 0, the ratio
+    floor's bound (:func:`floor_cap`) on the session's :func:`bound_frames`: the smaller of the
+    two at every pair."""
+    if not (settings.bound_quantile and settings.update_lambda):
+        return lambda_cap
+    frames = bound_frames(frame_priorities(jax.random.key(BOUND_SEED), 0, power.shape[-1]), settings, mask)
+    sampled = power[..., frames] if mask is None else power[..., frames] * mask[frames][None, None, :]
+    cap = floor_cap(sampled, phi, settings)
+    return cap if lambda_cap is None else jnp.minimum(lambda_cap, cap)
+
+
 def next_lambda(
     lam: Float[Array, "bins mics sources"],
     numerator: Float[Array, "bins mics sources"],
@@ -452,7 +536,7 @@ def separate(
         power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile, mask) ** 2
     peak = jnp.max(power if mask is None else power * mask[None, None, :])
     power = power / jnp.where(peak > 0, peak, 1.0)
-    lam, psd = estimate(power, phi, settings, mask, lambda_cap)
+    lam, psd = estimate(power, phi, settings, mask, combined_cap(power, phi, settings, lambda_cap, mask))
     masks = jnp.swapaxes(output_masks(lam, psd, phi, settings), -1, -2)
     return jnp.swapaxes(masks * frames_major, -1, -2), lam, psd
 

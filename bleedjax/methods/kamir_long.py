@@ -31,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bleedjax import streaming
-from bleedjax._types import Array, Bool, Float, Int, PRNGKeyArray
+from bleedjax._types import Array, Bool, Float, PRNGKeyArray
 from bleedjax.methods import kamir, phase_check
 
 
@@ -57,13 +58,7 @@ class LongSettings:
             raise ValueError("block_frames and projection_size must be positive")
 
 
-def frame_priorities(key: PRNGKeyArray, first: Int[Array, ""] | int, count: int) -> Float[Array, " frames"]:
-    """A uniform random number per frame ``first .. first + count``, from the frame's own key,
-    so any blocking of the recording sees the same numbers."""
-    return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t)))(first + jnp.arange(count))
-
-
-_frame_priorities = jax.jit(frame_priorities, static_argnames=("count",))
+_frame_priorities = jax.jit(kamir.frame_priorities, static_argnames=("count",))
 
 
 class FrameSample:
@@ -131,11 +126,20 @@ def _blocks(total, long: LongSettings, label: str, progress: bool):
     return streaming.progress_blocks(streaming.block_ranges(total, long.block_frames), label, progress)
 
 
+class Summary(NamedTuple):
+    """:func:`summarise`'s sample: ``(I, F, K)`` power divided by ``peak``, and the ``(K,)``
+    frames' priorities."""
+
+    power: jax.Array
+    peak: float
+    priorities: np.ndarray
+
+
 def summarise(
     reader: streaming.SessionReader, settings: kamir.Settings, long: LongSettings, *, progress: bool = False
-) -> tuple[jax.Array, float]:
+) -> Summary:
     """One pass: the ``(I, F, K)`` power of ``K`` = ``projection_size`` frames sampled uniformly
-    (:class:`FrameSample`), divided by its peak, and the peak."""
+    (:class:`FrameSample`), divided by its peak, the peak and the frames' priorities."""
     if settings.gain_equalisation:
         raise ValueError("gain_equalisation needs the whole recording's quantiles; it is not "
                          "available for long recordings")
@@ -146,7 +150,7 @@ def summarise(
                                     window=settings.window)
         sample.add(first, np.asarray(jnp.abs(spec) ** 2))
     peak = sample.peak if sample.peak > 0 else 1.0
-    return jnp.asarray(sample.frames) / peak, peak
+    return Summary(jnp.asarray(sample.frames) / peak, peak, sample.priorities)
 
 
 def learn_lambda(
@@ -157,20 +161,29 @@ def learn_lambda(
     *,
     progress: bool = False,
     lambda_cap: np.ndarray | None = None,
-    summarised: tuple[jax.Array, float] | None = None,
+    summarised: Summary | None = None,
 ) -> tuple[np.ndarray, float, jax.Array]:
     """Stage 1: the Λ of every iteration ``(iterations + 1, F, I, J)``, the power peak, and the
     sources' projected PSDs ``(J, F, K)`` (weights for summarising Λ over frequency).
 
     With ``learn="projection"`` every entry is the Λ learned on the summary (separation then
     uses it fixed in all iterations); with ``"exact"`` entry ``k`` is the in-memory Λ after
-    ``k`` iterations. ``lambda_cap``: ``(I, J)`` bound on Λ (:func:`kamir.cap_lambda`).
+    ``k`` iterations. ``lambda_cap``: ``(I, J)`` bound on Λ (:func:`kamir.cap_lambda`); the ratio
+    floor's bound (``settings.bound_quantile``, :func:`kamir.floor_cap`) reads the summary's
+    ``bound_frames`` of lowest priority, which are the in-memory bound's frames when
+    ``seed`` is :data:`kamir.BOUND_SEED` and ``projection_size`` ≥ ``bound_frames``.
     ``summarised``: :func:`summarise`'s result when it is already known (no pass then).
     """
-    summary, peak = summarise(reader, settings, long, progress=progress) if summarised is None else summarised
+    summary, peak, priorities = summarise(reader, settings, long, progress=progress) if summarised is None else summarised
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     phi_j = jnp.asarray(phi)
     cap = None if lambda_cap is None else jnp.asarray(lambda_cap, jnp.float32)
+    if settings.bound_quantile and settings.update_lambda:
+        # The in-memory bound's frames are the session's bound_frames of lowest priority: with the
+        # same seed, the summary's lowest (bottom-k samples nest).
+        sampled = summary[..., np.asarray(kamir.bound_frames(jnp.asarray(priorities), settings))]
+        floor = kamir.floor_cap(sampled, phi_j, settings)
+        cap = floor if cap is None else jnp.minimum(cap, floor)
     summary_psd = kamir.initial_psd(summary, phi_j)
     steps = settings.iterations + 1
     if long.learn == "projection" or not settings.update_lambda:

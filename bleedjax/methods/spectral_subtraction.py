@@ -105,6 +105,7 @@ import optax
 
 from bleedjax import signal
 from bleedjax._types import Array, Complex, Float, Int
+from bleedjax.ratio_floor import ratio_floor_bound
 
 STOP_PATIENCE = 3
 # Every product in this module is a float32 one: DEFAULT would be TF32 on NVIDIA GPUs since Ampere
@@ -486,53 +487,6 @@ def refine_lambda(
     stride = lattice_stride(settings, magnitudes.shape[0])
     points = magnitudes.reshape(magnitudes.shape[0], -1)[:, ::stride]
     return refine_from_statistics(magnitude_gram(magnitudes), points, settings)
-
-
-BISECTION_STEPS = 24
-LOG_RATIO_RANGE = 16.0
-
-
-def ratio_floor_bound(
-    points: Float[Array, "tracks points"], quantile: float
-) -> Float[Array, "tracks tracks"]:
-    """The ratio floor ``u_ij``: the ``quantile`` of ``X_i / X_j`` over the points, each weighted
-    by ``X_j²`` (beyond [1]).
-
-    Where source ``j`` is the only one sounding in a bin, ``X_i / X_j = a_ij`` exactly; where
-    source ``i`` (or any other) sounds too, the ratio is mostly larger. A low energy-weighted
-    quantile of the ratio therefore sits near the bleed gain even where the two sources' spectra
-    are correlated, which is what biases Eq. (1) upwards at weak bleed (two violins at −18 dB:
-    λ 2.1× the truth). Points of zero weight (silence, a batch's padding) do not count, so the
-    bound of a padded session equals the unpadded one's. Found by :data:`BISECTION_STEPS`
-    bisection steps on the log ratio in ``[−LOG_RATIO_RANGE, LOG_RATIO_RANGE]``, one O(J² P)
-    pass each, without sorting. A silent track ``j`` gets ``u_ij = ∞`` (no bound).
-
-    Args:
-        points: ``(J, P)`` magnitudes at the same ``P`` time-frequency points of every track.
-        quantile: in ``(0, 1)``.
-
-    Returns:
-        ``(J, J)`` bound, row ``i`` for target ``i`` (the diagonal is 1).
-    """
-    logs = jnp.log(jnp.maximum(points, jnp.finfo(jnp.float32).tiny))
-    weights = points**2
-    total = jnp.sum(weights, axis=1)
-    ratios = logs[:, None, :] - logs[None, :, :]
-
-    def step(_, bracket):
-        low, high = bracket
-        middle = 0.5 * (low + high)
-        below = jnp.sum(jnp.where(ratios <= middle[:, :, None], weights[None], 0.0), axis=-1)
-        enough = below >= quantile * total[None, :]
-        return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
-
-    num_tracks = points.shape[0]
-    start = (
-        jnp.full((num_tracks, num_tracks), -LOG_RATIO_RANGE),
-        jnp.full((num_tracks, num_tracks), LOG_RATIO_RANGE),
-    )
-    _, high = jax.lax.fori_loop(0, BISECTION_STEPS, step, start)
-    return jnp.where(total[None, :] > 0, jnp.exp(high), jnp.inf)
 
 
 def lattice_stride(settings: Settings, num_tracks: int) -> int:
