@@ -109,6 +109,8 @@ def test_gate_stays_shut_for_a_faint_copy_in_the_other_direction():
             np.testing.assert_array_equal(weights, [[0.0, 1.0], [1.0, 0.0]])
 
 
+# About 30 s of two 8 s fits: the gate's behaviour stays in the default run through the unit tests above.
+@pytest.mark.heavy
 def test_gate_keeps_the_inversion_where_it_removed_the_bleed():
     """Delayed linear bleed: the inversion removes it, the outputs are no longer coherent, and the
     gated residual stage subtracts nothing. Ungated, it subtracts λ = 0.25 (its box) for every pair

@@ -123,6 +123,9 @@ def test_a_louder_partner_is_checked_too():
     assert checked_gain.min() > -1.0, checked_gain
 
 
+# About 25 s (two reduce runs with the check's fit); the check's pairs and warnings stay in the default
+# run through the tests on the desks and the CLI.
+@pytest.mark.heavy
 def test_strong_delayed_bleed_keeps_its_lambda_near_the_truth():
     stems = sessions.read_session(demo.bundled_stems())
     mics, references, truth = simulate_arrays(stems.audio[:, : 4 * 44100], sample_rate=44100, bleed="linear",
