@@ -213,9 +213,10 @@ def test_bound_caps_lambda_where_it_is_updated_and_only_there(simulated):
     assert np.all(lam <= np.maximum(cap, kamir.Settings().min_leakage)[None] * (1 + 1e-5))
     assert np.any(np.asarray(free.lam) > cap[None] * 1.01)  # the bound binds on this session
     fixed = kamir.Settings(bound_quantile=0.3, update_lambda=False)  # K1-K3, K5: Λ stays at its start
-    assert kamir.combined_cap(power_of(mics), phi, fixed, None) is None
+    priorities = kamir.frame_priorities(jax.random.key(kamir.BOUND_SEED), 0, power_of(mics).shape[-1])
+    assert kamir.combined_cap(power_of(mics), phi, fixed, None, priorities) is None
     cap = jnp.full((5, 5), 0.5)
-    assert kamir.combined_cap(power_of(mics), phi, fixed, cap) is cap
+    assert kamir.combined_cap(power_of(mics), phi, fixed, cap, priorities) is cap
 
 
 def test_ratio_floor_keeps_two_violins_at_weak_bleed_from_losing():

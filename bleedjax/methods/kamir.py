@@ -404,8 +404,7 @@ def bound_frames(
     priorities: Float[Array, " frames"], settings: Settings, mask: Float[Array, " frames"] | None = None
 ) -> Int[Array, " sampled"]:
     """The ``min(bound_frames, T)`` frames of lowest priority (:func:`frame_priorities`), the
-    padding (``mask`` 0) last, in ascending priority: the frames the ratio floor reads (the
-    padding's, only when a session has fewer frames than that, are zeroed by the caller)."""
+    padding (``mask`` 0) last, in ascending priority: the frames the ratio floor reads."""
     if mask is not None:
         priorities = jnp.where(mask > 0, priorities, jnp.inf)
     return jax.lax.top_k(-priorities, min(settings.bound_frames, priorities.shape[0]))[1]
@@ -441,14 +440,18 @@ def combined_cap(
     phi: Bool[Array, "mics sources"],
     settings: Settings,
     lambda_cap: Float[Array, "mics sources"] | None,
+    priorities: Float[Array, " frames"],
     mask: Float[Array, " frames"] | None = None,
 ) -> Float[Array, "mics sources"] | None:
     """``lambda_cap`` and, where Λ is updated and ``settings.bound_quantile`` > 0, the ratio
-    floor's bound (:func:`floor_cap`) on the session's :func:`bound_frames`: the smaller of the
-    two at every pair."""
+    floor's bound (:func:`floor_cap`) on the :func:`bound_frames` of ``power``, whose frames have
+    the given ``priorities``: the smaller of the two at every pair. The in-memory path passes the
+    whole session (its padding, ``mask`` 0, is read as silence when a session has fewer frames
+    than ``bound_frames``); the streamed path its summary's sample, whose lowest priorities are
+    the same frames."""
     if not (settings.bound_quantile and settings.update_lambda):
         return lambda_cap
-    frames = bound_frames(frame_priorities(jax.random.key(BOUND_SEED), 0, power.shape[-1]), settings, mask)
+    frames = bound_frames(priorities, settings, mask)
     sampled = power[..., frames] if mask is None else power[..., frames] * mask[frames][None, None, :]
     cap = floor_cap(sampled, phi, settings)
     return cap if lambda_cap is None else jnp.minimum(lambda_cap, cap)
@@ -536,7 +539,8 @@ def separate(
         power = power / equalisation_gains(jnp.sqrt(power), settings.equalisation_quantile, mask) ** 2
     peak = jnp.max(power if mask is None else power * mask[None, None, :])
     power = power / jnp.where(peak > 0, peak, 1.0)
-    lam, psd = estimate(power, phi, settings, mask, combined_cap(power, phi, settings, lambda_cap, mask))
+    priorities = frame_priorities(jax.random.key(BOUND_SEED), 0, power.shape[-1])
+    lam, psd = estimate(power, phi, settings, mask, combined_cap(power, phi, settings, lambda_cap, priorities, mask))
     masks = jnp.swapaxes(output_masks(lam, psd, phi, settings), -1, -2)
     return jnp.swapaxes(masks * frames_major, -1, -2), lam, psd
 

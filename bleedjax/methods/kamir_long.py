@@ -178,12 +178,9 @@ def learn_lambda(
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     phi_j = jnp.asarray(phi)
     cap = None if lambda_cap is None else jnp.asarray(lambda_cap, jnp.float32)
-    if settings.bound_quantile and settings.update_lambda:
-        # The in-memory bound's frames are the session's bound_frames of lowest priority: with the
-        # same seed, the summary's lowest (bottom-k samples nest).
-        sampled = summary[..., np.asarray(kamir.bound_frames(jnp.asarray(priorities), settings))]
-        floor = kamir.floor_cap(sampled, phi_j, settings)
-        cap = floor if cap is None else jnp.minimum(cap, floor)
+    # The in-memory bound reads the session's bound_frames of lowest priority: with the same seed,
+    # the summary's lowest (bottom-k samples nest).
+    cap = kamir.combined_cap(summary, phi_j, settings, cap, jnp.asarray(priorities))
     summary_psd = kamir.initial_psd(summary, phi_j)
     steps = settings.iterations + 1
     if long.learn == "projection" or not settings.update_lambda:
