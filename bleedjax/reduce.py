@@ -55,19 +55,29 @@ def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
+SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+"""What ``--set key=value`` accepts for a boolean key (lower-cased)."""
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-    """Applies ``key=value`` strings; values are Python literals or bare strings."""
+    """Applies ``key=value`` strings; values are Python literals or bare strings, and a switch
+    (a boolean key) also takes ``true/false``, ``yes/no``, ``on/off`` or ``1/0`` in any case."""
     config = ml_collections.ConfigDict(config.to_dict())
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or key not in config:
             known = ", ".join(sorted(config.keys()))
             raise sessions.SessionError(f"--set {item}: expected key=value with key one of {known}")
+        current = config[key]
+        if isinstance(current, bool):
+            if text.strip().lower() not in SWITCH_WORDS:
+                raise sessions.SessionError(f"--set {item}: {key} is a switch, give true or false")
+            config[key] = SWITCH_WORDS[text.strip().lower()]
+            continue
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        current = config[key]
         if isinstance(current, float) and not isinstance(value, bool):
             try:
                 value = float(value)

@@ -38,7 +38,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.update(dataclasses.asdict(LongSettings()))
     # The phase check (bleedjax.methods.phase_check.kamir_caps), for the presets that update Λ (K4),
     # sessions of at least phase_check_min_seconds and no channel_map: pairs whose gains have
-    # sqrt(g_ij g_ji) >= phase_check_min_gain keep Λ within (phase_check_headroom x the differentiable
-    # model's gain)², fitted on the busiest phase_check_seconds.
+    # sqrt(g_ij g_ji) >= phase_check_min_gain keep Λ within (h x the differentiable model's gain)²,
+    # fitted on the busiest phase_check_seconds; h = phase_check_headroom, or with phase_check_gate
+    # 1 + (phase_check_headroom - 1) x the model's residual gate (1 where its inversion leaves no bleed).
     config.update(dataclasses.asdict(KamirCheckSettings()))
     return config

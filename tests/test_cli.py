@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bleedjax import cli
+from bleedjax import cli, reduce, sessions
 
 RATE = 16000
 
@@ -83,6 +83,18 @@ def test_set_overrides_and_config_file(tmp_path, capsys):
     np.testing.assert_allclose(cleaned, sf.read(session / "mic0.wav")[0], atol=2 / 32768)
     assert run("reduce", session, "--out", tmp_path / "p", "--set", "no_such_key=1") == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_switches_take_true_and_false_in_any_spelling():
+    config = reduce.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "kamir.py")
+    assert config.phase_check is True and config.phase_check_gate is True
+    for text, value in [("False", False), ("false", False), ("OFF", False), ("no", False), ("0", False),
+                        ("true", True), ("Yes", True), ("on", True), ("1", True)]:
+        assert reduce.apply_overrides(config, [f"phase_check={text}"]).phase_check is value
+    for text in ["maybe", "2", ""]:
+        with pytest.raises(sessions.SessionError, match="phase_check_gate is a switch, give true or false"):
+            reduce.apply_overrides(config, [f"phase_check_gate={text}"])
+    assert reduce.apply_overrides(config, ["iterations=8"]).iterations == 8  # other keys as before
 
 
 def bad_rate(folder):

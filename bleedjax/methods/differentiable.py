@@ -178,7 +178,7 @@ def wiener_mask(
     return signal.istft(x * mask, length=mics.shape[-1], valid_length=length, **transform)
 
 
-def _masked_stft(
+def masked_stft(
     audio: Float[Array, "tracks samples"], settings: Settings, length: Int[Array, ""] | None
 ) -> tuple[Complex[Array, "tracks bins frames"], Float[Array, " frames"] | None]:
     """The fit's STFT with the frames beyond ``length`` zeroed, and that ``(frames,)`` mask
@@ -197,7 +197,7 @@ def fit_session(
     length: Int[Array, ""] | None = None,
 ) -> bleed_fit.FitResult:
     """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
-    return bleed_fit.fit(_masked_stft(audio, settings, length)[0], settings)
+    return bleed_fit.fit(masked_stft(audio, settings, length)[0], settings)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
@@ -254,7 +254,7 @@ def output_coherence(
 ) -> Float[Array, "tracks tracks"]:
     """:func:`bleedjax.coherence.coherent_fraction` of the cleaned tracks on the fit's STFT, the
     frames beyond ``length`` left out."""
-    spectra, mask = _masked_stft(cleaned, settings, length)
+    spectra, mask = masked_stft(cleaned, settings, length)
     return coherence.coherent_fraction(spectra, lags=settings.residual_gate_lags, mask=mask)
 
 

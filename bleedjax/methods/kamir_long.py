@@ -269,11 +269,11 @@ def reduce_long(
         mutual = phase_check.kamir_checked_pairs(gains, reader.length, reader.sample_rate, check)
     if mutual is not None:
         start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-        fitted = phase_check.phase_gains(reader.read(start, start + samples), samples, reader.sample_rate)
+        cap = phase_check.kamir_excerpt_cap(reader.read(start, start + samples), samples, reader.sample_rate,
+                                            mutual, check)
         before = gains
         history, peak, summary_psd = learn_lambda(
-            reader, phi, settings, long, progress=progress, summarised=summarised,
-            lambda_cap=phase_check.kamir_cap(mutual, fitted, check.phase_check_headroom),
+            reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=cap,
         )
         gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)

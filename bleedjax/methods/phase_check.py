@@ -35,20 +35,24 @@ most ``phase_check_seconds``.
 KAMIR (``bleedjax reduce --method kamir``, presets that update Λ: K4) has the same failure in a
 milder form: between partners its Λ converges to about 0.27² whatever the bleed, and its Wiener
 filter gives the partner's share of every shared point away. Its check (:func:`kamir_caps`)
-bounds Λ, at every frequency and iteration, by ``(2 g)²`` for the pairs whose amplitude gains
-have ``√(g_ij g_ji) ≥ 0.2``: 6 dB of headroom above the coherent copy, for the reverberant bleed
-that a room adds and one delayed copy does not explain. It runs only on sessions of at least 2 s,
-where the fitted delays hold (on the 1 s PHENICX stems the bound cost up to 19 dB on a track).
+bounds Λ, at every frequency and iteration, by ``(h g)²`` for the pairs whose amplitude gains
+have ``√(g_ij g_ji) ≥ 0.2``. The headroom ``h`` goes from 1 to 2 (6 dB) with the differentiable
+model's residual gate on the same excerpt (:func:`phase_gains_and_gate`): 2 for the reverberant
+bleed that a room adds and one delayed copy does not explain, about 1 where the model's
+inversion leaves no bleed to allow for (:func:`kamir_cap`). It runs only on sessions of at least
+2 s, where the fitted delays hold (on the 1 s PHENICX stems the bound cost up to 19 dB on a track).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
 import numpy as np
 
 from bleedjax import streaming
-from bleedjax._types import Bool, Float
+from bleedjax._types import Array, Bool, Float, Int
 
 MUTUAL_BLEED_THRESHOLD = 0.4
 """Geometric mean of a pair's λ (amplitude, −8 dB) from which ``bleedjax reduce`` warns about the
@@ -102,6 +106,19 @@ def phase_weights(
     return np.where(mutual, np.where(lam > 0, ratio, 0.0), 1.0).astype(np.float32)
 
 
+def _busiest_excerpt(
+    audio: Float[np.ndarray, "tracks samples"], samples: int, step: int
+) -> tuple[Float[np.ndarray, "tracks padded"], int]:
+    """The busiest ``samples``-long excerpt (starting at a multiple of ``step``,
+    :func:`bleedjax.streaming.busiest_excerpt_of`) of ``(J, n)`` tracks, zero-padded to a whole
+    number of ``step`` s, and its true length."""
+    audio = np.asarray(audio, np.float32)
+    samples = min(audio.shape[-1], max(1, samples))
+    start = streaming.busiest_excerpt_of(audio, samples, step)
+    padded = -(-samples // max(1, step)) * max(1, step)
+    return np.pad(audio[:, start : start + samples], ((0, 0), (0, padded - samples))), samples
+
+
 def phase_gains(
     audio: Float[np.ndarray, "tracks samples"], samples: int, step: int, settings=None
 ) -> Float[np.ndarray, "tracks tracks"]:
@@ -118,13 +135,49 @@ def phase_gains(
     from bleedjax.methods import differentiable
 
     settings = differentiable.Settings() if settings is None else settings
-    audio = np.asarray(audio, np.float32)
-    samples = min(audio.shape[-1], max(1, samples))
-    start = streaming.busiest_excerpt_of(audio, samples, step)
-    padded = -(-samples // max(1, step)) * max(1, step)
-    excerpt = np.pad(audio[:, start : start + samples], ((0, 0), (0, padded - samples)))
+    excerpt, samples = _busiest_excerpt(audio, samples, step)
     fitted = differentiable.fit_session(jnp.asarray(excerpt), settings, jnp.asarray(samples, jnp.int32))
     return np.asarray(fitted.params.gains)
+
+
+def phase_gains_and_gate(
+    audio: Float[np.ndarray, "tracks samples"], samples: int, step: int, settings=None
+) -> tuple[Float[np.ndarray, "tracks tracks"], Float[np.ndarray, "tracks tracks"]]:
+    """``(gains, gate)``, both ``(J, J)``: the gains of :func:`phase_gains` and, on the same
+    excerpt, the differentiable model's residual gate (:func:`_residual_gate`): about 1 where
+    bleed is left that one delayed copy does not explain (a room's reverberation), 0 where the
+    model's inversion removed it all."""
+    import jax.numpy as jnp
+
+    from bleedjax.methods import differentiable
+
+    settings = differentiable.Settings() if settings is None else settings
+    excerpt, samples = _busiest_excerpt(audio, samples, step)
+    excerpt, length = jnp.asarray(excerpt), jnp.asarray(samples, jnp.int32)
+    fitted = differentiable.fit_session(excerpt, settings, length)
+    gate = _residual_gate(fitted.params, excerpt, length, settings)
+    return np.asarray(fitted.params.gains), np.asarray(gate)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _residual_gate(
+    params, excerpt: Float[Array, "tracks padded"], length: Int[Array, ""], settings
+) -> Float[Array, "tracks tracks"]:
+    """``(J, J)`` :func:`bleedjax.coherence.gate` (the ramp of ``settings.residual_gate_low`` /
+    ``residual_gate_high``, as the differentiable method's residual stage) of the coherent
+    fractions of the fitted model's inversion of ``excerpt``, in the fit's own STFT
+    (:func:`bleedjax.bleed_fit.unmix_stft`, per bin, the frames beyond ``length`` left out). The
+    whole-signal inversion of :func:`bleedjax.methods.differentiable.unmix` gave gates within
+    0.05 of these except under strong delayed bleed (lower there, where these lean towards the
+    full headroom), at 4 s more on 16 tracks × 20 s (README, "KAMIR: the phase check's headroom
+    follows the residual gate")."""
+    from bleedjax import bleed_fit, coherence
+    from bleedjax.methods import differentiable
+
+    spectra, mask = differentiable.masked_stft(excerpt, settings, length)
+    inverted = bleed_fit.unmix_stft(params, spectra, settings) * mask[None, None, :]
+    fractions = coherence.coherent_fraction(inverted, lags=settings.residual_gate_lags, mask=mask)
+    return coherence.gate(fractions, settings.residual_gate_low, settings.residual_gate_high)
 
 
 def weights(
@@ -162,6 +215,7 @@ class KamirCheckSettings:
     phase_check_seconds: float = 20.0
     phase_check_min_gain: float = 0.2
     phase_check_headroom: float = 2.0
+    phase_check_gate: bool = True
     phase_check_min_seconds: float = 2.0
 
     def __post_init__(self):
@@ -176,10 +230,14 @@ class KamirCheckSettings:
 
 
 def kamir_cap(
-    mutual: Bool[np.ndarray, "tracks tracks"], gains: Float[np.ndarray, "tracks tracks"], headroom: float
+    mutual: Bool[np.ndarray, "tracks tracks"],
+    gains: Float[np.ndarray, "tracks tracks"],
+    headroom: float,
+    gate: Float[np.ndarray, "tracks tracks"] | None = None,
 ) -> Float[np.ndarray, "tracks tracks"]:
     """``(J, J)`` bound on KAMIR's Λ (power, :func:`bleedjax.methods.kamir.cap_lambda`):
-    ``(headroom · g_ij)²`` for the ``mutual`` pairs, ``inf`` elsewhere.
+    ``(h_ij · g_ij)²`` for the ``mutual`` pairs, ``inf`` elsewhere, with ``h_ij = headroom``, or
+    with a ``gate`` (:func:`phase_gains_and_gate`) ``h_ij = 1 + (headroom − 1) · gate_ij``.
 
     KAMIR's Λ between two tracks that play the same part converges to about 0.27² whatever the
     bleed (four iterations of the Itakura–Saito update on alike power spectrograms), and its
@@ -188,8 +246,19 @@ def kamir_cap(
     ``g`` is the bleed that phase can vouch for. In a room Λ also carries reverberant bleed that
     one delayed copy does not explain (``g / √Λ`` down to 0.1–0.5 on the chorale's room), so the
     bound leaves ``headroom`` (2: 6 dB) above ``g`` instead of capping at ``g`` itself, which cost
-    the chorale's room 1.5 dB of mean ΔSDR (README, "Unison")."""
-    bound = (headroom * np.clip(np.asarray(gains, np.float64), 0.0, None)) ** 2
+    the chorale's room 1.5 dB of mean ΔSDR (README, "Unison").
+
+    Where the bleed is one delayed copy, though, the headroom lets a partner's playing back in:
+    with viola_b 6 dB louder than viola_a on the rendered desks at −18 dB (seed 0), g is 0.111
+    (truth 0.123), K4's gain 0.242, and bounded at 2g it settles at 0.184, which cost viola_a
+    1.07 dB. The gate tells the two apart: after the model's inversion a room's reverberant
+    bleed stays coherent with its source (gate 0.54–1 on every checked pair of the rooms of
+    ``benchmarks/quality_unison.py`` and ``quality_kamir.py``, 2 seeds), while delayed copies
+    leave little (desk partners 0.03–0.32; other pairs 0–0.05, up to 0.64 under the chorale's
+    −6 dB bleed). So the headroom goes from 1 (nothing left to explain) to ``headroom``
+    (reverberation left) with the gate."""
+    factor = np.full(np.shape(gains), headroom) if gate is None else 1.0 + (headroom - 1.0) * np.asarray(gate, np.float64)
+    bound = (factor * np.clip(np.asarray(gains, np.float64), 0.0, None)) ** 2
     return np.where(np.asarray(mutual), bound, np.inf).astype(np.float32)
 
 
@@ -229,4 +298,20 @@ def kamir_caps(
     if mutual is None:
         return None
     samples, step = excerpt(check, sample_rate, audio.shape[-1])
-    return kamir_cap(mutual, phase_gains(audio, samples, step), check.phase_check_headroom)
+    return kamir_excerpt_cap(audio, samples, step, mutual, check)
+
+
+def kamir_excerpt_cap(
+    audio: Float[np.ndarray, "tracks samples"],
+    samples: int,
+    step: int,
+    mutual: Bool[np.ndarray, "tracks tracks"],
+    check: KamirCheckSettings,
+) -> Float[np.ndarray, "tracks tracks"]:
+    """:func:`kamir_cap` of the ``mutual`` pairs with the model fitted on the busiest
+    ``samples`` of ``(J, n)`` tracks (:func:`phase_gains`), its headroom set by the residual
+    gate when ``check.phase_check_gate`` (:func:`phase_gains_and_gate`)."""
+    if not check.phase_check_gate:
+        return kamir_cap(mutual, phase_gains(audio, samples, step), check.phase_check_headroom)
+    gains, gate = phase_gains_and_gate(audio, samples, step)
+    return kamir_cap(mutual, gains, check.phase_check_headroom, gate)
