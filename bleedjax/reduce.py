@@ -70,9 +70,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             raise sessions.SessionError(f"--set {item}: expected key=value with key one of {known}")
         current = config[key]
         if isinstance(current, bool):
-            if text.strip().lower() not in SWITCH_WORDS:
+            word = text.strip().lower()
+            if word not in SWITCH_WORDS:
                 raise sessions.SessionError(f"--set {item}: {key} is a switch, give true or false")
-            config[key] = SWITCH_WORDS[text.strip().lower()]
+            config[key] = SWITCH_WORDS[word]
             continue
         try:
             value = ast.literal_eval(text)

@@ -106,17 +106,23 @@ def phase_weights(
     return np.where(mutual, np.where(lam > 0, ratio, 0.0), 1.0).astype(np.float32)
 
 
-def _busiest_excerpt(
-    audio: Float[np.ndarray, "tracks samples"], samples: int, step: int
-) -> tuple[Float[np.ndarray, "tracks padded"], int]:
-    """The busiest ``samples``-long excerpt (starting at a multiple of ``step``,
-    :func:`bleedjax.streaming.busiest_excerpt_of`) of ``(J, n)`` tracks, zero-padded to a whole
-    number of ``step`` s, and its true length."""
+def _fit_excerpt(audio: Float[np.ndarray, "tracks samples"], samples: int, step: int, settings=None):
+    """``(fit, excerpt, length, settings)``: the differentiable model (``settings``, the defaults
+    when ``None``) fitted to the busiest ``samples``-long excerpt (starting at a multiple of
+    ``step``, :func:`bleedjax.streaming.busiest_excerpt_of`) of ``(J, n)`` tracks, that excerpt
+    zero-padded to a whole number of ``step`` s, and its true length."""
+    import jax.numpy as jnp
+
+    from bleedjax.methods import differentiable
+
+    settings = differentiable.Settings() if settings is None else settings
     audio = np.asarray(audio, np.float32)
     samples = min(audio.shape[-1], max(1, samples))
     start = streaming.busiest_excerpt_of(audio, samples, step)
     padded = -(-samples // max(1, step)) * max(1, step)
-    return np.pad(audio[:, start : start + samples], ((0, 0), (0, padded - samples))), samples
+    excerpt = jnp.asarray(np.pad(audio[:, start : start + samples], ((0, 0), (0, padded - samples))))
+    length = jnp.asarray(samples, jnp.int32)
+    return differentiable.fit_session(excerpt, settings, length), excerpt, length, settings
 
 
 def phase_gains(
@@ -130,14 +136,7 @@ def phase_gains(
     The excerpt is zero-padded to a whole number of ``step`` s and fitted with its true length
     (the fit leaves the padding's frames out), so sessions shorter than the excerpt compile the fit
     once per second of length instead of once per length; the gains are the same (to 3e-8)."""
-    import jax.numpy as jnp
-
-    from bleedjax.methods import differentiable
-
-    settings = differentiable.Settings() if settings is None else settings
-    excerpt, samples = _busiest_excerpt(audio, samples, step)
-    fitted = differentiable.fit_session(jnp.asarray(excerpt), settings, jnp.asarray(samples, jnp.int32))
-    return np.asarray(fitted.params.gains)
+    return np.asarray(_fit_excerpt(audio, samples, step, settings)[0].params.gains)
 
 
 def phase_gains_and_gate(
@@ -147,14 +146,7 @@ def phase_gains_and_gate(
     excerpt, the differentiable model's residual gate (:func:`_residual_gate`): about 1 where
     bleed is left that one delayed copy does not explain (a room's reverberation), 0 where the
     model's inversion removed it all."""
-    import jax.numpy as jnp
-
-    from bleedjax.methods import differentiable
-
-    settings = differentiable.Settings() if settings is None else settings
-    excerpt, samples = _busiest_excerpt(audio, samples, step)
-    excerpt, length = jnp.asarray(excerpt), jnp.asarray(samples, jnp.int32)
-    fitted = differentiable.fit_session(excerpt, settings, length)
+    fitted, excerpt, length, settings = _fit_excerpt(audio, samples, step, settings)
     gate = _residual_gate(fitted.params, excerpt, length, settings)
     return np.asarray(fitted.params.gains), np.asarray(gate)
 
@@ -175,7 +167,7 @@ def _residual_gate(
     from bleedjax.methods import differentiable
 
     spectra, mask = differentiable.masked_stft(excerpt, settings, length)
-    inverted = bleed_fit.unmix_stft(params, spectra, settings) * mask[None, None, :]
+    inverted = bleed_fit.unmix_stft(params, spectra, settings)
     fractions = coherence.coherent_fraction(inverted, lags=settings.residual_gate_lags, mask=mask)
     return coherence.gate(fractions, settings.residual_gate_low, settings.residual_gate_high)
 
@@ -257,7 +249,7 @@ def kamir_cap(
     leave little (desk partners 0.03–0.32; other pairs 0–0.05, up to 0.64 under the chorale's
     −6 dB bleed). So the headroom goes from 1 (nothing left to explain) to ``headroom``
     (reverberation left) with the gate."""
-    factor = np.full(np.shape(gains), headroom) if gate is None else 1.0 + (headroom - 1.0) * np.asarray(gate, np.float64)
+    factor = headroom if gate is None else 1.0 + (headroom - 1.0) * np.asarray(gate, np.float64)
     bound = (factor * np.clip(np.asarray(gains, np.float64), 0.0, None)) ** 2
     return np.where(np.asarray(mutual), bound, np.inf).astype(np.float32)
 
