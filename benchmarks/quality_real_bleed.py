@@ -22,14 +22,22 @@ and are left out. A control row adds 10 % of the other microphones to each micro
 bleed): its ΔSIR must be negative, or the proxy does not measure bleed. The scores are
 cross-checked against ``mir_eval.separation.bss_eval_sources``.
 
-    .venv/bin/python benchmarks/quality_real_bleed.py [--json out.json]
+A third session holds all seven close microphones (two per singer, one for S1), cleaned together
+by the default methods, with and without a channel map that puts each singer's microphones on one
+source (``--set channel_map=FILE``; :mod:`bleedjax.same_source`). Its outputs are scored as the
+two sessions above: the dynamic microphones against the four larynx signals, the headsets against
+three.
+
+    .venv/bin/python benchmarks/quality_real_bleed.py [--json out.json] [--parts presets together]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -45,6 +53,8 @@ SESSIONS = {"DYN": ["S1", "A2", "T2", "B2"], "HSM": ["A2", "T2", "B2"]}
 METHODS = [("spectral-subtraction", preset) for preset in methods.get_method("spectral-subtraction").presets]
 METHODS += [("kamir", preset) for preset in methods.get_method("kamir").presets] + [("differentiable", None)]
 CONTROL_BLEED = 0.1
+TOGETHER = [("S1", "DYN"), ("A2", "DYN"), ("A2", "HSM"), ("T2", "DYN"), ("T2", "HSM"), ("B2", "DYN"), ("B2", "HSM")]
+DEFAULTS = [("spectral-subtraction", None), ("kamir", None), ("differentiable", None)]
 
 
 def load(microphone: str, singers: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -74,15 +84,56 @@ def outputs(mics: np.ndarray, names: list[str]):
     yield f"control: + {CONTROL_BLEED:g} × other mics", with_more_bleed(mics)
 
 
+def together(map_file: pathlib.Path) -> dict:
+    """The seven close microphones as one session, each default method with and without the
+    channel map: ΔSDR / ΔSIR of the dynamic and the headset microphones, scored separately."""
+    read = lambda singer, kind: sf.read(CHOIR / f"{TAKE}_{singer}_{kind}.wav", dtype="float32")[0]
+    mics = np.stack([read(s, k) for s, k in TOGETHER])
+    names = [f"{s}_{k}" for s, k in TOGETHER]
+    singers = {}
+    for singer, kind in TOGETHER:
+        singers.setdefault(singer, []).append(f"{singer}_{kind}")
+    map_file.write_text(json.dumps(singers))
+    print(f"\nall seven close microphones in one session ({', '.join(names)}), scored per kind against the larynx "
+          "microphones")
+    print(f"{'method':<34} {'map':>3}  {'DYN ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}   "
+          f"{'HSM ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}")
+    rows = {}
+    for method, preset in DEFAULTS:
+        for with_map in (False, True):
+            overrides = {"channel_map": str(map_file)} if with_map else {}
+            cleaned = clean_with(method, preset, mics, names, overrides, sample_rate=22050)[0]
+            row = {}
+            for kind, voices in SESSIONS.items():
+                picked = [names.index(f"{v}_{kind}") for v in voices]
+                references = np.stack([read(v, "LRX") for v in voices])
+                before, after = evaluate.score(references, mics[picked]), evaluate.score(references, cleaned[picked])
+                row[kind] = {m: (after[m] - before[m]).tolist() for m in ("sdr", "sir")}
+            label = f"{method} {preset or ''}".strip()
+            rows[f"{label} {'map' if with_map else 'no map'}"] = row
+            cells = "   ".join(
+                f"{np.mean(row[k]['sdr']):13.2f} {np.min(row[k]['sdr']):6.2f} {np.mean(row[k]['sir']):9.2f} "
+                f"{np.min(row[k]['sir']):6.2f}" for k in SESSIONS
+            )
+            print(f"{label:<34} {'yes' if with_map else 'no':>3}  {cells}", flush=True)
+    return {"tracks": names, "map": singers, "gains": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="write every figure to this JSON file")
+    parser.add_argument("--parts", nargs="+", choices=["presets", "together"], default=["presets", "together"],
+                        help="presets: every preset on the DYN and HSM sessions; together: the seven microphones "
+                             "in one session, with and without a channel map")
     args = parser.parse_args(argv)
     if not CHOIR.is_dir():
         parser.error(f"{CHOIR} not found: this benchmark needs ../shared/data beside the repository")
     start = time.perf_counter()
     figures = {}
-    for microphone, singers in SESSIONS.items():
+    if "together" in args.parts:
+        with tempfile.TemporaryDirectory() as scratch:
+            figures["together"] = together(pathlib.Path(scratch) / "map.json")
+    for microphone, singers in SESSIONS.items() if "presets" in args.parts else ():
         references, mics, names = load(microphone, singers)
         before = evaluate.score(references, mics)
         print(f"\n{microphone} microphones of {', '.join(singers)} against their larynx microphones; unprocessed: "

@@ -69,6 +69,7 @@ from bleedjax import bleed_model, gcc_phat
 from bleedjax._types import Array, Complex, Float
 from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import spectral_subtraction
+from bleedjax.same_source import apart, check_table
 
 HIGHEST = jax.lax.Precision.HIGHEST
 GAIN_TERM_BINS = 128
@@ -98,6 +99,7 @@ class FitSettings:
     shrinkage: bool = True
     shrinkage_scale: float = 1.5
     shrinkage_blocks: int = 8
+    same_source: tuple[tuple[bool, ...], ...] = ()
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -112,6 +114,7 @@ class FitSettings:
             raise ValueError(f"shrinkage_scale must be >= 0, got {self.shrinkage_scale}")
         if self.shrinkage_blocks < 2:
             raise ValueError(f"shrinkage_blocks must be >= 2, got {self.shrinkage_blocks}")
+        check_table(self.same_source)
 
 
 class Statistics(NamedTuple):
@@ -139,9 +142,10 @@ def _off_diagonal(num: int) -> Float[Array, "tracks tracks"]:
 
 def project(params: BleedParams, settings: FitSettings) -> BleedParams:
     """Onto the feasible set: ``0 ≤ g ≤ max_gain``, ``0 ≤ τ ≤ max_delay``, colour ≥ 0 with mean 1
-    (its mean moved into the gain), and the diagonal fixed to ``g = 1, τ = 0, c = 1``."""
+    (its mean moved into the gain), the diagonal fixed to ``g = 1, τ = 0, c = 1``, and no bleed
+    (``g = 0``) between microphones of one source (``settings.same_source``)."""
     num = params.gains.shape[0]
-    off = _off_diagonal(num)
+    off = jnp.asarray(apart(settings.same_source, num))
     colour = jnp.clip(params.colour, 0.0, None)
     mean = jnp.mean(colour, axis=-1)
     safe = jnp.where(mean > 0, mean, 1.0)
@@ -164,7 +168,9 @@ def initialise(
     delays, peaks = gcc_phat.delays(
         spectra, max_delay=settings.max_delay, upsample=settings.upsample, beta=settings.phat_beta
     )
-    lam_settings = spectral_subtraction.Settings(max_lambda=settings.max_gain, refinements=0)
+    lam_settings = spectral_subtraction.Settings(
+        max_lambda=settings.max_gain, refinements=0, same_source=settings.same_source
+    )
     lam, _ = spectral_subtraction.estimate_lambda(jnp.abs(spectra), lam_settings)
     params = bleed_model.flat(lam, delays, settings.bands)
     return project(params, settings), peaks

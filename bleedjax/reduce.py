@@ -154,13 +154,17 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     return notes + _method_warnings(result, method, config)
 
 
+ONE_SOURCE_HINT = ("If both are microphones of one source, give --set channel_map=FILE (README: Several microphones "
+                   "on one source) so that neither is subtracted from the other")
+
+
 def _method_warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None) -> list[str]:
     if method == "spectral-subtraction" and result.checked is not None:
         return [
             f"λ {before[0]:.2f} / {before[1]:.2f} between {first} and {second} capped to {after[0]:.2f} / "
             f"{after[1]:.2f} by the phase check: less of either is a delayed copy of the other than the magnitudes "
             "suggest, as when the two play the same part; in a reverberant room, or on a few seconds of audio, the "
-            "cap can leave some bleed (README: Unison)"
+            f"cap can leave some bleed (README: Unison). {ONE_SOURCE_HINT}"
             for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
         ]
     if method == "kamir" and result.checked is not None:
@@ -178,7 +182,8 @@ def _method_warnings(result: SessionResult, method: str, config: ml_collections.
         return [
             f"λ {forward:.2f} / {backward:.2f} between {first} and {second}: strong bleed both ways, or the two "
             "play the same part; in unison spectral subtraction removes the target, so try the default preset "
-            "auto (it checks such pairs by phase), --method differentiable or --method kamir --preset K5 (README: Unison)"
+            "auto (it checks such pairs by phase), --method differentiable or --method kamir --preset K5 (README: Unison). "
+            f"{ONE_SOURCE_HINT}"
             for first, second, forward, backward in mutual_bleed_pairs(result.matrix, result.session.track_names)
         ]
     if method == "differentiable":

@@ -15,7 +15,12 @@ from bleedjax.methods.differentiable_long import LongSettings
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(dataclasses.asdict(Settings()))
+    settings = dataclasses.asdict(Settings())
+    del settings["same_source"]  # from channel_map, for each session's track names
+    config = ml_collections.ConfigDict(settings)
+    # A JSON or CSV file mapping sources to microphones (bleedjax.channel_map), as for kamir: no
+    # bleed is fitted between the microphones of one source.
+    config.channel_map = ""
     config.n_fft = 4096  # 93 ms Hann frames at 44.1 kHz, hop 1024
     config.hop = 1024
     config.max_delay = 1024  # samples; must be below n_fft / 2 (GCC-PHAT's lag range)

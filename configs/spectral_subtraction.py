@@ -27,7 +27,12 @@ DEFAULT_PRESET = "auto"
 def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"unknown spectral-subtraction preset {preset!r}; choose from {', '.join(PRESETS)}")
-    config = ml_collections.ConfigDict(dataclasses.asdict(Settings(**PRESETS[preset])))
+    settings = dataclasses.asdict(Settings(**PRESETS[preset]))
+    del settings["same_source"]  # from channel_map, for each session's track names
+    config = ml_collections.ConfigDict(settings)
+    # A JSON or CSV file mapping sources to microphones (bleedjax.channel_map), as for kamir: the
+    # microphones of one source are not regressed on, nor subtracted from, each other.
+    config.channel_map = ""
     config.n_fft = 4096  # Hamming 4096 / 2048 at 44.1 kHz: 93 ms frames, as in the paper
     config.hop = 2048
     config.window = "hamming"

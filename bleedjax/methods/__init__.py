@@ -92,7 +92,7 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
     from bleedjax.methods import phase_check, spectral_subtraction
 
-    settings = _settings(spectral_subtraction.Settings, config)
+    settings = _spectral_subtraction_settings(track_names, config)
     result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
     cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
     check = _settings(phase_check.CheckSettings, config)
@@ -102,22 +102,45 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     for row, length in enumerate(np.asarray(lengths).tolist()):
         session = np.asarray(audio[row, :, :length], np.float32)
         weights = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
-                                      check.phase_check_min_lambda, settings.max_lambda)
+                                      check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
         if weights is not None:
             again = spectral_subtraction.reduce_session(jnp.asarray(session), settings, None, jnp.asarray(weights))
             cleaned[row, :, :length], lam[row] = jax.device_get((again.cleaned, again.lam))
     return BatchResult(cleaned, lam, checked=before)
 
 
+def _spectral_subtraction_settings(track_names, config):
+    """The method's settings, with ``same_source`` from the ``channel_map`` (microphones that share
+    a source are not regressed on, nor subtracted from, each other)."""
+    from bleedjax.methods import spectral_subtraction
+
+    settings = _settings(spectral_subtraction.Settings, config)
+    return dataclasses.replace(settings, same_source=_same_source(track_names, config))
+
+
+def _same_source(track_names, config):
+    """The table of microphones that the ``channel_map`` puts on one source (``()`` without one)."""
+    from bleedjax.same_source import from_channel_map
+
+    return from_channel_map(_load_channel_map(track_names, config)[0]) if config.get("channel_map") else ()
+
+
+def _load_channel_map(track_names, config) -> tuple[np.ndarray, list[str]]:
+    from bleedjax.channel_map import load_channel_map
+
+    return load_channel_map(config.channel_map, track_names)
+
+
 def _spectral_subtraction_batch_key(track_names, config, *, sample_rate):
-    """Sessions batch by sample rate: the phase check's excerpt is in seconds."""
-    return sample_rate
+    """Sessions batch by sample rate (the phase check's excerpt is in seconds) and by the
+    microphones that the channel map puts on one source."""
+    return sample_rate, _same_source(track_names, config)
 
 
 def _spectral_subtraction_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import phase_check, spectral_subtraction, spectral_subtraction_long
+    from bleedjax.methods import phase_check, spectral_subtraction_long
 
-    settings = _settings(spectral_subtraction.Settings, config)
+    settings = _spectral_subtraction_settings(track_names, config)
     long = _settings(spectral_subtraction_long.LongSettings, config)
     check = _settings(phase_check.CheckSettings, config)
     lam, before = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, check, pad=pad,
@@ -132,11 +155,10 @@ def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
-    from bleedjax.channel_map import load_channel_map
     from bleedjax.methods.kamir import identity_phi
 
     if config.get("channel_map"):
-        return load_channel_map(config.channel_map, track_names)
+        return _load_channel_map(track_names, config)
     return identity_phi(len(track_names)), list(track_names)
 
 
@@ -279,19 +301,28 @@ def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(params.gains), arrays
 
 
-def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
+def _differentiable_settings(track_names, config):
+    """The model's settings, with ``same_source`` from the ``channel_map`` (no bleed is fitted
+    between microphones of one source)."""
     from bleedjax.methods import differentiable
 
     settings = _settings(differentiable.Settings, config)
+    return dataclasses.replace(settings, same_source=_same_source(track_names, config))
+
+
+def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
+    from bleedjax.methods import differentiable
+
+    settings = _differentiable_settings(track_names, config)
     result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
     gains, arrays = _differentiable_arrays(result)
     return BatchResult(np.asarray(jax.device_get(result.cleaned)), gains, None, arrays)
 
 
 def _differentiable_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import differentiable, differentiable_long
+    from bleedjax.methods import differentiable_long
 
-    settings = _settings(differentiable.Settings, config)
+    settings = _differentiable_settings(track_names, config)
     long = _settings(differentiable_long.LongSettings, config)
     fitted, start, samples = differentiable_long.reduce_long(folder, out_dir, settings, long, pad=pad,
                                                              progress=progress, offsets=offsets)
@@ -320,7 +351,7 @@ METHODS = {
         min_tracks=1, validate=_kam_nmf_validate, run_long=_kam_nmf_run_long, long_samples=KAM_NMF_LONG_SAMPLES,
     ),
     "differentiable": Method(
-        "differentiable", _differentiable_config, (), _differentiable_run,
+        "differentiable", _differentiable_config, (), _differentiable_run, _same_source,
         artefacts=("bleed.json", "bleed.npz"), run_long=_differentiable_run_long,
         long_samples=DIFFERENTIABLE_LONG_SAMPLES,
     ),

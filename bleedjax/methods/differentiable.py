@@ -226,7 +226,11 @@ def reduce_session(
             coherent = output_coherence(cleaned, settings, length)
             weights = coherence.gate(coherent, settings.residual_gate_low, settings.residual_gate_high)
         residual = spectral_subtraction.reduce_session(
-            cleaned, spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0), length,
+            cleaned,
+            spectral_subtraction.Settings(
+                max_lambda=settings.residual_max_lambda, refinements=0, same_source=settings.same_source
+            ),
+            length,
             weights,
         )
         cleaned, residual_lambda = residual.cleaned, residual.lam

@@ -179,15 +179,20 @@ def weights(
     step: int,
     threshold: float,
     max_lambda: float = np.inf,
+    same_source: tuple[tuple[bool, ...], ...] = (),
 ) -> Float[np.ndarray, "tracks tracks"] | None:
     """The factors of :func:`phase_weights` for one session's ``(J, n)`` tracks and ``(J, J)`` λ
     (mutual: :func:`mutual_pairs` at ``threshold``), the gains fitted on an excerpt as :func:`phase_gains`
     and kept in spectral subtraction's box (``max_lambda``: a gain never raises λ above it);
-    ``None`` when no pair is mutual (then nothing is fitted)."""
+    ``None`` when no pair is mutual (then nothing is fitted). ``same_source``: the microphones of
+    one source (:mod:`bleedjax.same_source`), between which the model fits no bleed."""
     mutual = mutual_pairs(lam, threshold)
     if not mutual.any():
         return None
-    return phase_weights(lam, np.minimum(phase_gains(audio, samples, step), max_lambda), mutual)
+    from bleedjax.methods import differentiable
+
+    gains = phase_gains(audio, samples, step, differentiable.Settings(same_source=same_source))
+    return phase_weights(lam, np.minimum(gains, max_lambda), mutual)
 
 
 def excerpt(check: CheckSettings | KamirCheckSettings, sample_rate: int | None, length: int) -> tuple[int, int]:

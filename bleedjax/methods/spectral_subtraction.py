@@ -87,6 +87,9 @@ Beyond [1]:
       ``bound_max_tracks`` applies the bound only to sessions of at most that many tracks
       (0: any); preset ``auto`` is ``floor`` up to :data:`AUTO_MAX_TRACKS` tracks and
       ``refined`` above, and is the command line's default.
+    * ``same_source`` (from a channel map, :mod:`bleedjax.same_source`): Eq. (1) for target ``i``
+      leaves out the other microphones of ``i``'s source, so their λ stays 0 and Eq. (7) never
+      subtracts a source from its own microphones.
 
 References:
     [1] F. Seipel, A. Lerch, "Multi-track crosstalk reduction", AES 144th Convention, 2018.
@@ -106,6 +109,7 @@ import optax
 from bleedjax import signal
 from bleedjax._types import Array, Complex, Float, Int
 from bleedjax.ratio_floor import ratio_floor_bound
+from bleedjax.same_source import apart, check_table
 
 STOP_PATIENCE = 3
 # Every product in this module is a float32 one: DEFAULT would be TF32 on NVIDIA GPUs since Ampere
@@ -188,6 +192,7 @@ class Settings:
     bound_quantile: float = 0.0
     bound_stride: int = 0
     bound_max_tracks: int = 0
+    same_source: tuple[tuple[bool, ...], ...] = ()
 
     def __post_init__(self):
         if self.window not in ("hann", "hamming"):
@@ -221,6 +226,7 @@ class Settings:
             raise ValueError(f"bound_max_tracks must be >= 0 (0: any number of tracks), got {self.bound_max_tracks}")
         if self.unroll < 0:
             raise ValueError(f"unroll must be >= 0 (0: automatic), got {self.unroll}")
+        check_table(self.same_source)
 
 
 # The most tracks for which preset ``auto`` caps λ by the ratio floor. On the 4-6 track pieces of
@@ -261,6 +267,12 @@ def magnitude_gram(magnitudes: Float[Array, "tracks bins frames"]) -> Float[Arra
 
 def _others(num_tracks: int, target: Int[Array, ""]) -> Float[Array, " tracks"]:
     return (jnp.arange(num_tracks) != target).astype(jnp.float32)
+
+
+def _regressors(num_tracks: int, target: Int[Array, ""], settings: Settings) -> Float[Array, " tracks"]:
+    """1 for the tracks that Eq. (1) may regress target ``i`` on: every other track, less the
+    microphones of the target's own source (``settings.same_source``, :mod:`bleedjax.same_source`)."""
+    return jnp.asarray(apart(settings.same_source, num_tracks))[target]
 
 
 def row_cost(
@@ -325,7 +337,7 @@ def descend_row(
     norms = jnp.sqrt(jnp.clip(jnp.diag(gram), 0.0, None))
     audible = norms > 0
     safe_norms = jnp.where(audible, norms, 1.0)
-    others = _others(num_tracks, target) * audible
+    others = _regressors(num_tracks, target, settings) * audible
     unit_gram = gram / (safe_norms[:, None] * safe_norms[None, :])
     hessian_max = 2.0 * jnp.linalg.eigvalsh(unit_gram * others[:, None] * others[None, :])[-1]
     scale = settings.curvature / (settings.learning_rate * jnp.where(hessian_max > 0, hessian_max, 1.0))
@@ -367,9 +379,8 @@ def nnls_row(
     Works on the normal equations ``G_{−i,−i} λ = G_{−i,i}`` with a boolean passive set, so all
     shapes stay static; at most ``3 J`` outer steps (the method terminates in finitely many).
     """
-    del settings
     num_tracks = gram.shape[0]
-    others = _others(num_tracks, target) > 0
+    others = _regressors(num_tracks, target, settings) > 0
     hessian = jnp.where(others[:, None] & others[None, :], gram, 0.0)
     rhs = jnp.where(others, gram[:, target], 0.0)
     tol = 1e-6 * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hessian))), jnp.finfo(jnp.float32).tiny)

@@ -128,7 +128,7 @@ def reduce_long(
     if check.phase_check and phase_check.mutual_pairs(before, check.phase_check_min_lambda).any():
         start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
         weights = phase_check.weights(reader.read(start, start + samples), before, samples, reader.sample_rate,
-                                      check.phase_check_min_lambda, settings.max_lambda)
+                                      check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
         refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     writer = streaming.OverlapAddWriter(reader, pathlib.Path(out_dir), total, n_fft=settings.n_fft,
