@@ -134,6 +134,8 @@ class FitResult(NamedTuple):
     costs: Float[Array, " rounds"]
     peaks: Float[Array, "tracks tracks"]
     standard_errors: Float[Array, "tracks tracks"]
+    """The gains' block-jackknife standard errors before the shrinkage (:func:`gain_standard_errors`);
+    ``nan`` with ``shrinkage=False``, which does not need them."""
 
 
 def _off_diagonal(num: int) -> Float[Array, "tracks tracks"]:
@@ -441,8 +443,9 @@ def fit(
         return params, cost(params, stats, settings)
 
     params, costs = jax.lax.scan(round_, initial, jnp.arange(settings.rounds))
+    if not settings.shrinkage:
+        return FitResult(params, initial, costs, peaks, jnp.full_like(params.gains, jnp.nan))
     errors = gain_standard_errors(params, spectra, settings)
-    if settings.shrinkage:
-        factors = shrinkage_factors(params.gains, errors, settings.shrinkage_scale)
-        params = project(params._replace(gains=params.gains * factors), settings)
+    factors = shrinkage_factors(params.gains, errors, settings.shrinkage_scale)
+    params = project(params._replace(gains=params.gains * factors), settings)
     return FitResult(params, initial, costs, peaks, errors)

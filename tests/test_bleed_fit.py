@@ -1,5 +1,7 @@
 """GCC-PHAT, the fit of the differentiable bleed model and cleaning with it, on synthetic mixtures."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,6 +170,23 @@ def test_projection_keeps_parameters_in_range():
     np.testing.assert_allclose(np.asarray(out.gains), [[1.0, 0.0], [0.25, 1.0]])
     np.testing.assert_allclose(np.asarray(out.delays), [[0.0, 0.0], [256.0, 0.0]])
     np.testing.assert_allclose(np.asarray(out.colour), [[[1.0, 1.0], [0.5, 1.5]], [[0.0, 2.0], [1.0, 1.0]]])
+    one_source = bleed_fit.project(params, dataclasses.replace(SETTINGS, same_source=((True, True), (True, True))))
+    np.testing.assert_allclose(np.asarray(one_source.gains), np.eye(2))
+    np.testing.assert_allclose(np.asarray(one_source.delays), 0.0)
+
+
+def test_without_shrinkage_the_fit_is_the_one_before_the_shrinkage():
+    """``shrinkage=False`` skips the standard errors (``nan``) and returns the gains that the
+    default then shrinks by :func:`bleed_fit.shrinkage_factors`."""
+    mics, _, _ = delayed_mixture(0, seconds=1.0)
+    small = dataclasses.replace(SETTINGS, rounds=1, steps=10)
+    shrunk = differentiable.fit_session(jnp.asarray(mics), small)
+    plain = differentiable.fit_session(jnp.asarray(mics), dataclasses.replace(small, shrinkage=False))
+    assert np.all(np.isnan(np.asarray(plain.standard_errors)))
+    assert np.all(np.isfinite(np.asarray(shrunk.standard_errors)))
+    factors = bleed_fit.shrinkage_factors(plain.params.gains, shrunk.standard_errors, small.shrinkage_scale)
+    expected = bleed_fit.project(plain.params._replace(gains=plain.params.gains * factors), small)
+    np.testing.assert_allclose(np.asarray(shrunk.params.gains), np.asarray(expected.gains), atol=1e-6)
 
 
 def test_fit_recovers_delays_and_gains_and_cleans():
