@@ -134,7 +134,7 @@ def estimate(
     if method == "differentiable":
         from bleedjax.methods import differentiable
 
-        settings = methods._differentiable_settings(track_names, config)
+        settings = methods._mapped_settings(differentiable.Settings, track_names, config)
         params = jax.device_get(differentiable.fit_session(jnp.asarray(audio, jnp.float32), settings).params)
         return np.asarray(params.gains), np.asarray(params.delays)
     if chosen.min_tracks < 2:

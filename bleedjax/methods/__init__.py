@@ -92,7 +92,7 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
     from bleedjax.methods import phase_check, spectral_subtraction
 
-    settings = _spectral_subtraction_settings(track_names, config)
+    settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
     cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
     check = _settings(phase_check.CheckSettings, config)
@@ -109,13 +109,11 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     return BatchResult(cleaned, lam, checked=before)
 
 
-def _spectral_subtraction_settings(track_names, config):
-    """The method's settings, with ``same_source`` from the ``channel_map`` (microphones that share
-    a source are not regressed on, nor subtracted from, each other)."""
-    from bleedjax.methods import spectral_subtraction
-
-    settings = _settings(spectral_subtraction.Settings, config)
-    return dataclasses.replace(settings, same_source=_same_source(track_names, config))
+def _mapped_settings(cls, track_names, config):
+    """:func:`_settings` of a method that takes ``same_source`` (spectral subtraction, the
+    differentiable model), with the table from the ``channel_map``: the microphones of one source
+    are not regressed on, nor subtracted from, each other."""
+    return dataclasses.replace(_settings(cls, config), same_source=_same_source(track_names, config))
 
 
 def _same_source(track_names, config):
@@ -138,9 +136,9 @@ def _spectral_subtraction_batch_key(track_names, config, *, sample_rate):
 
 
 def _spectral_subtraction_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import phase_check, spectral_subtraction_long
+    from bleedjax.methods import phase_check, spectral_subtraction, spectral_subtraction_long
 
-    settings = _spectral_subtraction_settings(track_names, config)
+    settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     long = _settings(spectral_subtraction_long.LongSettings, config)
     check = _settings(phase_check.CheckSettings, config)
     lam, before = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, check, pad=pad,
@@ -301,28 +299,19 @@ def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(params.gains), arrays
 
 
-def _differentiable_settings(track_names, config):
-    """The model's settings, with ``same_source`` from the ``channel_map`` (no bleed is fitted
-    between microphones of one source)."""
-    from bleedjax.methods import differentiable
-
-    settings = _settings(differentiable.Settings, config)
-    return dataclasses.replace(settings, same_source=_same_source(track_names, config))
-
-
 def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
     from bleedjax.methods import differentiable
 
-    settings = _differentiable_settings(track_names, config)
+    settings = _mapped_settings(differentiable.Settings, track_names, config)
     result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
     gains, arrays = _differentiable_arrays(result)
     return BatchResult(np.asarray(jax.device_get(result.cleaned)), gains, None, arrays)
 
 
 def _differentiable_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
-    from bleedjax.methods import differentiable_long
+    from bleedjax.methods import differentiable, differentiable_long
 
-    settings = _differentiable_settings(track_names, config)
+    settings = _mapped_settings(differentiable.Settings, track_names, config)
     long = _settings(differentiable_long.LongSettings, config)
     fitted, start, samples = differentiable_long.reduce_long(folder, out_dir, settings, long, pad=pad,
                                                              progress=progress, offsets=offsets)
