@@ -1,6 +1,8 @@
 """Writes notebooks/quickstart.ipynb, training.ipynb and differentiable_bleed.ipynb from the cells
-below (kept as code so diffs stay readable)."""
+below (kept as code so diffs stay readable; cell ids are hashes of the cells, so that writing them
+again changes only the cells that changed)."""
 
+import hashlib
 import pathlib
 
 import nbformat
@@ -147,6 +149,11 @@ bleedjax reduce sim/session --out cleaned --method tunet --checkpoint runs/tiny
 bleedjax evaluate sim/references cleaned
 ```
 On a TPU pod slice: `tpu/README.md`."""),
+    ("markdown", """## 5. Clean up
+Everything above was written under one temporary folder (about 11 MB: the prepared dataset, the
+checkpoints, the simulated and cleaned sessions). Delete it, or skip this cell to keep it."""),
+    ("code", """print(f"removing {work}")
+shutil.rmtree(work)"""),
 ]
 
 
@@ -277,7 +284,9 @@ def build(cells):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for kind, source in cells:
         maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
-        notebook.cells.append(maker(source))
+        cell = maker(source)
+        cell.id = hashlib.sha1(f"{len(notebook.cells)}:{source}".encode()).hexdigest()[:8]
+        notebook.cells.append(cell)
     return notebook
 
 

@@ -217,3 +217,20 @@ def test_configs_unpickle_as_the_listed_objects():
     assert pickle.loads(pickle.dumps(rir_bank.DEFAULT_CONFIG)) is rir_bank.DEFAULT_CONFIG
     custom = stem_blocks.make_config(8000, 2, 0.5)
     assert pickle.loads(pickle.dumps(custom)).name == custom.name == "8000hz-stereo-500ms"
+
+
+def test_builders_of_unprepared_datasets_leave_no_temporary_folders(tmp_path, monkeypatch):
+    """TFDS makes a temporary folder for every builder whose dataset is not prepared yet (its
+    public-bucket lookup); bleedjax's local builders skip that lookup."""
+    import tempfile
+
+    from bleedjax.data import rir_bank
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name in datasets.BUILDERS:
+        builder = datasets.get_builder(name, data_dir=tmp_path / "tfds", sample_rate=8000, block_seconds=0.5)
+        assert not builder.is_prepared()
+    rir_bank.RirBank(config=rir_bank.DEFAULT_CONFIG, data_dir=str(tmp_path / "tfds"))
+    assert not list(scratch.iterdir())

@@ -15,10 +15,15 @@ def test_quickstart_runs(tmp_path):
     assert any("text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"] for o in outputs if "data" in o)
 
 
-def test_training_notebook_trains_plots_and_cleans(tmp_path):
-    """Compiles, trains and evaluates a small t-UNet: 22 s with a cold compile cache."""
+def test_training_notebook_trains_plots_and_cleans(tmp_path, monkeypatch):
+    """Compiles, trains and evaluates a small t-UNet (22 s with a cold compile cache), then removes
+    its temporary folder: nothing is left in the kernel's TMPDIR."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     notebook = nbformat.read(NOTEBOOKS / "training.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not list(scratch.iterdir())
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs)

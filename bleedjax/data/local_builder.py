@@ -13,3 +13,17 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     code_path = None
+
+
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+    """A ``DatasetInfo`` that does not look for the dataset on TFDS's public bucket.
+
+    TFDS calls ``initialize_from_bucket`` whenever a builder's dataset is not prepared yet. TFDS
+    4.9.10 makes a temporary folder there before it finds GCS access disabled, and never removes it:
+    one empty ``tmp*tfds`` folder in the system's temporary folder per builder. bleedjax's datasets
+    are local and never on that bucket.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        return None
+

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bleedjax import room
-from bleedjax.data.local_builder import LocalBuilder
+from bleedjax.data.local_builder import LocalBuilder, LocalDatasetInfo
 
 ROOM_SIZE_RANGE = ((9.0, 7.0, 3.0), (14.0, 10.0, 4.5))
 MIC_DISTANCE_RANGE = (0.3, 1.0)
@@ -123,7 +123,7 @@ class RirBank(LocalBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         tracks = config.num_tracks
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=__doc__.split("\n")[0],
             features=tfds.features.FeaturesDict({

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bleedjax.data.local_builder import LocalBuilder
+from bleedjax.data.local_builder import LocalBuilder, LocalDatasetInfo
 from bleedjax.sessions import SessionError
 
 PCM_SCALE = 32768.0
@@ -226,7 +226,7 @@ class StemBlocksBuilder(LocalBuilder, skip_registration=True):
     HOMEPAGE: ClassVar[str | None] = None
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=self.MANUAL_DOWNLOAD_INSTRUCTIONS.split("\n")[0],
             features=features(self.builder_config),
