@@ -51,10 +51,14 @@ def _cmd_reduce(args) -> int:
         config = neural.with_checkpoint(args.method, config, args.checkpoint)
     results = reduce.reduce_folders(
         args.sessions, args.out, method=args.method, config=config, pad=args.pad,
-        overwrite=args.overwrite, streaming_path=args.streaming, keep_audio=False,
+        overwrite=args.overwrite, streaming_path=args.streaming, keep_audio=False, write_removed=args.removed,
     )
     for result in results:
         print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")
+        if result.removed_levels is not None:
+            levels = ", ".join(f"{name} {level:.1f} dB" for name, level in
+                               zip(result.session.track_names, result.removed_levels.level_db))
+            print(f"  removed (re the input): {levels}")
         for text in reduce.warnings(result, args.method, config):
             print(f"warning: {result.session.folder}: {text}", file=sys.stderr)
     return 0
@@ -238,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                                help="override one config value (repeatable)")
     reduce_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
     reduce_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    reduce_parser.add_argument("--removed", action="store_true",
+                               help="also write what was taken out of each track (input - cleaned) to "
+                                    "removed/ beside the cleaned files, to listen for damage")
     reduce_parser.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
                                help="force or forbid the bounded-memory path for long recordings (every "
                                     "method); by default it is used above 2^27 samples, tracks x length (kam-nmf: "

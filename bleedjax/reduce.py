@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from bleedjax import methods, sessions, streaming
+from bleedjax import methods, removed, sessions, streaming
 from bleedjax.methods import phase_check
 
 MAX_BATCH_SAMPLES = 1 << 26
@@ -42,6 +42,8 @@ class SessionResult:
     matrix: np.ndarray
     checked: np.ndarray | None = None
     """Spectral subtraction's λ, or KAMIR's gains, before the phase check (``None`` without it)."""
+    removed_levels: removed.RemovedLevels | None = None
+    """How much was taken out of each track, when :func:`reduce_folders` wrote it (``write_removed``)."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -136,8 +138,9 @@ def capped_pairs(
 def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None = None) -> list[str]:
     """Caveats on one cleaned session, for the command line to print.
 
-    * any method: audio files in other formats that the session left out, and artefacts of
-      another method (``bleed.npz``, ``interference/``) left beside the outputs by an earlier run;
+    * any method: audio files in other formats that the session left out; artefacts of another
+      method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the outputs by an
+      earlier run; removed tracks that exceed full scale in a PCM file, which clips them;
     * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
       pairs whose λ it capped; without, the pairs of :func:`mutual_bleed_pairs` (unison parts lose
       their target);
@@ -151,6 +154,12 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     produced = methods.get_method(method).artefacts
     notes += [f"{result.out_dir / name}: from an earlier run, not by --method {method}; left in place"
               for name in ("bleed.npz", "interference") if name not in produced and (result.out_dir / name).exists()]
+    folder = result.out_dir / removed.FOLDER
+    if result.removed_levels is None and folder.exists():
+        notes.append(f"{folder}: from an earlier run (this one was without --removed); left in place")
+    if result.removed_levels is not None:
+        notes += [f"{folder / name}: what was removed exceeds full scale and is clipped in this PCM file; "
+                  "give the input as 32-bit float to keep it whole" for name in result.removed_levels.clipped]
     return notes + _method_warnings(result, method, config)
 
 
@@ -235,6 +244,7 @@ def reduce_folders(
     progress: bool | None = None,
     streaming_path: bool | None = None,
     keep_audio: bool = True,
+    write_removed: bool = False,
 ) -> list[SessionResult]:
     """Cleans session folders into ``out``; validates all inputs before writing anything.
 
@@ -257,6 +267,9 @@ def reduce_folders(
             by default it is taken for sessions above :data:`LONG_SESSION_SAMPLES`.
         keep_audio: return each session's audio and cleaned audio; ``False`` (the command line)
             keeps only the headers and matrices, so that memory does not grow with the sessions.
+        write_removed: also write what cleaning took out of each track (input less cleaned,
+            :func:`bleedjax.removed.write_removed`) into ``removed/`` beside the cleaned files, and
+            its level into ``bleed.json`` (``removed_db``).
 
     Returns:
         one :class:`SessionResult` per session, in input order (``cleaned`` is ``None`` for
@@ -290,7 +303,8 @@ def reduce_folders(
     offsets = [h.scan_offsets() if s else None for h, s in zip(headers, streamed)]
     if not overwrite:
         for header, target in zip(headers, targets):
-            sessions.refuse_overwrite(sessions.planned_outputs(header.files, target, chosen.artefacts))
+            extra = chosen.artefacts + ((removed.FOLDER,) if write_removed else ())
+            sessions.refuse_overwrite(sessions.planned_outputs(header.files, target, extra))
 
     groups: dict[tuple, list[int]] = {}
     for index, header in enumerate(headers):
@@ -333,10 +347,11 @@ def reduce_folders(
                     output.cleaned[row, :, : samples_of[index]], offsets[index], session.track_lengths
                 )
                 sessions.write_session(session, cleaned, staged.path(target))
-                _write_artefacts(method, config, session, staged.path(target), output, row)
+                levels = _write_removed(headers[index], staged.path(target)) if write_removed else None
+                _write_artefacts(method, config, session, staged.path(target), output, row, levels)
                 results[index] = SessionResult(
                     session if keep_audio else headers[index], target, cleaned if keep_audio else None,
-                    output.matrices[row], None if output.checked is None else output.checked[row],
+                    output.matrices[row], None if output.checked is None else output.checked[row], levels,
                 )
         if staged is not None:
             staged.commit()
@@ -347,9 +362,10 @@ def reduce_folders(
     for index in [i for i, s in enumerate(streamed) if s]:
         header, target = headers[index], targets[index]
         output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index])
-        _write_artefacts(method, config, header, target, output, 0)
+        levels = _write_removed(header, target) if write_removed else None
+        _write_artefacts(method, config, header, target, output, 0, levels)
         results[index] = SessionResult(header, target, None, output.matrices[0],
-                                       None if output.checked is None else output.checked[0])
+                                       None if output.checked is None else output.checked[0], levels)
     return [results[i] for i in range(len(headers))]
 
 
@@ -363,7 +379,12 @@ def _batch_key(chosen: methods.Method, session, config):
     return chosen.batch_key(session.track_names, config)
 
 
-def _write_artefacts(method, config, session, target: pathlib.Path, output: methods.BatchResult, row: int):
+def _write_removed(reader: streaming.SessionReader, target: pathlib.Path) -> removed.RemovedLevels:
+    return removed.write_removed(reader, target, target / removed.FOLDER)
+
+
+def _write_artefacts(method, config, session, target: pathlib.Path, output: methods.BatchResult, row: int,
+                     levels: removed.RemovedLevels | None = None):
     payload = {
         "method": method,
         "tracks": session.track_names,
@@ -371,6 +392,8 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         "sample_rate": session.sample_rate,
         "config": _json_safe(config.to_dict()),
     }
+    if levels is not None:
+        payload["removed_db"] = np.asarray(levels.level_db, float).round(2).tolist()
     if output.checked is not None:
         payload["lambda_before_phase_check"] = np.asarray(output.checked[row], float).round(6).tolist()
     if output.sources is not None and list(output.sources) != session.track_names:

@@ -12,6 +12,8 @@ only when everything succeeded. Peak memory depends on the block size, not on th
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
 import pathlib
 from collections.abc import Sequence
@@ -85,6 +87,29 @@ class SessionReader(TrackLayout):
                     total += np.sum(data, axis=0, dtype=np.float64)
             sums.append(total / track.frames)
         return np.concatenate(sums)
+
+    def same_layout_in(self, folder: str | os.PathLike) -> SessionReader:
+        """A reader of the files of this session's names in ``folder`` (e.g. its cleaned
+        outputs), each checked to have its input's channels and length; without offsets.
+
+        Raises:
+            SessionError: naming a file that is missing, unreadable or of another layout.
+        """
+        folder = pathlib.Path(folder)
+        files = []
+        for track in self.files:
+            path = folder / track.name
+            try:
+                info = sf.info(str(path))
+            except (sf.SoundFileError, RuntimeError, OSError) as error:
+                raise SessionError(f"{path}: unreadable audio file ({' '.join(str(error).split())})") from None
+            if (info.channels, info.frames) != (track.channels, track.frames):
+                raise SessionError(f"{path}: {info.channels} channel(s) × {info.frames} samples, where "
+                                   f"{track.path} has {track.channels} × {track.frames}")
+            files.append(dataclasses.replace(track, path=path, format=info.format, subtype=info.subtype))
+        other = copy.copy(self)
+        other.folder, other.files, other.offsets = folder, tuple(files), np.zeros(self.num_tracks)
+        return other
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of every track less its offset, ``(tracks, stop - start)``
