@@ -52,9 +52,11 @@ def _cmd_reduce(args) -> int:
     results = reduce.reduce_folders(
         args.sessions, args.out, method=args.method, config=config, pad=args.pad,
         overwrite=args.overwrite, streaming_path=args.streaming, keep_audio=False, write_removed=args.removed,
+        keep=args.keep,
     )
     for result in results:
-        print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks)")
+        kept = f"; kept as recorded: {', '.join(result.kept)}" if result.kept else ""
+        print(f"{result.session.folder} -> {result.out_dir} ({result.session.num_tracks} tracks{kept})")
         if result.removed_levels is not None:
             levels = ", ".join(f"{name} {level:.1f} dB" for name, level in
                                zip(result.session.track_names, result.removed_levels.level_db))
@@ -242,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                                help="override one config value (repeatable)")
     reduce_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
     reduce_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    reduce_parser.add_argument("--keep", action="append", default=[], metavar="FILE",
+                               help="a room, overhead or audience microphone's file: copied unchanged, and "
+                                    "not used to clean the others (repeatable)")
     reduce_parser.add_argument("--removed", action="store_true",
                                help="also write what was taken out of each track (input - cleaned) to "
                                     "removed/ beside the cleaned files, to listen for damage")

@@ -44,6 +44,8 @@ class SessionResult:
     """Spectral subtraction's λ, or KAMIR's gains, before the phase check (``None`` without it)."""
     removed_levels: removed.RemovedLevels | None = None
     """How much was taken out of each track, when :func:`reduce_folders` wrote it (``write_removed``)."""
+    kept: tuple[str, ...] = ()
+    """The files copied to the output as recorded (``keep``), which are not in ``session``."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -245,6 +247,7 @@ def reduce_folders(
     streaming_path: bool | None = None,
     keep_audio: bool = True,
     write_removed: bool = False,
+    keep: Sequence[str] = (),
 ) -> list[SessionResult]:
     """Cleans session folders into ``out``; validates all inputs before writing anything.
 
@@ -270,6 +273,10 @@ def reduce_folders(
         write_removed: also write what cleaning took out of each track (input less cleaned,
             :func:`bleedjax.removed.write_removed`) into ``removed/`` beside the cleaned files, and
             its level into ``bleed.json`` (``removed_db``).
+        keep: file names (in every session) to copy to the output unchanged and leave out of the
+            session: room, overhead or audience microphones, which hear every source by design.
+            Left in, a method takes them for bleed and empties them, and a close microphone
+            regressed on them loses its own source (README: Room, overhead and audience microphones).
 
     Returns:
         one :class:`SessionResult` per session, in input order (``cleaned`` is ``None`` for
@@ -281,7 +288,9 @@ def reduce_folders(
     chosen = methods.get_method(method)
     config = chosen.default_config(preset) if config is None else config
     folders = [pathlib.Path(f) for f in folders]
-    headers = [streaming.SessionReader(f, pad=pad, min_tracks=chosen.min_tracks) for f in folders]
+    keep = tuple(dict.fromkeys(keep))
+    headers = [streaming.SessionReader(f, pad=pad, min_tracks=chosen.min_tracks, leave_out=keep)
+               for f in folders]
     if streaming_path and chosen.run_long is None:
         raise sessions.SessionError(f"--method {method} has no streaming path for long recordings")
     streamed = [
@@ -303,7 +312,7 @@ def reduce_folders(
     offsets = [h.scan_offsets() if s else None for h, s in zip(headers, streamed)]
     if not overwrite:
         for header, target in zip(headers, targets):
-            extra = chosen.artefacts + ((removed.FOLDER,) if write_removed else ())
+            extra = chosen.artefacts + ((removed.FOLDER,) if write_removed else ()) + keep
             sessions.refuse_overwrite(sessions.planned_outputs(header.files, target, extra))
 
     groups: dict[tuple, list[int]] = {}
@@ -324,7 +333,10 @@ def reduce_folders(
     staged = sessions.StagedOutputs(pathlib.Path(out)) if batches else None
     try:
         for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
-            loaded = {i: sessions.read_session(folders[i], pad=pad, min_tracks=chosen.min_tracks) for i in batch}
+            loaded = {
+                i: sessions.read_session(folders[i], pad=pad, min_tracks=chosen.min_tracks, leave_out=keep)
+                for i in batch
+            }
             for i in batch:
                 offsets[i] = sessions.track_offsets(loaded[i].audio, loaded[i].track_lengths)
             longest = max(samples_of[i] for i in batch)
@@ -348,10 +360,12 @@ def reduce_folders(
                 )
                 sessions.write_session(session, cleaned, staged.path(target))
                 levels = _write_removed(headers[index], staged.path(target)) if write_removed else None
-                _write_artefacts(method, config, session, staged.path(target), output, row, levels)
+                _write_artefacts(method, config, session, staged.path(target), output, row, levels, keep)
+                _copy_kept(folders[index], keep, staged.path(target))
                 results[index] = SessionResult(
                     session if keep_audio else headers[index], target, cleaned if keep_audio else None,
-                    output.matrices[row], None if output.checked is None else output.checked[row], levels,
+                    output.matrices[row], None if output.checked is None else output.checked[row],
+                    levels, keep,
                 )
         if staged is not None:
             staged.commit()
@@ -361,11 +375,13 @@ def reduce_folders(
         raise
     for index in [i for i, s in enumerate(streamed) if s]:
         header, target = headers[index], targets[index]
-        output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index])
+        output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index],
+                                 keep)
         levels = _write_removed(header, target) if write_removed else None
-        _write_artefacts(method, config, header, target, output, 0, levels)
+        _write_artefacts(method, config, header, target, output, 0, levels, keep)
+        _copy_kept(folders[index], keep, target)
         results[index] = SessionResult(header, target, None, output.matrices[0],
-                                       None if output.checked is None else output.checked[0], levels)
+                                       None if output.checked is None else output.checked[0], levels, keep)
     return [results[i] for i in range(len(headers))]
 
 
@@ -383,8 +399,13 @@ def _write_removed(reader: streaming.SessionReader, target: pathlib.Path) -> rem
     return removed.write_removed(reader, target, target / removed.FOLDER)
 
 
+def _copy_kept(folder: pathlib.Path, keep: Sequence[str], target: pathlib.Path) -> None:
+    for name in keep:
+        sessions.copy_file_atomic(folder / name, target / name)
+
+
 def _write_artefacts(method, config, session, target: pathlib.Path, output: methods.BatchResult, row: int,
-                     levels: removed.RemovedLevels | None = None):
+                     levels: removed.RemovedLevels | None = None, keep: Sequence[str] = ()):
     payload = {
         "method": method,
         "tracks": session.track_names,
@@ -392,6 +413,8 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         "sample_rate": session.sample_rate,
         "config": _json_safe(config.to_dict()),
     }
+    if keep:
+        payload["kept"] = list(keep)
     if levels is not None:
         payload["removed_db"] = np.asarray(levels.level_db, float).round(2).tolist()
     if output.checked is not None:

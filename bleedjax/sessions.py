@@ -94,16 +94,29 @@ class Session(TrackLayout):
         return self.audio.shape[0]
 
 
-def audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    """The WAV/FLAC files of a folder, sorted by name; hidden files are ignored."""
+def audio_files(folder: pathlib.Path, leave_out: Sequence[str] = ()) -> list[pathlib.Path]:
+    """The WAV/FLAC files of a folder, sorted by name; hidden files are ignored, and so are the
+    file names in ``leave_out`` (tracks that ``reduce --keep`` passes through), each of which must
+    be one of the files."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise SessionError(f"{folder}: not a folder")
-    return sorted(
+    files = sorted(
         p
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
     )
+    names = [p.name for p in files]
+    for name in leave_out:
+        if name not in names:
+            raise SessionError(f"{folder}: no WAV/FLAC file named {name!r} to keep as recorded "
+                               f"(the files: {', '.join(names) or 'none'})")
+    return [p for p in files if p.name not in leave_out]
+
+
+def besides(leave_out: Sequence[str]) -> str:
+    """`` besides a.wav, b.wav`` for the track-count errors of a session with ``leave_out``."""
+    return f" besides {', '.join(leave_out)}" if leave_out else ""
 
 
 def ignored_audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -155,20 +168,23 @@ def read_audio(path: pathlib.Path) -> tuple[np.ndarray, int, TrackFile]:
     return data.T.copy(), int(sample_rate), track
 
 
-def read_session(folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2) -> Session:
+def read_session(
+    folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2, leave_out: Sequence[str] = ()
+) -> Session:
     """Loads and validates a session folder.
 
     Args:
         folder: the session folder.
         pad: zero-pad shorter files to the longest instead of rejecting unequal lengths.
         min_tracks: the fewest microphone tracks accepted.
+        leave_out: file names of the folder that are not part of the session (:func:`audio_files`).
 
     Raises:
         SessionError: unreadable or empty file, NaN/inf samples, differing sample rates, differing
             lengths (without ``pad``), or fewer than ``min_tracks`` tracks.
     """
     folder = pathlib.Path(folder)
-    paths = audio_files(folder)
+    paths = audio_files(folder, leave_out)
     arrays, files, rate_of = [], [], {}
     for path in paths:
         data, rate, track = read_audio(path)
@@ -193,8 +209,8 @@ def read_session(folder: str | os.PathLike, *, pad: bool = False, min_tracks: in
     num_tracks = sum(a.shape[0] for a in arrays)
     if num_tracks < min_tracks:
         raise SessionError(
-            f"{folder}: has {num_tracks} microphone track(s) in WAV/FLAC files, needs at least "
-            f"{min_tracks}"
+            f"{folder}: has {num_tracks} microphone track(s) in WAV/FLAC files{besides(leave_out)}, needs at "
+            f"least {min_tracks}"
         )
     longest = max(a.shape[1] for a in arrays)
     audio = np.concatenate([np.pad(a, ((0, 0), (0, longest - a.shape[1]))) for a in arrays])
@@ -296,6 +312,12 @@ def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
     """Writes standard JSON atomically (NaN and ±inf as ``null``)."""
     with _atomic_path(path) as temporary:
         temporary.write_text(json.dumps(_strict_json(payload), indent=2, allow_nan=False) + "\n")
+
+
+def copy_file_atomic(source: pathlib.Path, path: pathlib.Path) -> None:
+    """Copies ``source``'s bytes to ``path`` atomically (a kept track: every header chunk stays)."""
+    with _atomic_path(path) as temporary:
+        shutil.copyfile(source, temporary)
 
 
 def write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:

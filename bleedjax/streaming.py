@@ -27,6 +27,7 @@ from bleedjax.sessions import (
     TrackFile,
     TrackLayout,
     audio_files,
+    besides,
     require_finite,
     temporary_beside,
 )
@@ -42,10 +43,10 @@ class SessionReader(TrackLayout):
     """
 
     def __init__(self, folder: str | os.PathLike, *, pad: bool = False, min_tracks: int = 2,
-                 offsets: np.ndarray | None = None):
+                 offsets: np.ndarray | None = None, leave_out: Sequence[str] = ()):
         self.folder = pathlib.Path(folder)
         files = []
-        for path in audio_files(self.folder):
+        for path in audio_files(self.folder, leave_out):
             try:
                 info = sf.info(str(path))
             except (sf.SoundFileError, RuntimeError, OSError) as error:
@@ -55,8 +56,8 @@ class SessionReader(TrackLayout):
             files.append((path, info))
         if not files or sum(info.channels for _, info in files) < min_tracks:
             count = sum(info.channels for _, info in files)
-            raise SessionError(f"{self.folder}: has {count} microphone track(s) in WAV/FLAC files, "
-                               f"needs at least {min_tracks}")
+            raise SessionError(f"{self.folder}: has {count} microphone track(s) in WAV/FLAC files"
+                               f"{besides(leave_out)}, needs at least {min_tracks}")
         first_path, first = files[0]
         for path, info in files[1:]:
             if info.samplerate != first.samplerate:

@@ -41,7 +41,7 @@ class Method:
         run: ``(audio, lengths, config, track_names) -> BatchResult`` on a batch.
         batch_key: ``(track_names, config) -> hashable``; sessions with equal keys batch together.
         artefacts: the files written beside the cleaned audio.
-        run_long: ``(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult``
+        run_long: ``(folder, out_dir, config, track_names, pad, progress, offsets, leave_out) -> BatchResult``
             of one session, streamed with bounded memory (``None``: the method has no such path);
             ``offsets`` are the tracks' DC offsets, taken out before and put back after.
         min_tracks: the fewest tracks a session may have.
@@ -135,14 +135,17 @@ def _spectral_subtraction_batch_key(track_names, config, *, sample_rate):
     return sample_rate, _same_source(track_names, config)
 
 
-def _spectral_subtraction_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+def _spectral_subtraction_run_long(
+    folder, out_dir, config, track_names, pad, progress, offsets, leave_out=()
+) -> BatchResult:
     from bleedjax.methods import phase_check, spectral_subtraction, spectral_subtraction_long
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     long = _settings(spectral_subtraction_long.LongSettings, config)
     check = _settings(phase_check.CheckSettings, config)
-    lam, before = spectral_subtraction_long.reduce_long(folder, out_dir, settings, long, check, pad=pad,
-                                                        progress=progress, offsets=offsets)
+    lam, before = spectral_subtraction_long.reduce_long(
+        folder, out_dir, settings, long, check, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
+    )
     return BatchResult(None, lam[None], checked=None if before is None else before[None])
 
 
@@ -193,15 +196,19 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before)
 
 
-def _kamir_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+def _kamir_run_long(
+    folder, out_dir, config, track_names, pad, progress, offsets, leave_out=()
+) -> BatchResult:
     from bleedjax.methods import kamir, kamir_long, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
     long = _settings(kamir_long.LongSettings, config)
     check = _settings(phase_check.KamirCheckSettings, config)
-    lam, gains, before = kamir_long.reduce_long(folder, out_dir, phi, settings, long, pad=pad, progress=progress,
-                                               offsets=offsets, check=check)
+    lam, gains, before = kamir_long.reduce_long(
+        folder, out_dir, phi, settings, long, pad=pad, progress=progress, offsets=offsets, check=check,
+        leave_out=leave_out,
+    )
     return BatchResult(None, gains[None], sources, {"lambda": lam[None]}, checked=None if before is None else before[None])
 
 
@@ -259,14 +266,17 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
     )
 
 
-def _kam_nmf_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+def _kam_nmf_run_long(
+    folder, out_dir, config, track_names, pad, progress, offsets, leave_out=()
+) -> BatchResult:
     from bleedjax.methods import kam_nmf, kam_nmf_long
 
     learned = _kam_nmf_dictionary(config)
     settings = _settings(kam_nmf.Settings, config)
     long = _settings(kam_nmf_long.LongSettings, config)
-    share, k = kam_nmf_long.reduce_long(folder, out_dir, learned.W, settings, long, pad=pad,
-                                        progress=progress, offsets=offsets)
+    share, k = kam_nmf_long.reduce_long(
+        folder, out_dir, learned.W, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
+    )
     tracks = len(track_names)
     return BatchResult(None, np.zeros((1, tracks, tracks)), None, {"corruption": share[None], "k": k[None]})
 
@@ -308,13 +318,16 @@ def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
     return BatchResult(np.asarray(jax.device_get(result.cleaned)), gains, None, arrays)
 
 
-def _differentiable_run_long(folder, out_dir, config, track_names, pad, progress, offsets) -> BatchResult:
+def _differentiable_run_long(
+    folder, out_dir, config, track_names, pad, progress, offsets, leave_out=()
+) -> BatchResult:
     from bleedjax.methods import differentiable, differentiable_long
 
     settings = _mapped_settings(differentiable.Settings, track_names, config)
     long = _settings(differentiable_long.LongSettings, config)
-    fitted, start, samples = differentiable_long.reduce_long(folder, out_dir, settings, long, pad=pad,
-                                                             progress=progress, offsets=offsets)
+    fitted, start, samples = differentiable_long.reduce_long(
+        folder, out_dir, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
+    )
     gains, arrays = _differentiable_arrays(fitted)
     arrays["fitted_on_samples"] = np.asarray([start, start + samples])
     return BatchResult(None, gains[None], None, {name: value[None] for name, value in arrays.items()})
@@ -365,11 +378,11 @@ def _neural(name: str) -> Method:
 
         return neural.batch_key(name, track_names, config, sample_rate=sample_rate)
 
-    def run_long(folder, out_dir, config, track_names, pad, progress, offsets):
+    def run_long(folder, out_dir, config, track_names, pad, progress, offsets, leave_out=()):
         from bleedjax.methods import neural, neural_long
 
         long = _settings(neural_long.LongSettings, config)
-        return neural.run_long(name, folder, out_dir, config, long, pad, progress, offsets)
+        return neural.run_long(name, folder, out_dir, config, long, pad, progress, offsets, leave_out)
 
     def validate(config, sample_rate):
         from bleedjax.methods import neural

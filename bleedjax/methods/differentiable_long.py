@@ -90,6 +90,7 @@ def reduce_long(
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
+    leave_out: tuple[str, ...] = (),
 ) -> tuple[differentiable.Result, int, int]:
     """Cleans one session folder of any length into ``out_dir``.
 
@@ -102,12 +103,13 @@ def reduce_long(
         progress: show a progress bar.
         offsets: ``(tracks,)`` DC offsets, taken out before and put back on the cleaned tracks
             (from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`).
+        leave_out: file names of the folder that are not part of the session (``reduce --keep``).
 
     Returns:
         the excerpt's :class:`~bleedjax.methods.differentiable.Result` (its ``cleaned`` is the
         excerpt's), and the excerpt's first sample and length.
     """
-    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
+    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     rate = reader.sample_rate
     start, excerpt = streaming.busiest_seconds(reader, long.fit_seconds)
     fitted = differentiable.reduce_session(jnp.asarray(reader.read(start, start + excerpt)), settings)

@@ -288,6 +288,7 @@ def reduce_long(
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
+    leave_out: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cleans every track of a session folder of any length into ``out_dir`` (the removed
     interference into ``out_dir/interference``).
@@ -302,11 +303,12 @@ def reduce_long(
         progress: show progress bars.
         offsets: ``(tracks,)`` DC offsets taken out before and put back on the cleaned tracks
             (not on the interference), from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`.
+        leave_out: file names of the folder that are not part of the session (``reduce --keep``).
 
     Returns:
         ``(tracks, frames)`` the interference share per frame and ``(tracks,)`` the ``k`` used.
     """
-    reader = streaming.SessionReader(folder, pad=pad, min_tracks=1, offsets=offsets)
+    reader = streaming.SessionReader(folder, pad=pad, min_tracks=1, offsets=offsets, leave_out=leave_out)
     run = _Run(reader, np.asarray(dictionary, np.float32), settings, long, progress)
     try:
         run.spectrogram()

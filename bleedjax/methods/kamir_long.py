@@ -247,6 +247,7 @@ def reduce_long(
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
+    leave_out: tuple[str, ...] = (),
     check: phase_check.KamirCheckSettings | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Cleans one session folder of any length into ``out_dir``; returns the final Λ
@@ -254,13 +255,14 @@ def reduce_long(
     sources' summarised energies as weights, as :func:`kamir.average_gains`) and that matrix
     before the phase check (``None`` when the check did not bound Λ). ``offsets``
     (``(tracks,)`` DC offsets, from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are
-    taken out before and put back on the cleaned tracks.
+    taken out before and put back on the cleaned tracks. ``leave_out``: file names of the folder
+    that are not part of the session (``reduce --keep``).
 
     ``check``: the phase check of ``bleedjax reduce --method kamir`` (``None``: none, as
     :func:`kamir.reduce_session`), on the busiest excerpt of at most ``phase_check_seconds``
     (one more read, :func:`bleedjax.streaming.busiest_seconds`); a bounded Λ is learned again
     from the same summary (with ``learn="exact"``, ``iterations`` more passes)."""
-    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
+    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     summarised = summarise(reader, settings, long, progress=progress)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)
     gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))

@@ -268,13 +268,13 @@ def validate(method: str, config, sample_rate: float) -> None:
         demix_mode(training_config, config)
 
 
-def run_long(method: str, folder, out_dir, config, long, pad, progress, offsets) -> BatchResult:
+def run_long(method: str, folder, out_dir, config, long, pad, progress, offsets, leave_out=()) -> BatchResult:
     """The registry's ``run_long`` (:mod:`bleedjax.methods.neural_long`; ``long``: its
     ``LongSettings``)."""
     from bleedjax.methods import neural_long
 
     matrix = neural_long.reduce_long(method, folder, out_dir, config, long, pad=pad, progress=progress,
-                                     offsets=offsets)
+                                     offsets=offsets, leave_out=leave_out)
     return BatchResult(None, (matrix if matrix.ndim == 2 else matrix.mean(axis=0))[None])
 
 

@@ -253,11 +253,12 @@ def cae_long(reader: streaming.SessionReader, out_dir: pathlib.Path, graphdef, s
 
 
 def reduce_long(method: str, folder, out_dir, config, long: LongSettings = LongSettings(), *, pad: bool = False,
-                progress: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:
+                progress: bool = False, offsets: np.ndarray | None = None,
+                leave_out: tuple[str, ...] = ()) -> np.ndarray:
     """Cleans one session folder of any length with the t-UNet or CAE into ``out_dir``; returns
     the matrix for ``bleed.json`` (the t-UNet's Λ̂, ``(J, J)`` or ``(bands, J, J)``; the CAE's
     ``X · pinv(Ŝ)``). ``offsets`` (the tracks' DC offsets) are taken out before and put back."""
-    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
+    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     graphdef, state, training_config = neural.load(config, method)
     neural.check_session(reader.track_names, training_config, method)
     out_dir = pathlib.Path(out_dir)

@@ -108,6 +108,7 @@ def reduce_long(
     pad: bool = False,
     progress: bool = False,
     offsets: np.ndarray | None = None,
+    leave_out: tuple[str, ...] = (),
 ) -> tuple[Float[np.ndarray, "tracks tracks"], Float[np.ndarray, "tracks tracks"] | None]:
     """Cleans one session folder of any length into ``out_dir`` in two streamed passes and
     returns the ``(J, J)`` λ applied (as :func:`~bleedjax.methods.spectral_subtraction.reduce_session`)
@@ -117,9 +118,10 @@ def reduce_long(
 
     ``offsets`` (``(tracks,)`` DC offsets, from
     :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are taken out before and put back on
-    the cleaned tracks.
+    the cleaned tracks. ``leave_out``: file names of the folder that are not part of the session
+    (``reduce --keep``).
     """
-    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets)
+    reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     gram, points = statistics(reader, settings, long, progress=progress)
     refinement = _refine(jnp.asarray(gram), jnp.asarray(points), settings)
     del points
