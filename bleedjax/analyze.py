@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import pathlib
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -162,9 +163,12 @@ def analyze_session(
     threshold_db: float = DEFAULT_THRESHOLD_DB,
     pad: bool = False,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    leave_out: Sequence[str] = (),
 ) -> Analysis:
     """Estimates the bleed between every pair of tracks of one session folder, on at most
     ``max_seconds`` of it (its :func:`bleedjax.streaming.busiest_excerpt`; ``None`` or ``0``: the whole session).
+    ``leave_out``: file names of the folder left out of the analysis (``--keep``: room, overhead
+    or audience microphones, which hear every source by design).
 
     Raises:
         SessionError: bad session (as for ``reduce``: fewer than 2 tracks, differing sample
@@ -174,7 +178,7 @@ def analyze_session(
         raise ValueError(f"max_seconds must be >= 0 (0: the whole session), got {max_seconds}")
     chosen = methods.get_method(method)
     config = chosen.default_config(None) if config is None else config
-    reader = streaming.SessionReader(folder, pad=pad)
+    reader = streaming.SessionReader(folder, pad=pad, leave_out=leave_out)
     rate = reader.sample_rate
     start, samples = streaming.busiest_seconds(reader, max_seconds) if max_seconds else (0, reader.length)
     audio = reader.read(start, start + samples)

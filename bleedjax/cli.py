@@ -214,7 +214,7 @@ def _cmd_analyze(args) -> int:
     analyze.check_outputs([args.png, args.json], folder=args.session, overwrite=args.overwrite)
     result = analyze.analyze_session(
         args.session, method=args.method, config=_method_config(args), threshold_db=args.threshold_db,
-        pad=args.pad, max_seconds=args.max_seconds,
+        pad=args.pad, max_seconds=args.max_seconds, leave_out=args.keep,
     )
     print(analyze.format_report(result))
     if args.json:
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="fit on at most this many seconds: a longer session is analysed on "
                                      "the excerpt where every track plays most (default 60; 0: the whole session)")
     analyze_parser.add_argument("--pad", action="store_true", help="zero-pad files of unequal length")
+    analyze_parser.add_argument("--keep", action="append", default=[], metavar="FILE",
+                                help="leave a room, overhead or audience microphone's file out (repeatable)")
     analyze_parser.add_argument("--overwrite", action="store_true", help="replace existing report files")
     analyze_parser.set_defaults(run=_cmd_analyze)
 

@@ -161,7 +161,7 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
         notes.append(f"{folder}: from an earlier run (this one was without --removed); left in place")
     if result.removed_levels is not None:
         notes += [f"{folder / name}: what was removed exceeds full scale and is clipped in this PCM file; "
-                  "give the input as 32-bit float to keep it whole" for name in result.removed_levels.clipped]
+                  "convert the inputs to 32-bit float WAV to keep it whole" for name in result.removed_levels.clipped]
     return notes + _method_warnings(result, method, config)
 
 
@@ -275,8 +275,9 @@ def reduce_folders(
             its level into ``bleed.json`` (``removed_db``).
         keep: file names (in every session) to copy to the output unchanged and leave out of the
             session: room, overhead or audience microphones, which hear every source by design.
-            Left in, a method takes them for bleed and empties them, and a close microphone
-            regressed on them loses its own source (README: Room, overhead and audience microphones).
+            Left in, a method takes them for bleed and rewrites them, and a close microphone
+            regressed on them can lose some of its own source (README: Room, overhead and audience
+            microphones).
 
     Returns:
         one :class:`SessionResult` per session, in input order (``cleaned`` is ``None`` for

@@ -112,3 +112,13 @@ def test_every_streamed_method_reads_the_session_without_the_kept_files(tmp_path
             method.run_long(session, tmp_path / name, config, names, False, False, None, ("room.flac",))
         assert made.pop() == names, name
     assert set(methods.METHODS) >= {"spectral-subtraction", "kamir", "kam-nmf", "differentiable", "tunet", "cae"}
+
+
+def test_analyze_leaves_the_kept_files_out(tmp_path, capsys):
+    session = write_session_with_room_pair(tmp_path / "take")
+    assert cli.main(["analyze", str(session), "--method", "spectral-subtraction", "--keep", "room.flac",
+                     "--json", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["tracks"] == ["mic0.wav", "mic1.wav", "mic2.wav"]
+    capsys.readouterr()
+    assert cli.main(["analyze", str(session), "--keep", "room"]) == 2
+    assert "no WAV/FLAC file named 'room' to keep as recorded" in capsys.readouterr().err
