@@ -142,7 +142,9 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
 
     * any method: audio files in other formats that the session left out; artefacts of another
       method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the outputs by an
-      earlier run; removed tracks that exceed full scale in a PCM file, which clips them;
+      earlier run; removed tracks that exceed full scale in a PCM file, which clips them, or that
+      hold more energy than their input track (bleed adds to a track's own sound, so removing it
+      cannot take out more than the track holds);
     * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
       pairs whose λ it capped; without, the pairs of :func:`mutual_bleed_pairs` (unison parts lose
       their target);
@@ -162,6 +164,10 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     if result.removed_levels is not None:
         notes += [f"{folder / name}: what was removed exceeds full scale and is clipped in this PCM file; "
                   "convert the inputs to 32-bit float WAV to keep it whole" for name in result.removed_levels.clipped]
+        notes += [f"{name}: what was removed is {level:+.1f} dB against the track itself, more than bleed that adds "
+                  "to the track's own sound can hold; the method changed the track itself (listen to "
+                  f"{removed.FOLDER}/)"
+                  for name, level in zip(result.session.track_names, result.removed_levels.level_db) if level > 0.0]
     return notes + _method_warnings(result, method, config)
 
 
