@@ -114,9 +114,20 @@ def audio_files(folder: pathlib.Path, leave_out: Sequence[str] = ()) -> list[pat
     return [p for p in files if p.name not in leave_out]
 
 
-def besides(leave_out: Sequence[str]) -> str:
-    """`` besides a.wav, b.wav`` for the track-count errors of a session with ``leave_out``."""
-    return f" besides {', '.join(leave_out)}" if leave_out else ""
+def too_few_tracks(folder: pathlib.Path, count: int, min_tracks: int, leave_out: Sequence[str] = ()) -> SessionError:
+    """The error for a session folder with ``count`` microphone tracks (besides ``leave_out``)."""
+    besides = f" besides {', '.join(leave_out)}" if leave_out else ""
+    return SessionError(
+        f"{folder}: has {count} microphone track(s) in WAV/FLAC files{besides}, needs at least {min_tracks}"
+    )
+
+
+def audio_info(path: pathlib.Path):
+    """``soundfile.info`` of ``path``; :class:`SessionError` naming it when it is unreadable."""
+    try:
+        return sf.info(str(path))
+    except (sf.SoundFileError, RuntimeError, OSError) as error:
+        raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
 
 
 def ignored_audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -208,10 +219,7 @@ def read_session(
             )
     num_tracks = sum(a.shape[0] for a in arrays)
     if num_tracks < min_tracks:
-        raise SessionError(
-            f"{folder}: has {num_tracks} microphone track(s) in WAV/FLAC files{besides(leave_out)}, needs at "
-            f"least {min_tracks}"
-        )
+        raise too_few_tracks(folder, num_tracks, min_tracks, leave_out)
     longest = max(a.shape[1] for a in arrays)
     audio = np.concatenate([np.pad(a, ((0, 0), (0, longest - a.shape[1]))) for a in arrays])
     return Session(folder, rate_of[paths[0]], tuple(files), audio)

@@ -27,9 +27,10 @@ from bleedjax.sessions import (
     TrackFile,
     TrackLayout,
     audio_files,
-    besides,
+    audio_info,
     require_finite,
     temporary_beside,
+    too_few_tracks,
 )
 
 
@@ -47,17 +48,12 @@ class SessionReader(TrackLayout):
         self.folder = pathlib.Path(folder)
         files = []
         for path in audio_files(self.folder, leave_out):
-            try:
-                info = sf.info(str(path))
-            except (sf.SoundFileError, RuntimeError, OSError) as error:
-                raise SessionError(f"{path}: unreadable audio file ({' '.join(str(error).split())})") from None
+            info = audio_info(path)
             if info.frames == 0:
                 raise SessionError(f"{path}: holds no samples")
             files.append((path, info))
         if not files or sum(info.channels for _, info in files) < min_tracks:
-            count = sum(info.channels for _, info in files)
-            raise SessionError(f"{self.folder}: has {count} microphone track(s) in WAV/FLAC files"
-                               f"{besides(leave_out)}, needs at least {min_tracks}")
+            raise too_few_tracks(self.folder, sum(info.channels for _, info in files), min_tracks, leave_out)
         first_path, first = files[0]
         for path, info in files[1:]:
             if info.samplerate != first.samplerate:
@@ -100,10 +96,7 @@ class SessionReader(TrackLayout):
         files = []
         for track in self.files:
             path = folder / track.name
-            try:
-                info = sf.info(str(path))
-            except (sf.SoundFileError, RuntimeError, OSError) as error:
-                raise SessionError(f"{path}: unreadable audio file ({' '.join(str(error).split())})") from None
+            info = audio_info(path)
             if (info.channels, info.frames) != (track.channels, track.frames):
                 raise SessionError(f"{path}: {info.channels} channel(s) × {info.frames} samples, where "
                                    f"{track.path} has {track.channels} × {track.frames}")
