@@ -1,9 +1,13 @@
-"""Strict JAX for every test (equinox's conftest) and 8 CPU devices for mesh tests."""
+"""Strict JAX for every test (equinox's conftest), 8 CPU devices for mesh tests and the suite's
+codegen flags (:mod:`tests.xla_flags`)."""
 
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests import xla_flags
+
+if "XLA_FLAGS" not in os.environ:
+    os.environ["XLA_FLAGS"] = xla_flags.suite_flags()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax

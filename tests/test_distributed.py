@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bleedjax import cli, train, training_log
-from tests import train_helpers
+from tests import train_helpers, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 5
@@ -43,7 +43,7 @@ def test_two_processes_match_one_process(tmp_path):
         env = os.environ | {
             "BLEEDJAX_DISTRIBUTED": "1", "BLEEDJAX_COORDINATOR": f"127.0.0.1:{port}",
             "BLEEDJAX_NUM_PROCESSES": "2", "BLEEDJAX_PROCESS_ID": str(index),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": xla_flags.with_devices(4), "JAX_PLATFORMS": "cpu",
         }
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tests.train_helpers", str(tmp_path / "two"), "--steps", str(STEPS)],

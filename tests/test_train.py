@@ -13,7 +13,7 @@ import pytest
 
 from bleedjax import cli, parallel, train, training_log
 from bleedjax.data import pipeline
-from tests import train_helpers
+from tests import train_helpers, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def compilation_cache():
 
 
 def _run_helper(workdir, *args, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    env = os.environ | {"XLA_FLAGS": xla_flags.with_devices(devices),
                         "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "tests.train_helpers", str(workdir), *args], check=False,
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

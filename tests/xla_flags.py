@@ -1,0 +1,47 @@
+"""XLA flags of the test processes: ``--xla_force_host_platform_device_count`` for the mesh tests,
+and XLA's legacy CPU fusion emitters where the installed jaxlib still has them.
+
+The suite is mostly XLA compilation (a fresh clone on the 2-core machine: about 60 % of its CPU
+time), and the legacy emitters compile the same programs 35-45 % faster (the differentiable
+model's ``fit_session`` on 4 tracks × 2 s: 2.24 s → 1.33 s; spectral subtraction's
+``reduce_session``: 0.69 s → 0.37 s). Users run XLA's default (the new emitters): they run 2-15 %
+faster once compiled. :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that
+compare bleedjax with other code at float32 precision.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+DEFAULT_CODEGEN = {"xla_cpu_use_fusion_emitters": True}
+"""``compiler_options`` of a jitted function's ``.lower(...).compile(...)``: XLA's default CPU
+emitters, whatever the process's ``XLA_FLAGS``."""
+
+
+def _known(flag: str) -> bool:
+    """Whether this jaxlib accepts ``flag`` (XLA aborts the process on a flag it does not know,
+    and newer XLA removes the legacy emitters)."""
+    probe = [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"]
+    env = os.environ | {"XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(probe, env=env, capture_output=True, check=False, timeout=120).returncode == 0
+
+
+def suite_flags(devices: int = 8) -> str:
+    """``XLA_FLAGS`` of the test processes: ``devices`` CPU devices, and :data:`LEGACY_EMITTERS`
+    when this jaxlib has it."""
+    legacy = LEGACY_EMITTERS if _known(LEGACY_EMITTERS) else ""
+    return f"--xla_force_host_platform_device_count={devices} {legacy}".strip()
+
+
+def with_devices(devices: int) -> str:
+    """``XLA_FLAGS`` for a process that a test starts: this process's flags with ``devices`` CPU
+    devices, so that a program compiled in both is compiled alike."""
+    own = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join([f"--xla_force_host_platform_device_count={devices}", *own])
+
+
+def uses_legacy_emitters() -> bool:
+    return LEGACY_EMITTERS in os.environ.get("XLA_FLAGS", "").split()
