@@ -175,6 +175,31 @@ def test_cli_warns_about_capped_pairs_and_keeps_both_lambdas(shared_data, tmp_pa
     assert "lambda_before_phase_check" not in json.loads((tmp_path / "floor" / "bleed.json").read_text())
 
 
+def test_checked_sessions_of_a_batch_are_cleaned_again_together(desks_at_minus_18_db, monkeypatch):
+    """Two checked sessions of different lengths in one padded batch: one second batched pass
+    (not one compilation per length, as when each was cleaned again alone), with each session's
+    result as it gets alone."""
+    from bleedjax.methods import spectral_subtraction
+
+    mics, _, _, names = desks_at_minus_18_db
+    method = methods.get_method("spectral-subtraction")
+    config = method.default_config(None)
+    short = mics[:, : int(0.6 * 44100)]
+    alone = [method.run_session(session, config, names, sample_rate=44100) for session in (mics, short)]
+    calls = []
+    batched_pass = spectral_subtraction.reduce_sessions
+    monkeypatch.setattr(spectral_subtraction, "reduce_sessions", lambda *args: calls.append(len(args[0])) or batched_pass(*args))
+    batch = np.stack([mics, np.pad(short, ((0, 0), (0, mics.shape[1] - short.shape[1])))])
+    together = method.run(batch, np.asarray([mics.shape[1], short.shape[1]]), config, names, sample_rate=44100)
+    assert calls == [2, 2]
+    for row, single in enumerate(alone):
+        length = single.cleaned.shape[-1]
+        assert phase_check.mutual_pairs(single.checked[0], CHECKED_FROM).any()
+        np.testing.assert_allclose(together.checked[row], single.checked[0], rtol=1e-4)
+        np.testing.assert_allclose(together.matrices[row], single.matrices[0], rtol=1e-4)
+        np.testing.assert_allclose(together.cleaned[row, :, :length], single.cleaned[0], atol=1e-5)
+
+
 def test_streamed_sessions_are_checked_as_in_memory(desks_at_minus_18_db, tmp_path, monkeypatch):
     import dataclasses
 

@@ -87,9 +87,10 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
 
 def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with
-    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again with those pairs' λ set to the
-    phase-aware gains (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
-    ``sample_rate`` sets the check's excerpt (``None``: the whole session)."""
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again, together in one padded batch, with
+    those pairs' λ set to the phase-aware gains (:mod:`bleedjax.methods.phase_check`), and
+    ``checked`` holds the λ before the check. ``sample_rate`` sets the check's excerpt (``None``:
+    the whole session)."""
     from bleedjax.methods import phase_check, spectral_subtraction
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
@@ -99,13 +100,20 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     if not check.phase_check:
         return BatchResult(cleaned, lam)
     before = lam.copy()
+    weights = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
         session = np.asarray(audio[row, :, :length], np.float32)
-        weights = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
-                                      check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
-        if weights is not None:
-            again = spectral_subtraction.reduce_session(jnp.asarray(session), settings, None, jnp.asarray(weights))
-            cleaned[row, :, :length], lam[row] = jax.device_get((again.cleaned, again.lam))
+        found = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
+                                    check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
+        if found is not None:
+            weights[row] = found
+    if weights:
+        rows = list(weights)
+        again = spectral_subtraction.reduce_sessions(
+            jnp.asarray(np.asarray(audio)[rows], jnp.float32), settings, jnp.asarray(np.asarray(lengths)[rows]),
+            jnp.asarray(np.stack([weights[row] for row in rows]), jnp.float32),
+        )
+        cleaned[rows], lam[rows] = jax.device_get((again.cleaned, again.lam))
     return BatchResult(cleaned, lam, checked=before)
 
 

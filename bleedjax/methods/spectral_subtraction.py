@@ -742,9 +742,12 @@ def reduce_sessions(
     audio: Float[Array, "sessions tracks samples"],
     settings: Settings = Settings(),
     lengths: Int[Array, " sessions"] | None = None,
+    lambda_weights: Float[Array, "sessions tracks tracks"] | None = None,
 ) -> Result:
     """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count,
-    each masked to its own ``lengths`` (all full when ``None``)."""
+    each masked to its own ``lengths`` (all full when ``None``) and with its own
+    ``lambda_weights`` (none when ``None``)."""
     if lengths is None:
         lengths = jnp.full(audio.shape[0], audio.shape[-1])
-    return jax.vmap(reduce_session, in_axes=(0, None, 0))(audio, settings, lengths)
+    weights_axis = None if lambda_weights is None else 0
+    return jax.vmap(reduce_session, in_axes=(0, None, 0, weights_axis))(audio, settings, lengths, lambda_weights)
