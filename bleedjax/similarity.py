@@ -44,8 +44,17 @@ from bleedjax._types import Array, Float, Int
 from bleedjax.kernels import _selection_network
 
 
-def stack_context(features: Float[Array, "dims frames"], context: int) -> Float[Array, "stacked frames"]:
+def stack_context(
+    features: Float[Array, "dims frames"], context: int, valid: Float[Array, " frames"] | None = None
+) -> Float[Array, "stacked frames"]:
     """Stacks each frame with its ``context`` neighbours on either side (edges repeated).
+
+    Args:
+        features: ``(dims, frames)``.
+        context: neighbours on either side.
+        valid: optional ``(frames,)`` 1 for the real frames, 0 for the zero padding after them:
+            the last real frame is then the edge that is repeated, so a padded track's real frames
+            get the context they get alone.
 
     Returns:
         ``(dims * (2 context + 1), frames)``; the squared Euclidean distance between two of its
@@ -56,8 +65,9 @@ def stack_context(features: Float[Array, "dims frames"], context: int) -> Float[
     if context == 0:
         return features
     frames = features.shape[1]
-    padded = jnp.pad(features, ((0, 0), (context, context)), mode="edge")
-    return jnp.concatenate([padded[:, c : c + frames] for c in range(2 * context + 1)], axis=0)
+    last = frames - 1 if valid is None else jnp.maximum(jnp.sum(valid > 0) - 1, 0)
+    index = jnp.clip(jnp.arange(-context, context + 1)[:, None] + jnp.arange(frames)[None, :], 0, last)
+    return jnp.moveaxis(features[:, index], 1, 0).reshape(-1, frames)
 
 
 def _check(k: int, min_separation: int, block: int) -> None:
@@ -179,7 +189,7 @@ def similarity_median(
         ``(bins, frames)`` filtered values.
     """
     neighbours = nearest_frames(
-        stack_context(features, context), k=k, min_separation=min_separation, valid=valid, block=block
+        stack_context(features, context, valid), k=k, min_separation=min_separation, valid=valid, block=block
     )
     return neighbour_median(values, neighbours, block=block)
 

@@ -24,7 +24,8 @@ class BatchResult(NamedTuple):
     cleaned: np.ndarray
     matrices: np.ndarray
     sources: list[str] | None = None
-    arrays: dict[str, np.ndarray] | None = None
+    arrays: dict[str, np.ndarray | list[np.ndarray]] | None = None
+    """Arrays for ``bleed.npz``, indexed by session first (a list where their shapes differ)."""
     interference: np.ndarray | None = None
     checked: np.ndarray | None = None
     """Spectral subtraction with its phase check: ``(sessions, J, J)`` λ before the check."""
@@ -257,6 +258,9 @@ def _kam_nmf_validate(config, sample_rate: int) -> None:
 
 
 def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
+    """KAM + NMF on every track of a batch; ``corruption`` holds each session's own frames, not
+    the padding's."""
+    from bleedjax import signal
     from bleedjax.methods import kam_nmf
 
     learned = _kam_nmf_dictionary(config)
@@ -267,7 +271,9 @@ def _kam_nmf_run(audio, lengths, config, track_names) -> BatchResult:
         jnp.asarray(np.repeat(lengths, tracks)),
     )
     cleaned, interference, share, k = (np.asarray(a) for a in jax.device_get(result))
-    arrays = {"corruption": share.reshape(sessions, tracks, -1), "k": k.reshape(sessions, tracks)}
+    share = share.reshape(sessions, tracks, -1)
+    frames = [signal.num_frames(int(length), settings.n_fft, settings.hop) for length in np.asarray(lengths)]
+    arrays = {"corruption": [share[row, :, :count] for row, count in enumerate(frames)], "k": k.reshape(sessions, tracks)}
     return BatchResult(
         cleaned.reshape(audio.shape), np.zeros((sessions, tracks, tracks)), None, arrays,
         interference.reshape(audio.shape),

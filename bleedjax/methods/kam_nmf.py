@@ -204,7 +204,7 @@ def similarity_kernel(features: Float[Array, "dims frames"], settings: Settings,
     if max(settings.candidates) >= features.shape[-1]:
         raise ValueError(f"k = {max(settings.candidates)} neighbours need more than the {features.shape[-1]} frames "
                          "of the track; lower k (or k_candidates)")
-    stacked = similarity.stack_context(features, settings.context)
+    stacked = similarity.stack_context(features, settings.context, valid)
     neighbours, index, _ = hubness.auto_neighbours(
         stacked, candidates=settings.candidates, threshold=settings.hubness_threshold,
         min_separation=settings.min_separation, valid=valid, block=settings.block,
