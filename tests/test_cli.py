@@ -1,6 +1,7 @@
 """The command line on real files: every bad input, safe writing, layouts, batches, end to end."""
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -206,6 +207,47 @@ def test_a_batch_holds_no_more_than_the_methods_streaming_threshold(tmp_path, mo
     assert sizes == [2, 1]
     assert reduce.batch_limit(methods.get_method("differentiable")) == methods.DIFFERENTIABLE_LONG_SAMPLES
     assert reduce.batch_limit(methods.get_method("kamir")) == reduce.MAX_BATCH_SAMPLES
+
+
+def test_padded_lengths_lie_on_a_grid_at_most_9_percent_above():
+    from bleedjax import reduce
+
+    samples = np.unique(np.geomspace(1, 1e8, 4000).astype(int))
+    padded = np.asarray([reduce.padded_length(int(n), 1 << 40) for n in samples])
+    assert np.all(padded >= samples) and np.all(padded[samples > 1024] <= 1.0905 * samples[samples > 1024])
+    assert set(padded.tolist()) == {math.ceil(1024 * 2 ** (k / 8)) for k in range(134)}  # up to 1.02e8
+    assert reduce.padded_length(1000, 1 << 40) == 1024 and reduce.padded_length(1025, 1 << 40) == 1117
+    assert reduce.padded_length(44100, 45000) == 45000 and reduce.padded_length(50000, 45000) == 50000
+
+
+def test_sessions_of_different_lengths_share_padded_batch_shapes(tmp_path, monkeypatch):
+    """Five sessions of 3 × 3500-3700 samples, two per batch at most: padded to the grid (3757),
+    the three batches have two shapes (padded to their longest: three), and every output keeps its
+    own file's length, equal to the session cleaned alone."""
+    import dataclasses
+
+    from bleedjax import methods, reduce
+
+    shapes = []
+    chosen = methods.METHODS["spectral-subtraction"]
+
+    def run_recording(audio, lengths, config, track_names, **rate):
+        shapes.append(audio.shape)
+        return chosen.run(audio, lengths, config, track_names, **rate)
+
+    lengths = [3700, 3500, 3600, 3550, 3650]
+    folders = [write_session(tmp_path / f"s{k}", samples=n, seed=k) for k, n in enumerate(lengths)]
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
+                        dataclasses.replace(chosen, run=run_recording, long_samples=2 * 3 * 4096))
+    reduce.reduce_folders(folders, tmp_path / "out", keep_audio=False)
+    assert sorted(shapes) == [(1, 3, 3757), (2, 3, 3757), (2, 3, 3757)], shapes
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction", chosen)
+    for k, n in enumerate(lengths):
+        reduce.reduce_folders([folders[k]], tmp_path / f"alone{k}", keep_audio=False)
+        for i in range(3):
+            batched = sf.read(tmp_path / "out" / f"s{k}" / f"mic{i}.wav")[0]
+            assert batched.shape == (n,)
+            np.testing.assert_allclose(batched, sf.read(tmp_path / f"alone{k}" / f"mic{i}.wav")[0], atol=1e-4)
 
 
 def test_nan_in_a_streamed_session_is_refused_before_anything_is_written(tmp_path, capsys):
