@@ -26,8 +26,8 @@ from bleedjax import methods, removed, sessions, streaming
 from bleedjax.methods import phase_check
 
 MAX_BATCH_SAMPLES = 1 << 26
-"""The most samples (sessions × tracks × the longest session's length) that one in-memory batch
-holds; a method whose streaming threshold is lower holds at most that (:func:`batch_limit`)."""
+"""The most samples (sessions × tracks × the batch's padded length, :func:`padded_length`) that
+one in-memory batch holds; a method whose streaming threshold is lower holds at most that (:func:`batch_limit`)."""
 LENGTH_GRID_STEPS = 8
 """Steps per octave of the grid of padded lengths (:func:`padded_length`)."""
 LONG_SESSION_SAMPLES = 1 << 27
