@@ -57,8 +57,7 @@ def count_shapes(sessions: int = 1000, seed: int = 0) -> list[list[object]]:
     for tracks, low, high in [(4, 2, 6), (8, 2, 6), (16, 0.5, 3), (4, 0.1, 0.5)]:
         samples = (rng.uniform(low, high, sessions) * 60 * SAMPLE_RATE).astype(int).tolist()
         before = pad_to_longest_batches(samples, tracks, limit)
-        after = reduce._batches(list(range(sessions)), samples, tracks, limit, most // tracks)
-        widths = [reduce.padded_length(max(samples[i] for i in batch), most // tracks) for batch in after]
+        after, widths = zip(*reduce._batches(list(range(sessions)), samples, tracks, limit, most // tracks))
         rows.append([
             f"{tracks} tracks × {low}-{high} min", len(before), len({(len(b), max(samples[i] for i in b)) for b in before}),
             len(after), len({(len(b), w) for b, w in zip(after, widths)}),

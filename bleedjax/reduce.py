@@ -248,17 +248,21 @@ def padded_length(samples: int, most: int) -> int:
     return max(samples, min(length, most))
 
 
-def _batches(indices: list[int], samples_of: list[int], tracks: int, limit: int, most: int) -> list[list[int]]:
+def _batches(
+    indices: list[int], samples_of: list[int], tracks: int, limit: int, most: int
+) -> list[tuple[list[int], int]]:
     """Sessions in order of length, in batches that hold at most ``limit`` samples once padded
-    (:func:`padded_length` up to ``most``; one session always fits)."""
-    batches, current = [], []
+    (one session always fits), each with the length it is padded to (:func:`padded_length` of
+    its longest session, up to ``most``)."""
+    batches, current, width = [], [], 0
     for index in sorted(indices, key=lambda i: samples_of[i]):
-        width = padded_length(samples_of[index], most)
-        if current and (len(current) + 1) * tracks * width > limit:
-            batches.append(current)
+        length = padded_length(samples_of[index], most)
+        if current and (len(current) + 1) * tracks * length > limit:
+            batches.append((current, width))
             current = []
         current.append(index)
-    return batches + [current] if current else batches
+        width = length
+    return batches + [(current, width)] if current else batches
 
 
 def reduce_folders(
@@ -351,24 +355,22 @@ def reduce_folders(
         key = (header.num_tracks, _batch_key(chosen, header, config))
         groups.setdefault(key, []).append(index)
     samples_of = [h.length for h in headers]
-    limit, longest_loaded = batch_limit(chosen), _long_samples(chosen)
     batches = [
         batch
         for (tracks, _), indices in groups.items()
-        for batch in _batches(indices, samples_of, tracks, limit, longest_loaded // tracks)
+        for batch in _batches(indices, samples_of, tracks, batch_limit(chosen), _long_samples(chosen) // tracks)
     ]
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[int, SessionResult] = {}
     staged = sessions.StagedOutputs(pathlib.Path(out)) if batches else None
     try:
-        for batch in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
+        for batch, longest in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
             loaded = {
                 i: sessions.read_session(folders[i], pad=pad, min_tracks=chosen.min_tracks, leave_out=keep)
                 for i in batch
             }
             for i in batch:
                 offsets[i] = sessions.track_offsets(loaded[i].audio, loaded[i].track_lengths)
-            longest = padded_length(max(samples_of[i] for i in batch), longest_loaded // headers[batch[0]].num_tracks)
             audio = np.stack([
                 np.pad(sessions.shift_tracks(loaded[i].audio, -offsets[i], loaded[i].track_lengths),
                        ((0, 0), (0, longest - samples_of[i])))
