@@ -169,17 +169,21 @@ def median_filter(
     return _median_filter(spectrogram, key, _PAD_MODES[mode], float(cval), method)
 
 
-def reflect_past_end(
-    spectrogram: Float[Array, "*batch frames"], frames: Int[Array, ""] | int
-) -> Float[Array, "*batch frames"]:
-    """``spectrogram`` with the frames from ``frames`` on replaced by the reflection of those
-    before (``a b c d | d c b a``): :func:`median_filter`'s ``"reflect"`` border at an end that
-    may be traced, such as the true length of a session padded into a batch. On the first
-    ``frames`` frames, the median filter of the result equals that of those frames alone, for
-    footprints at most ``2 * frames + 1`` frames wide."""
-    index = jnp.arange(spectrogram.shape[-1])
+def median_filter_of_first(
+    spectrogram: Float[Array, "bins frames"], footprint: FootprintLike, frames: Int[Array, ""] | int
+) -> Float[Array, "bins frames"]:
+    """:func:`median_filter` (``"reflect"`` border) of the first ``frames`` frames alone, where
+    ``frames`` may be traced, such as the true length of a session padded into a batch: on those
+    frames the result equals the filter of ``spectrogram[:, :frames]``, whatever follows them
+    (for ``frames`` at least half the footprint's width). The frames from ``frames`` on are
+    replaced by the reflection of those before (``a b c d | d c b a``), continued past the array's
+    end by half the footprint's width, so that the filter's own border never reaches a real frame;
+    the result's frames from ``frames`` on are the filter of that reflection."""
+    half = as_footprint(footprint).shape[1] // 2
+    index = jnp.arange(spectrogram.shape[-1] + half)
     source = jnp.where(index < frames, index, 2 * frames - 1 - index)
-    return jnp.take(spectrogram, jnp.clip(source, 0, spectrogram.shape[-1] - 1), axis=-1)
+    reflected = jnp.take(spectrogram, jnp.clip(source, 0, spectrogram.shape[-1] - 1), axis=-1)
+    return median_filter(reflected, footprint)[:, : spectrogram.shape[-1]]
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))

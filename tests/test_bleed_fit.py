@@ -209,15 +209,20 @@ def test_fit_recovers_delays_and_gains_and_cleans():
 
 def test_batch_equals_sessions_one_by_one():
     """Two more compilations (a padded batch and a shorter session): about 11 s on 2 cores, in the
-    default run since the suite runs in two workers."""
+    default run since the suite runs in two workers. With the residual stage and its gate, which
+    once read the inverse filter's ringing into the padding (0.030 there, up to 0.026 off in the
+    output of a tonal session)."""
+    settings = dataclasses.replace(SETTINGS, residual="spectral-subtraction")
     first, _, _ = delayed_mixture(0, seconds=8.0)
     second, _, _ = delayed_mixture(1)
     batch = np.stack([first, np.pad(second, ((0, 0), (0, first.shape[1] - second.shape[1])))])
-    batched = differentiable.reduce_sessions(jnp.asarray(batch), SETTINGS, jnp.asarray([first.shape[1], second.shape[1]]))
-    alone = differentiable.reduce_session(jnp.asarray(second), SETTINGS)
+    batched = differentiable.reduce_sessions(jnp.asarray(batch), settings, jnp.asarray([first.shape[1], second.shape[1]]))
+    alone = differentiable.reduce_session(jnp.asarray(second), settings)
     np.testing.assert_allclose(np.asarray(batched.params.gains[1]), np.asarray(alone.params.gains), atol=2e-4)
     np.testing.assert_allclose(np.asarray(batched.params.delays[1]), np.asarray(alone.params.delays), atol=2e-3)
+    np.testing.assert_allclose(np.asarray(batched.coherence[1]), np.asarray(alone.coherence), atol=1e-5)
     np.testing.assert_allclose(np.asarray(batched.cleaned[1, :, : second.shape[1]]), np.asarray(alone.cleaned), atol=2e-4)
+    np.testing.assert_array_equal(np.asarray(batched.cleaned[1, :, second.shape[1] :]), 0.0)
 
 
 def test_silent_track_stays_finite():

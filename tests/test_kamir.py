@@ -132,18 +132,25 @@ def test_channel_normalisation_sums_to_one(simulated):
     np.testing.assert_allclose(np.asarray(lam).sum(axis=2), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("settings", [
-    kamir.Settings(bound_quantile=0.3),
-    kamir.Settings(kernel="horizontal", kernel_size=5, gain_equalisation=True, bound_quantile=0.3, bound_frames=400),
+KERNEL_AND_FLOOR = kamir.Settings(
+    kernel="horizontal", kernel_size=5, gain_equalisation=True, bound_quantile=0.3, bound_frames=400
+)
+
+
+@pytest.mark.parametrize(("settings", "padding"), [
+    (kamir.Settings(bound_quantile=0.3), 5096),
+    (KERNEL_AND_FLOOR, 5096),
+    (KERNEL_AND_FLOOR, 1000),
 ])
-def test_batch_equals_single_and_padding(simulated, settings):
+def test_batch_equals_single_and_padding(simulated, settings, padding):
     """Every sample, the last ``n_fft`` too: hop 1024 < n_fft / 2, so the padded STFT has frames
     that also cover the session's end. The kernel reflects and the equalisation's quantile is
-    taken at the session's own end, not in its padding; the ratio floor reads the same frames
-    (with ``bound_frames`` above the session's frames, the padding's count as silent)."""
+    taken at the session's own end, not in its padding, also where the padding is shorter than
+    half the kernel; the ratio floor reads the same frames (with ``bound_frames`` above the
+    session's frames, the padding's count as silent)."""
     phi = jnp.asarray(kamir.identity_phi(5))
     single = kamir.reduce_session(simulated.mics[:, :-1000], phi, settings)
-    padded = jnp.pad(simulated.mics[:, :-1000], ((0, 0), (0, 5096)))
+    padded = jnp.pad(simulated.mics[:, :-1000], ((0, 0), (0, padding)))
     samples = simulated.mics.shape[-1] - 1000
     batch = kamir.reduce_sessions(jnp.stack([padded, padded]), phi, settings, jnp.asarray([samples, samples]))
     np.testing.assert_allclose(np.asarray(batch.lam[1]), np.asarray(single.lam), rtol=1e-4, atol=1e-6)

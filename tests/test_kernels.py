@@ -1,5 +1,6 @@
 """Median-filter kernels against ``scipy.ndimage.median_filter``: bitwise equal on float32."""
 
+import functools
 import itertools
 
 import jax
@@ -73,6 +74,21 @@ def test_ties_and_direct_call_equal_scipy():
         got = kernels.median_filter(jnp.asarray(x), kernels.cross(9, 9), mode="wrap", method=method)
         expected = scipy.ndimage.median_filter(x, footprint=kernels.cross(9, 9), mode="wrap")
         np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_filter_of_first_frames_ignores_what_follows_them(spectrogram):
+    """A session padded into a batch by fewer frames than half the kernel's width (as
+    :func:`bleedjax.reduce.padded_length` pads by up to 9 %) is filtered as it is alone."""
+    garbage = np.random.default_rng(3).random((SHAPE[0], 12), dtype=np.float32) * 100
+    for name in ["horizontal17", "cross5x3"]:
+        filter_first = jax.jit(functools.partial(kernels.median_filter_of_first, footprint=FOOTPRINTS[name]))
+        for length, padding in [(41, 0), (40, 1), (36, 5), (29, 12)]:
+            first = spectrogram[:, :length]
+            padded = np.concatenate([first, garbage[:, :padding]], axis=1)
+            expected = scipy.ndimage.median_filter(first, footprint=FOOTPRINTS[name], mode="reflect")
+            got = np.asarray(filter_first(jnp.asarray(padded), frames=length))
+            assert got.shape == padded.shape
+            np.testing.assert_array_equal(got[:, :length], expected, err_msg=f"{name} {padding}")
 
 
 @pytest.mark.parametrize("size", range(1, 19))

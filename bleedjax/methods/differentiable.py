@@ -245,11 +245,16 @@ def clean(
 ) -> Float[Array, "tracks samples"]:
     """The tracks cleaned with a fitted model, before the residual stage: the inversion
     (:func:`unmix`, first order for ``cleaning="subtract"``) and, for ``cleaning="wiener"``, the
-    mask (:func:`wiener_mask`; ``length`` as for :func:`reduce_session`)."""
+    mask (:func:`wiener_mask`; ``length`` as for :func:`reduce_session`). The inverse filter rings
+    past a session's end; in a padded session the samples from ``length`` on are set to 0, as
+    they are absent from the session alone, so that the mask and the residual stage see the same
+    end."""
     unmixed = unmix(
         params, audio, max_delay=settings.max_delay, regularisation=settings.regularisation,
         first_order=settings.cleaning == "subtract",
     )
+    if length is not None:
+        unmixed = jnp.where(jnp.arange(audio.shape[-1]) < length, unmixed, 0.0)
     return wiener_mask(audio, unmixed, settings, length) if settings.cleaning == "wiener" else unmixed
 
 

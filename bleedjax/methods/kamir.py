@@ -491,10 +491,11 @@ def estimate(
         lam, psd = carry
         psd = jax.lax.cond(iteration > 0, lambda p: update_psd(p, lam, power, phi), lambda p: p, psd)
         if footprint is not None:
-            if mask is not None:
-                # The kernel's border at the session's own end, not in its padding.
-                psd = kernels.reflect_past_end(psd, jnp.sum(mask).astype(jnp.int32))
-            psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
+            if mask is None:
+                psd = jax.vmap(kernels.median_filter, in_axes=(0, None))(psd, footprint)
+            else:
+                frames = jnp.sum(mask).astype(jnp.int32)
+                psd = jax.vmap(kernels.median_filter_of_first, in_axes=(0, None, None))(psd, footprint, frames)
         if settings.update_lambda:
             lam = next_lambda(lam, *lambda_sums(lam, psd, power, settings.beta, mask), phi, settings, lambda_cap)
         return lam, psd
