@@ -59,6 +59,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -110,6 +111,12 @@ class FitSettings:
             raise ValueError("need max_gain > 0, bands >= 1, rounds >= 1, steps >= 0 and candidates >= 1")
         if not 0.0 <= self.whitening <= 1.0:
             raise ValueError(f"whitening must be in [0, 1], got {self.whitening}")
+        for name in ("learning_rate_gain", "learning_rate_delay", "learning_rate_colour", "floor", "phat_beta",
+                     "regularisation"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if self.upsample < 1:
+            raise ValueError(f"upsample must be >= 1, got {self.upsample}")
         if not self.shrinkage_scale >= 0.0:
             raise ValueError(f"shrinkage_scale must be >= 0, got {self.shrinkage_scale}")
         if self.shrinkage_blocks < 2:

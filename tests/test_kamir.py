@@ -177,6 +177,8 @@ def test_settings_are_validated():
         kamir.Settings(bound_headroom=0.5)
     with pytest.raises(ValueError, match="bound_frames"):
         kamir.Settings(bound_frames=0)
+    with pytest.raises(ValueError, match="beta"):
+        kamir.Settings(beta=float("nan"))
 
 
 def test_floor_cap_bounds_each_source_by_its_own_microphone():

@@ -102,6 +102,8 @@ class Settings:
             raise ValueError(f"window must be 'hann' or 'hamming', got {self.window!r}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if not np.isfinite(self.beta):
+            raise ValueError(f"beta (of the β-divergence) must be finite, got {self.beta}")
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
         if self.update_rule not in UPDATE_RULES:

@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -201,10 +202,16 @@ class Settings:
             raise ValueError(f"solver must be 'descent' or 'nnls', got {self.solver!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.learning_rate <= 0 or not 0 < self.learning_rate_decay <= 1:
-            raise ValueError("learning_rate must be > 0 and learning_rate_decay in (0, 1]")
-        if self.lambda_scale < 0:
-            raise ValueError(f"lambda_scale must be >= 0, got {self.lambda_scale}")
+        if not 0 < self.learning_rate < math.inf or not 0 < self.learning_rate_decay <= 1:
+            raise ValueError("learning_rate must be finite and > 0, and learning_rate_decay in (0, 1]")
+        if not 0 <= self.lambda_scale < math.inf:
+            raise ValueError(f"lambda_scale must be finite and >= 0, got {self.lambda_scale}")
+        if not 0 < self.curvature < math.inf:
+            raise ValueError(f"curvature must be finite and > 0, got {self.curvature}")
+        if not 0 <= self.tolerance < math.inf:
+            raise ValueError(f"tolerance must be finite and >= 0, got {self.tolerance}")
+        if self.max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations}")
         if not self.max_lambda > 0:
             raise ValueError(f"max_lambda must be > 0, got {self.max_lambda}")
         if self.solver == "nnls" and self.max_lambda != float("inf"):
