@@ -4,11 +4,38 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
+import signal
 import sys
+import threading
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``reduce`` removes its staged outputs (as on
+    Ctrl-C) before the process ends."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """SIGTERM raises :class:`Terminated` inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _enable_compilation_cache() -> None:
@@ -32,7 +59,14 @@ def _method_config(args):
     if args.preset and args.preset not in method.presets:
         choices = ", ".join(method.presets) or "none"
         raise ValueError(f"--preset {args.preset}: {args.method} presets are {choices}")
-    config = reduce.load_config(args.config) if args.config else method.default_config(args.preset)
+    config = method.default_config(args.preset)
+    if args.config:
+        loaded = reduce.load_config(args.config)
+        unknown = sorted(set(loaded.keys()) - set(config.keys()))
+        if unknown:
+            raise ValueError(f"{args.config}: {', '.join(unknown)} are not settings of --method {args.method} "
+                             "(a config of another method?)")
+        config = loaded
     config = reduce.apply_overrides(config, args.set)
     if getattr(args, "dictionary", None):
         if "dictionary" not in config:
@@ -351,7 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     from bleedjax.sessions import SessionError
 
     try:
-        return args.run(args)
+        if args.command != "reduce":
+            return args.run(args)
+        with _terminate_as_exception():
+            return args.run(args)
+    except KeyboardInterrupt:
+        print(f"bleedjax {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"bleedjax {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except (SessionError, ValueError) as error:
         message = " ".join(str(error).split())
         print(f"bleedjax {args.command}: error: {message}", file=sys.stderr)

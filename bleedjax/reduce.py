@@ -51,17 +51,51 @@ class SessionResult:
     """How much was taken out of each track, when :func:`reduce_folders` wrote it (``write_removed``)."""
     kept: tuple[str, ...] = ()
     """The files copied to the output as recorded (``keep``), which are not in ``session``."""
+    clipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    """``{file name: samples}`` of the cleaned files in integer (PCM) formats whose samples
+    exceeded full scale and were clipped there."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """Imports ``get_config()`` from a Python config file (``configs/*.py``)."""
+    """Imports ``get_config()`` from a Python config file (``configs/*.py``); a file that is missing,
+    fails to run, or has no ``get_config()`` returning a ``ConfigDict`` raises
+    :class:`~bleedjax.sessions.SessionError`."""
     path = pathlib.Path(path)
     spec = importlib.util.spec_from_file_location(f"bleedjax_config_{path.stem}", path)
     if spec is None or not path.is_file():
         raise sessions.SessionError(f"{path}: config file not found")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config() if hasattr(module, "get_config") else None
+    except Exception as error:  # noqa: BLE001 (the user's file may raise anything; one line says what)
+        raise sessions.SessionError(f"{path}: the config file failed: {type(error).__name__}: {error}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise sessions.SessionError(f"{path}: a config file defines get_config() returning an ml_collections.ConfigDict")
+    return config
+
+
+def clipped_samples(layout: sessions.TrackLayout, cleaned: np.ndarray) -> dict[str, int]:
+    """``{file name: samples}`` of ``(tracks, samples)`` cleaned audio beyond full scale, for the
+    files whose integer (PCM) format clips them when written."""
+    counts, row = {}, 0
+    for track in layout.files:
+        rows = cleaned[row : row + track.channels]
+        if streaming.subtype_is_integer(track.subtype) and (count := int(np.count_nonzero(np.abs(rows) > 1.0))):
+            counts[track.name] = count
+        row += track.channels
+    return counts
+
+
+def refuse_non_finite(folder: pathlib.Path, *arrays: np.ndarray) -> None:
+    """Raises :class:`~bleedjax.sessions.SessionError` when one of a session's ``arrays`` (cleaned
+    samples, bleed) holds NaN or infinite values (settings outside the range a method converges in, such as ``--set
+    learning_rate=1e30``); a PCM file would hold them as full-scale noise."""
+    if not all(np.all(np.isfinite(array)) for array in arrays):
+        raise sessions.SessionError(
+            f"{folder}: the method returned NaN or infinite samples or bleed; nothing is written (check the --set "
+            "and --config values)"
+        )
 
 
 SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -145,9 +179,12 @@ def capped_pairs(
 def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None = None) -> list[str]:
     """Caveats on one cleaned session, for the command line to print.
 
-    * any method: audio files in other formats that the session left out; artefacts of another
+    * any method: audio files in other formats that the session left out; tracks that ``--pad``
+      lengthened (:func:`_padding_warnings`); WAV or FLAC files in the output folder that are not
+      this session's tracks (an earlier run's, with ``--overwrite``); artefacts of another
       method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the outputs by an
-      earlier run; removed tracks that exceed full scale in a PCM file, which clips them, or that
+      earlier run; cleaned tracks that exceed full scale in a PCM file, which clips them; removed
+      tracks that exceed full scale in a PCM file, or that
       hold more energy than their input track (bleed adds to a track's own sound, so removing it
       cannot take out more than the track holds);
     * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
@@ -160,12 +197,21 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     """
     notes = [f"{path.name}: not WAV or FLAC, left out of the session"
              for path in sessions.ignored_audio_files(result.session.folder)]
+    notes += _padding_warnings(result.session)
+    ours = {f.name for f in result.session.files} | set(result.kept)
+    notes += [f"{path}: not a track of this session nor written by this run (an earlier run's?); left in place"
+              for path in (sorted(result.out_dir.iterdir()) if result.out_dir.is_dir() else [])
+              if path.is_file() and path.suffix.lower() in sessions.AUDIO_SUFFIXES and path.name not in ours
+              and not path.name.startswith(".")]
     produced = methods.get_method(method).artefacts
     notes += [f"{result.out_dir / name}: from an earlier run, not by --method {method}; left in place"
               for name in ("bleed.npz", "interference") if name not in produced and (result.out_dir / name).exists()]
     folder = result.out_dir / removed.FOLDER
     if result.removed_levels is None and folder.exists():
         notes.append(f"{folder}: from an earlier run (this one was without --removed); left in place")
+    notes += [f"{result.out_dir / name}: {count} samples of the cleaned track exceed full scale and are clipped in "
+              "this PCM file; convert the inputs to 32-bit float WAV to keep them whole"
+              for name, count in result.clipped.items()]
     if result.removed_levels is not None:
         notes += [f"{folder / name}: what was removed exceeds full scale and is clipped in this PCM file; "
                   "convert the inputs to 32-bit float WAV to keep it whole" for name in result.removed_levels.clipped]
@@ -174,6 +220,19 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
                   f"{removed.FOLDER}/)"
                   for name, level in zip(result.session.track_names, result.removed_levels.level_db) if level > 0.0]
     return notes + _method_warnings(result, method, config)
+
+
+def _padding_warnings(session: sessions.TrackLayout) -> list[str]:
+    """Tracks that ``--pad`` lengthened with zeros: every method counts the padding as silence of
+    that microphone, where its neighbours still play, which lowers its estimated bleed."""
+    lengths = session.track_lengths
+    if len(lengths) == 0 or lengths.min() == lengths.max():
+        return []
+    rate, longest = session.sample_rate, int(lengths.max())
+    short = ", ".join(f"{f.name} ({f.frames / rate:.2f} s)" for f in session.files if f.frames < longest)
+    return [(f"{short}: shorter than the session ({longest / rate:.2f} s) and zero-padded (--pad); the padding "
+             "counts as silence in the bleed estimate, so less of these tracks' bleed may be removed. For the best "
+             "estimate, trim every track to the shortest")]
 
 
 ONE_SOURCE_HINT = ("If both are microphones of one source, give --set channel_map=FILE (README: Several microphones "
@@ -362,8 +421,9 @@ def reduce_folders(
     ]
     show = sys.stderr.isatty() if progress is None else progress
     results: dict[int, SessionResult] = {}
-    staged = sessions.StagedOutputs(pathlib.Path(out)) if batches else None
+    staged = sessions.StagedOutputs(pathlib.Path(out))
     try:
+        staged.create()
         for batch, longest in tqdm(batches, desc=f"{method}", unit="batch", disable=not show):
             loaded = {
                 i: sessions.read_session(folders[i], pad=pad, min_tracks=chosen.min_tracks, leave_out=keep)
@@ -386,33 +446,39 @@ def reduce_folders(
             del audio
             for row, index in enumerate(batch):
                 session, target = loaded[index], targets[index]
+                refuse_non_finite(folders[index], output.cleaned[row, :, : samples_of[index]], output.matrices[row])
                 cleaned = sessions.shift_tracks(
                     output.cleaned[row, :, : samples_of[index]], offsets[index], session.track_lengths
                 )
                 sessions.write_session(session, cleaned, staged.path(target))
+                clipped = clipped_samples(session, cleaned)
                 levels = _write_removed(headers[index], staged.path(target)) if write_removed else None
                 _write_artefacts(method, config, session, staged.path(target), output, row, levels, keep)
                 _copy_kept(folders[index], keep, staged.path(target))
                 results[index] = SessionResult(
                     session if keep_audio else headers[index], target, cleaned if keep_audio else None,
                     output.matrices[row], None if output.checked is None else output.checked[row],
-                    levels, keep,
+                    levels, keep, clipped,
                 )
-        if staged is not None:
-            staged.commit()
+        for index in [i for i, s in enumerate(streamed) if s]:
+            header, target = headers[index], targets[index]
+            try:
+                output = chosen.run_long(folders[index], staged.path(target), config, header.track_names, pad, show,
+                                         offsets[index], keep)
+            except ValueError as error:
+                raise sessions.SessionError(f"{folders[index]}: {error}") from None
+            refuse_non_finite(folders[index], output.matrices[0])
+            clipped = streaming.pop_clipped(staged.path(target), [f.name for f in header.files])
+            levels = _write_removed(header, staged.path(target)) if write_removed else None
+            _write_artefacts(method, config, header, staged.path(target), output, 0, levels, keep)
+            _copy_kept(folders[index], keep, staged.path(target))
+            results[index] = SessionResult(header, target, None, output.matrices[0],
+                                           None if output.checked is None else output.checked[0], levels, keep,
+                                           clipped)
+        staged.commit()
     except BaseException:
-        if staged is not None:
-            staged.abort()
+        staged.abort()
         raise
-    for index in [i for i, s in enumerate(streamed) if s]:
-        header, target = headers[index], targets[index]
-        output = chosen.run_long(folders[index], target, config, header.track_names, pad, show, offsets[index],
-                                 keep)
-        levels = _write_removed(header, target) if write_removed else None
-        _write_artefacts(method, config, header, target, output, 0, levels, keep)
-        _copy_kept(folders[index], keep, target)
-        results[index] = SessionResult(header, target, None, output.matrices[0],
-                                       None if output.checked is None else output.checked[0], levels, keep)
     return [results[i] for i in range(len(headers))]
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pathlib
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -248,12 +249,20 @@ class StagedOutputs:
     renames every staged file onto its final path; :meth:`abort` removes the staging folder. This
     lets ``reduce`` write each batch as soon as it is cleaned, so that memory holds one batch, and
     still leave nothing behind when a later session fails.
+
+    The constructor only names the folder; :meth:`create` makes it. Call that inside the ``try``
+    whose handler aborts, so that an exception raised by a signal handler (Ctrl-C, the CLI's
+    SIGTERM) right after the folder appears still removes it.
     """
 
     def __init__(self, root: pathlib.Path):
         root = pathlib.Path(root).absolute()
         self.anchor = next(p for p in (root, *root.parents) if p.exists())
-        self.staging = pathlib.Path(tempfile.mkdtemp(prefix=f".bleedjax-staging-{root.name}.", dir=self.anchor))
+        self.staging = self.anchor / f".bleedjax-staging-{root.name}.{secrets.token_hex(6)}"
+
+    def create(self) -> None:
+        """Makes the staging folder (private to its owner, as ``tempfile.mkdtemp`` would)."""
+        self.staging.mkdir(mode=0o700)
 
     def path(self, final: pathlib.Path) -> pathlib.Path:
         return self.staging / pathlib.Path(final).absolute().relative_to(self.anchor)

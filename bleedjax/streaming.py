@@ -201,6 +201,19 @@ def busiest_seconds(reader: SessionReader, seconds: float) -> tuple[int, int]:
     return busiest_excerpt(reader, samples, step=reader.sample_rate), samples
 
 
+CLIPPED: dict[pathlib.Path, int] = {}
+"""Samples that :class:`TrackWriter` clipped to full scale in an integer (PCM) file, by the file's
+final path (files without clipping are absent); :func:`pop_clipped` takes them out. A log rather
+than a return value, because the methods' streamed paths own their writers."""
+
+
+def pop_clipped(folder: pathlib.Path, names: Sequence[str]) -> dict[str, int]:
+    """``{name: clipped samples}`` of the files ``names`` in ``folder`` that :class:`TrackWriter`
+    clipped (:data:`CLIPPED`), removed from the log."""
+    found = {name: CLIPPED.pop(pathlib.Path(folder) / name, 0) for name in names}
+    return {name: count for name, count in found.items() if count}
+
+
 class TrackWriter:
     """Streams consecutive samples of every track into temporary files in a session's layout
     (names, channels, format, subtype), renamed into place by :meth:`commit` or removed by
@@ -215,6 +228,7 @@ class TrackWriter:
         self.reader, self.out_dir, self.observer = reader, out_dir, observer
         self.offsets = np.zeros(reader.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
         self.done = 0
+        self.clipped = [0] * len(reader.files)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.handles, self.temporaries = [], []
         for track in reader.files:
@@ -226,27 +240,35 @@ class TrackWriter:
 
     def write(self, samples: np.ndarray) -> None:
         """Writes ``(tracks, n)`` samples, the next ``n`` of the session (those past its end are
-        dropped); integer subtypes are clipped to [-1, 1]."""
+        dropped); integer subtypes are clipped to [-1, 1]. Raises ``ValueError`` on NaN or infinite
+        samples."""
         lo, hi = self.done, min(self.done + samples.shape[1], self.reader.length)
         samples = np.asarray(samples[:, : hi - lo], np.float64)
+        if not np.all(np.isfinite(samples)):
+            raise ValueError(f"the method returned NaN or infinite samples from sample {lo} on; nothing is written "
+                             "(check the --set and --config values)")
         if self.observer is not None:
             self.observer(lo, samples)
         block = (samples + self.offsets[:, None]).astype(np.float32)
         row = 0
-        for track, handle in zip(self.reader.files, self.handles):
+        for index, (track, handle) in enumerate(zip(self.reader.files, self.handles)):
             part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]
             if subtype_is_integer(handle.subtype):
+                self.clipped[index] += int(np.count_nonzero(np.abs(part) > 1.0))
                 part = np.clip(part, -1.0, 1.0)
             handle.write(part.T)
             row += track.channels
         self.done = hi
 
     def commit(self) -> list[pathlib.Path]:
+        """Renames the files into place; logs the clipped ones in :data:`CLIPPED`."""
         written = []
-        for handle, temporary, track in zip(self.handles, self.temporaries, self.reader.files):
+        for handle, temporary, track, clipped in zip(self.handles, self.temporaries, self.reader.files, self.clipped):
             handle.close()
             os.replace(temporary, self.out_dir / track.name)
             written.append(self.out_dir / track.name)
+            if clipped:
+                CLIPPED[self.out_dir / track.name] = clipped
         return written
 
     def abort(self) -> None:

@@ -86,6 +86,23 @@ def test_set_overrides_and_config_file(tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x = 1\n", "get_config() returning an ml_collections.ConfigDict"),
+    ("def get_config(:\n", "the config file failed: SyntaxError"),
+    ("def get_config():\n    return 1 / 0\n", "the config file failed: ZeroDivisionError"),
+    ("from configs.kamir import get_config\n", "beta, bound_band"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, capsys, text, expected):
+    """A config file that fails, has no get_config(), or is another method's (its keys would be
+    dropped without a word, and the method run with that config's STFT)."""
+    session = write_session(tmp_path / "s")
+    (tmp_path / "bad.py").write_text(text.replace("from configs.kamir", "from bleedjax.configs.kamir"))
+    assert run("reduce", session, "--out", tmp_path / "o", "--config", tmp_path / "bad.py") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "bad.py" in error and expected in error, error
+    assert not (tmp_path / "o").exists()
+
+
 def test_switches_take_true_and_false_in_any_spelling():
     config = reduce.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "kamir.py")
     assert config.phase_check is True and config.phase_check_gate is True
@@ -261,6 +278,97 @@ def test_nan_in_a_streamed_session_is_refused_before_anything_is_written(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_non_finite_output_is_refused_and_nothing_is_written(tmp_path, capsys, monkeypatch):
+    """A method that returns NaN (settings it does not converge with) would fill a PCM file with
+    full-scale noise; in memory or streamed, the run stops and writes nothing."""
+    import dataclasses
+
+    from bleedjax import methods, streaming
+
+    chosen = methods.METHODS["spectral-subtraction"]
+
+    def nan_run(audio, lengths, config, track_names, **rate):
+        result = chosen.run(audio, lengths, config, track_names, **rate)
+        return result._replace(cleaned=result.cleaned * np.nan)
+
+    def nan_run_long(folder, out_dir, config, track_names, pad, progress, offsets, leave_out):
+        reader = streaming.SessionReader(folder, pad=pad, leave_out=leave_out)
+        writer = streaming.TrackWriter(reader, out_dir)
+        with streaming.committed(writer):
+            writer.write(np.full((reader.num_tracks, reader.length), np.nan))
+
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
+                        dataclasses.replace(chosen, run=nan_run, run_long=nan_run_long))
+    good = write_session(tmp_path / "good", seed=3)
+    for flag in ("--no-streaming", "--streaming"):
+        assert run("reduce", good, "--out", tmp_path / "out", flag) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "NaN or infinite samples" in error and "good" in error, error
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
+
+
+def test_cleaned_tracks_clipped_in_a_pcm_file_are_named(tmp_path, capsys, monkeypatch):
+    """A cleaned track beyond full scale (cleaning a track recorded near 0 dBFS can overshoot)
+    loses its peaks in a PCM file: in memory or streamed, the run names the file and counts them;
+    a float file keeps them and is not named."""
+    import dataclasses
+
+    from bleedjax import methods, streaming
+
+    chosen = methods.METHODS["spectral-subtraction"]
+    loud = np.zeros((3, RATE))
+    loud[1, :100] = 1.5
+
+    def loud_run(audio, lengths, config, track_names, **rate):
+        return chosen.run(audio, lengths, config, track_names, **rate)._replace(
+            cleaned=np.stack([loud[:, : audio.shape[-1]]] * len(audio)))
+
+    def loud_run_long(folder, out_dir, config, track_names, pad, progress, offsets, leave_out):
+        reader = streaming.SessionReader(folder, pad=pad, leave_out=leave_out)
+        writer = streaming.TrackWriter(reader, out_dir)
+        with streaming.committed(writer):
+            writer.write(loud)
+        return methods.BatchResult(None, np.zeros((1, 3, 3)))
+
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
+                        dataclasses.replace(chosen, run=loud_run, run_long=loud_run_long))
+    session = write_session(tmp_path / "s")
+    floats = write_session(tmp_path / "f", subtype="FLOAT")
+    for flag in ("--no-streaming", "--streaming"):
+        out = tmp_path / flag
+        assert run("reduce", session, floats, "--out", out, flag) == 0
+        err = capsys.readouterr().err
+        assert f"{out / 's' / 'mic1.wav'}: 100 samples of the cleaned track exceed full scale" in err, err
+        assert err.count("exceed full scale") == 1
+        assert np.abs(sf.read(out / "f" / "mic1.wav")[0]).max() > 1.49  # 1.5 plus the track's DC offset
+    assert not streaming.CLIPPED
+
+
+def test_a_failure_in_a_later_streamed_session_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """Streamed sessions are staged with the others: the first session's cleaned files, removed/
+    and bleed.json appear only when every session is done (they once appeared one by one, and an
+    interrupted run left cleaned files without bleed.json)."""
+    import dataclasses
+
+    from bleedjax import methods
+
+    chosen = methods.METHODS["spectral-subtraction"]
+
+    def failing_second(folder, *args):
+        if pathlib.Path(folder).name == "second":
+            raise ValueError("failed on purpose")
+        return chosen.run_long(folder, *args)
+
+    monkeypatch.setitem(methods.METHODS, "spectral-subtraction", dataclasses.replace(chosen, run_long=failing_second))
+    first, second = write_session(tmp_path / "first", seed=1), write_session(tmp_path / "second", seed=2)
+    assert run("reduce", first, second, "--out", tmp_path / "out", "--streaming", "--removed") == 2
+    assert "second: failed on purpose" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
+    assert run("reduce", first, "--out", tmp_path / "out", "--streaming", "--removed") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bleed.json", "mic0.wav", "mic1.wav", "mic2.wav",
+                                                                    "removed"]
+
+
 def test_an_output_path_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
     first, second = write_session(tmp_path / "in" / "a", seed=1), write_session(tmp_path / "in" / "b", seed=2)
     out = tmp_path / "out"
@@ -294,19 +402,26 @@ def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     (out / "bleed.npz").write_bytes(b"an earlier kamir run")
+    (out / "mic9.wav").write_bytes(b"a track of an earlier session")
     assert run("reduce", session, "--out", out) == 0
     err = capsys.readouterr().err
     assert "overhead.aiff: not WAV or FLAC, left out of the session" in err
     assert f"{out / 'bleed.npz'}: from an earlier run, not by --method spectral-subtraction" in err
+    assert f"{out / 'mic9.wav'}: not a track of this session" in err and "mic0.wav: not a track" not in err
     assert (out / "bleed.npz").read_bytes() == b"an earlier kamir run"
 
 
-def test_pad_accepts_unequal_lengths(tmp_path):
+def test_pad_accepts_unequal_lengths_and_warns_about_the_padding(tmp_path, capsys):
+    """The padding of a shorter track counts as its silence in every method's estimate, which
+    lowers its bleed (to 0 with the default's ratio floor); the run says so."""
     session = write_session(tmp_path / "s")
-    sf.write(session / "mic1.wav", np.full(RATE - 500, 0.1), RATE)
+    sf.write(session / "mic1.wav", np.full(RATE - 8000, 0.1), RATE)
     assert run("reduce", session, "--out", tmp_path / "o", "--pad") == 0
-    assert sf.info(tmp_path / "o" / "mic1.wav").frames == RATE - 500
+    assert sf.info(tmp_path / "o" / "mic1.wav").frames == RATE - 8000
     assert sf.info(tmp_path / "o" / "mic0.wav").frames == RATE
+    err = capsys.readouterr().err
+    assert "mic1.wav (0.50 s): shorter than the session (1.00 s) and zero-padded (--pad)" in err
+    assert "mic0.wav (" not in err
 
 
 @pytest.mark.parametrize("where", [".", "inside", "inside/deeper"])
@@ -480,3 +595,31 @@ def test_console_script_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bleedjax.cli", "reduce", str(session), "--out", str(session)],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_interrupted_or_terminated_reduce_leaves_nothing_and_says_so_in_one_line(tmp_path):
+    """Ctrl-C (SIGINT) and SIGTERM (a job scheduler, `kill`) while outputs are staged: the staging
+    folder is removed and one line is printed (SIGTERM once left the staging folder behind, and
+    Ctrl-C printed a traceback)."""
+    import signal
+    import time
+
+    session = write_session(tmp_path / "s", samples=4 * RATE)
+    runs = {}
+    for sent in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"out_{sent.name}"
+        runs[sent] = subprocess.Popen([sys.executable, "-m", "bleedjax.cli", "reduce", str(session), "--out", str(out),
+                                       "--method", "differentiable"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    waiting = set(runs)
+    while waiting and time.monotonic() < deadline:
+        for sent in list(waiting):
+            if list(tmp_path.glob(f".bleedjax-staging-out_{sent.name}.*")):
+                runs[sent].send_signal(sent)
+                waiting.discard(sent)
+        time.sleep(0.01)
+    assert not waiting
+    for sent, status, word in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")):
+        _, stderr = runs[sent].communicate(timeout=120)
+        assert runs[sent].returncode == status and stderr.strip() == f"bleedjax reduce: {word}", stderr
+    assert not list(tmp_path.glob(".bleedjax-staging-*")) and not list(tmp_path.glob("out_*"))
