@@ -113,6 +113,7 @@ def apply(
     Returns:
         ``(I, samples)`` microphone signals.
     """
+    check_params(params, sources.shape[0], max_delay)
     params = params._replace(delays=jnp.clip(params.delays, 0.0, float(max_delay)))
     samples = sources.shape[-1]
     n = _fft_length(samples, max_delay + 1)
@@ -120,6 +121,21 @@ def apply(
     frequencies = jnp.arange(n // 2 + 1, dtype=jnp.float32) / n
     mics = jnp.einsum("ijf,jf->if", transfer(params, frequencies), spectra, precision=jax.lax.Precision.HIGHEST)
     return jnp.fft.irfft(mics, n=n, axis=-1)[..., :samples]
+
+
+def check_params(params: BleedParams, sources: int, max_delay: int) -> None:
+    """Raises ``ValueError`` unless ``params`` holds ``(I, J)`` gains and delays and ``(I, J,
+    bands)`` colouration for ``J = sources``, and ``max_delay`` is a non-negative integer (shapes
+    only: it works on traced values)."""
+    gains = params.gains.shape
+    if params.gains.ndim != 2 or gains[1] != sources:
+        raise ValueError(f"gains must be (mics, sources) = (I, {sources}), got shape {gains}")
+    if params.delays.shape != gains:
+        raise ValueError(f"delays must have the gains' shape {gains}, got {params.delays.shape}")
+    if params.colour.ndim != 3 or params.colour.shape[:2] != gains:
+        raise ValueError(f"colour must be (mics, sources, bands) = {gains + ('bands',)}, got {params.colour.shape}")
+    if not isinstance(max_delay, int | np.integer) or max_delay < 0:
+        raise ValueError(f"max_delay must be a non-negative integer (samples), got {max_delay!r}")
 
 
 SERIES_TAIL = 1e-9

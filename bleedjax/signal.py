@@ -34,11 +34,11 @@ DEFAULT_N_FFT = 4096
 DEFAULT_HOP = 2048
 
 
-def window(name: WindowName, n_fft: int) -> np.ndarray:
+def window(name: WindowName, n_fft: int, dtype=np.float32) -> np.ndarray:
     """Periodic window of length ``n_fft`` as in ``scipy.signal.get_window(name, n_fft)``.
 
     Returns:
-        ``(n_fft,)`` float32 NumPy array (a compile-time constant under jit).
+        ``(n_fft,)`` NumPy array of ``dtype`` (a compile-time constant under jit).
     """
     n = np.arange(n_fft, dtype=np.float64)
     if name == "hann":
@@ -47,7 +47,25 @@ def window(name: WindowName, n_fft: int) -> np.ndarray:
         w = 0.54 - 0.46 * np.cos(2.0 * np.pi * n / n_fft)
     else:
         raise ValueError(f"unknown window {name!r}; expected 'hann' or 'hamming'")
-    return w.astype(np.float32)
+    return w.astype(dtype)
+
+
+def _real_dtype(dtype) -> np.dtype:
+    """float32 for the library's float32 / complex64 / integer arrays; float64 for float64 and
+    complex128 ones (under x64), so that the window costs no precision there."""
+    return np.dtype(jnp.finfo(jnp.result_type(dtype, jnp.float32)).dtype)
+
+
+def _analysis_window(name: WindowName, n_fft: int, dtype) -> np.ndarray:
+    """The window over its sum (the library's STFT scaling), in :func:`_real_dtype` arithmetic."""
+    win = window(name, n_fft, _real_dtype(dtype))
+    return win / win.sum()
+
+
+def _synthesis_window(name: WindowName, n_fft: int, dtype) -> np.ndarray:
+    """The window times its sum (the inverse of :func:`_analysis_window`'s scaling)."""
+    win = window(name, n_fft, _real_dtype(dtype))
+    return win * win.sum()
 
 
 def num_frames(num_samples: int, n_fft: int, hop: int) -> int:
@@ -135,8 +153,7 @@ def stft(
     right = (frames - 1) * hop + n_fft - samples - half
     padding = [(0, 0)] * (x.ndim - 1) + [(half, right)]
     padded = jnp.pad(x, padding)
-    win = window(window_name, n_fft)
-    framed = _frame(padded, n_fft, hop, frames) * _leading(win / win.sum(), x.ndim + 1)
+    framed = _frame(padded, n_fft, hop, frames) * _leading(_analysis_window(window_name, n_fft, x.dtype), x.ndim + 1)
     return jnp.swapaxes(jnp.fft.rfft(framed, axis=-1), -1, -2)
 
 
@@ -173,10 +190,11 @@ def istft(
     _check_sizes(n_fft, hop)
     if spec.shape[-2] != n_fft // 2 + 1:
         raise ValueError(f"spectrogram has {spec.shape[-2]} bins, n_fft={n_fft} needs {n_fft // 2 + 1}")
-    win = window(window_name, n_fft)
+    real = _real_dtype(spec.dtype)
+    win = window(window_name, n_fft, real)
     frames = spec.shape[-1]
     frames_td = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1)
-    frames_td = frames_td * _leading(win * win.sum(), spec.ndim)
+    frames_td = frames_td * _leading(_synthesis_window(window_name, n_fft, spec.dtype), spec.ndim)
     norm = np.zeros((frames - 1) * hop + n_fft, np.float64)
     for t in range(frames):
         norm[t * hop : t * hop + n_fft] += np.float64(win) ** 2
@@ -189,11 +207,11 @@ def istft(
         )
     if valid_length is None:
         signal = _overlap_add(frames_td, hop)
-        return signal[..., half : half + length] / _leading(norm.astype(np.float32), spec.ndim - 1)
-    real = frame_mask(valid_length, frames, n_fft=n_fft, hop=hop)
-    per_frame = real.reshape((1,) * (frames_td.ndim - 2) + (frames, 1))
+        return signal[..., half : half + length] / _leading(norm.astype(real), spec.ndim - 1)
+    sounding = frame_mask(valid_length, frames, n_fft=n_fft, hop=hop)
+    per_frame = sounding.reshape((1,) * (frames_td.ndim - 2) + (frames, 1))
     masked = _overlap_add(frames_td * per_frame, hop)[..., half : half + length]
-    weights = _overlap_add(real[:, None] * jnp.asarray(win * win, jnp.float32)[None, :], hop)[half : half + length]
+    weights = _overlap_add(sounding[:, None] * jnp.asarray(win * win, real)[None, :], hop)[half : half + length]
     covered = (weights > 1e-10) & (jnp.arange(length) < valid_length)
     weights, covered = (a.reshape((1,) * (masked.ndim - 1) + (length,)) for a in (weights, covered))
     return jnp.where(covered, masked / jnp.where(covered, weights, 1.0), 0.0)
@@ -215,9 +233,8 @@ def stft_frames(
     """
     _check_sizes(n_fft, hop)
     frames = (segment.shape[-1] - n_fft) // hop + 1
-    win = window(window_name, n_fft)
     framed = _frame(segment[..., : (frames - 1) * hop + n_fft], n_fft, hop, frames)
-    framed = framed * _leading(win / win.sum(), segment.ndim + 1)
+    framed = framed * _leading(_analysis_window(window_name, n_fft, segment.dtype), segment.ndim + 1)
     return jnp.swapaxes(jnp.fft.rfft(framed, axis=-1), -1, -2)
 
 
@@ -232,6 +249,5 @@ def overlap_add_frames(
     """Windowed overlap-add of frames, ``((frames - 1) * hop + n_fft)`` samples, before the
     division by the summed squared window that :func:`istft` applies."""
     _check_sizes(n_fft, hop)
-    win = window(window_name, n_fft)
     frames_td = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1)
-    return _overlap_add(frames_td * _leading(win * win.sum(), spec.ndim), hop)
+    return _overlap_add(frames_td * _leading(_synthesis_window(window_name, n_fft, spec.dtype), spec.ndim), hop)

@@ -27,6 +27,20 @@ def test_round_trip_is_perfect(n_fft, hop, window_name, samples):
     assert np.linalg.norm(y - x) / np.linalg.norm(x) < 1e-6
 
 
+def test_float64_under_x64_keeps_float64_precision():
+    """With ``jax_enable_x64`` (e.g. for gradient checks) a float64 signal keeps float64 precision
+    (the window was cast to float32: 1e-8 from SciPy, round trip 1e-7); float32 stays float32."""
+    x = np.random.default_rng(3).standard_normal((2, 500))
+    with jax.enable_x64(True):
+        spec = signal.stft(jnp.asarray(x), n_fft=64, hop=16)
+        back = signal.istft(spec, length=500, n_fft=64, hop=16)
+        assert spec.dtype == jnp.complex128 and back.dtype == jnp.float64
+        assert signal.stft(jnp.asarray(x, jnp.float32), n_fft=64, hop=16).dtype == jnp.complex64
+    _, _, theirs = scipy.signal.stft(x, window="hann", nperseg=64, noverlap=48)
+    np.testing.assert_allclose(np.asarray(spec), theirs, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(back), x, rtol=0, atol=1e-13)
+
+
 def test_istft_matches_scipy():
     x = np.random.default_rng(2).standard_normal(3000)
     _, _, spec = scipy.signal.stft(x, window="hann", nperseg=512, noverlap=384)

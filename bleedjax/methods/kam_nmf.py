@@ -273,6 +273,9 @@ def reduce_track(
         :class:`Result`.
     """
     transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    if audio.ndim != 1 or dictionary.ndim != 2:
+        raise ValueError(f"need (samples,) audio and a (bins, atoms) dictionary, got shapes {audio.shape} and "
+                         f"{dictionary.shape}; reduce_tracks takes (tracks, samples)")
     X = signal.stft(audio, **transform)
     if dictionary.shape[0] != X.shape[0]:
         raise ValueError(f"dictionary has {dictionary.shape[0]} bins, n_fft={settings.n_fft} needs {X.shape[0]}")

@@ -71,6 +71,11 @@ def _check_same_shape(references: jax.Array, estimates: jax.Array, layout: str |
         raise ValueError(f"need ({layout}) arrays, got shape {references.shape}")
 
 
+def _check_filter_length(filter_length: int) -> None:
+    if not isinstance(filter_length, int | np.integer) or filter_length < 1:
+        raise ValueError(f"filter_length must be a positive integer (taps), got {filter_length!r}")
+
+
 def _result_dtype(x: jax.Array):
     """The inputs' float dtype; float32 for integer PCM, whose dB would otherwise be truncated."""
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
@@ -158,6 +163,22 @@ def _irfft_head(
     return jnp.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :length]
 
 
+def _solve_or_least_squares(gram: Float[Array, "n n"], rhs: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
+    """``gram⁻¹ rhs``; where ``gram`` is singular (linearly dependent references, such as one
+    source given twice), whose LU solve is not finite, the least-squares solution that mir_eval
+    falls back to (``np.linalg.lstsq`` on ``LinAlgError``), here from a ridge of 1e-10 of the mean
+    diagonal: ``rhs`` lies in the Gram matrix's range, so the projections that the metrics take
+    from it are those of any least-squares solution. The fallback runs only when needed (both
+    branches under ``vmap``)."""
+    solved = jnp.linalg.solve(gram, rhs)
+
+    def ridge():
+        eps = 1e-10 * jnp.trace(gram) / gram.shape[0]
+        return jnp.linalg.solve(gram + eps * jnp.eye(gram.shape[0], dtype=gram.dtype), rhs)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(solved)), lambda: solved, ridge)
+
+
 @functools.partial(jax.jit, static_argnames="filter_length")
 def _bss_eval_sources(
     references: Float[Array, "sources samples"],
@@ -174,11 +195,11 @@ def _bss_eval_sources(
     gram = _gram(ref_spec, n_fft, filter_length)
     corr = _correlate_delayed(ref_spec, est_spec, n_fft, filter_length)
     g, d = _mask_silent(gram, jnp.transpose(corr, (0, 2, 1)), active)
-    c_all = jnp.linalg.solve(g, d).reshape(sources, filter_length, sources)
+    c_all = _solve_or_least_squares(g, d).reshape(sources, filter_length, sources)
     idx = np.arange(sources)
     g_own = g.reshape(sources, filter_length, sources, filter_length)[idx, :, idx, :]
     c_own = jax.lax.map(
-        lambda system: jnp.linalg.solve(*system), (g_own, d.reshape(sources, filter_length, sources)[idx, :, idx])
+        lambda system: _solve_or_least_squares(*system), (g_own, d.reshape(sources, filter_length, sources)[idx, :, idx])
     )
 
     c_all_spec = jnp.fft.rfft(jnp.transpose(c_all, (2, 0, 1)), n=n_fft, axis=-1)
@@ -218,6 +239,7 @@ def bss_eval_sources(
         whose reference or estimate is all zeros.
     """
     _check_same_shape(references, estimates, "sources, samples")
+    _check_filter_length(filter_length)
     with jax.enable_x64(True):
         out = _bss_eval_sources(
             references.astype(jnp.float64), estimates.astype(jnp.float64), filter_length
@@ -329,7 +351,8 @@ def bss_eval_images_framewise(
         :class:`BssEvalImages` ``(sdr, isr, sir, sar)``, each ``(sources, frames)`` in dB; NaN
         where the source's reference or estimate is silent in the window (or altogether).
     """
-    _check_same_shape(references, estimates)
+    _check_same_shape(references, estimates, "sources, samples, channels")
+    _check_filter_length(filter_length)
     if window < 1 or hop < 1:
         raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
     with jax.enable_x64(True):

@@ -42,6 +42,7 @@ def table3_correlation(
     Returns:
         scalar in ``[-1, 1]``; NaN when either set of entries is constant.
     """
+    _check_square_pair(mixing_matrix, lam, "mixing_matrix", "lam")
     tracks = mixing_matrix.shape[0]
     inverse = jnp.linalg.inv(mixing_matrix)
     unmix = jnp.eye(tracks, dtype=lam.dtype) - lam
@@ -67,7 +68,15 @@ def frobenius_distance(
     Returns:
         scalar distance.
     """
+    if estimated.ndim != 2 or estimated.shape != true.shape:
+        raise ValueError(f"need two matrices of one shape, got estimated {estimated.shape} and true {true.shape}")
     distance = jnp.linalg.norm(estimated - true)
     if relative:
         return distance / jnp.linalg.norm(true)
     return distance
+
+
+def _check_square_pair(first, second, first_name: str, second_name: str) -> None:
+    if first.ndim != 2 or first.shape[0] != first.shape[1] or first.shape != second.shape:
+        raise ValueError(f"need two square matrices of one shape, got {first_name} {first.shape} and "
+                         f"{second_name} {second.shape}")
