@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import soundfile as sf
 
+from bleedjax import wav_chunks
+
 AUDIO_SUFFIXES = (".wav", ".flac")
 # Audio that a session folder may hold but that bleedjax does not read (``reduce`` names them).
 OTHER_AUDIO_SUFFIXES = (".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".mp3", ".ogg", ".opus", ".m4a")
@@ -302,7 +304,8 @@ def _atomic_path(final: pathlib.Path) -> Iterator[pathlib.Path]:
 
 
 def write_audio_atomic(path: pathlib.Path, audio: np.ndarray, sample_rate: int, like: TrackFile) -> None:
-    """Writes ``(channels, samples)`` audio in the format and subtype of ``like``, atomically.
+    """Writes ``(channels, samples)`` audio in the format and subtype of ``like``, atomically,
+    with ``like``'s broadcast metadata (:mod:`bleedjax.wav_chunks`: BWF ``bext`` timecode, ``iXML``).
 
     Integer subtypes are clipped to [-1, 1] rather than wrapped.
     """
@@ -312,6 +315,7 @@ def write_audio_atomic(path: pathlib.Path, audio: np.ndarray, sample_rate: int, 
         data = np.clip(data, -1.0, 1.0)
     with _atomic_path(path) as temporary:
         sf.write(str(temporary), data, sample_rate, subtype=subtype, format=like.format)
+        wav_chunks.copy_metadata(like.path, temporary)
 
 
 def _strict_json(value):

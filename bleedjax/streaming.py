@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import soundfile as sf
 
-from bleedjax import signal
+from bleedjax import signal, wav_chunks
 from bleedjax.sessions import (
     SessionError,
     TrackFile,
@@ -261,10 +261,12 @@ class TrackWriter:
         self.done = hi
 
     def commit(self) -> list[pathlib.Path]:
-        """Renames the files into place; logs the clipped ones in :data:`CLIPPED`."""
+        """Renames the files into place, with their inputs' broadcast metadata
+        (:func:`bleedjax.wav_chunks.copy_metadata`); logs the clipped ones in :data:`CLIPPED`."""
         written = []
         for handle, temporary, track, clipped in zip(self.handles, self.temporaries, self.reader.files, self.clipped):
             handle.close()
+            wav_chunks.copy_metadata(track.path, temporary)
             os.replace(temporary, self.out_dir / track.name)
             written.append(self.out_dir / track.name)
             if clipped:
