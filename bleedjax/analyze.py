@@ -176,6 +176,8 @@ def analyze_session(
     """
     if max_seconds is not None and not max_seconds >= 0:
         raise ValueError(f"max_seconds must be >= 0 (0: the whole session), got {max_seconds}")
+    if not np.isfinite(threshold_db):
+        raise ValueError(f"threshold_db must be a finite level in dB, got {threshold_db}")
     chosen = methods.get_method(method)
     config = chosen.default_config(None) if config is None else config
     reader = streaming.SessionReader(folder, pad=pad, leave_out=leave_out)
@@ -277,7 +279,8 @@ def plot_analysis(path: str | os.PathLike, analysis: Analysis) -> pathlib.Path:
 
 def check_outputs(paths: list[str | os.PathLike | None], *, folder: str | os.PathLike, overwrite: bool) -> None:
     """Refuses report files that exist (without ``overwrite``), lie inside the session folder, are
-    folders, or are one path given twice (the second would replace the first)."""
+    folders, lie in a folder that cannot be written, or are one path given twice (the second would
+    replace the first)."""
     chosen = [pathlib.Path(p) for p in paths if p]
     resolved = [p.resolve() for p in chosen]
     for path, where in zip(chosen, resolved):
@@ -288,5 +291,6 @@ def check_outputs(paths: list[str | os.PathLike | None], *, folder: str | os.Pat
     for path in chosen:
         if pathlib.Path(folder).resolve() in path.resolve().parents:
             raise sessions.SessionError(f"{path}: report file is inside the session folder {folder}")
+    sessions.check_writable(chosen)
     if not overwrite:
         sessions.refuse_overwrite(chosen)

@@ -114,6 +114,8 @@ def _cmd_simulate(args) -> int:
 def _cmd_evaluate(args) -> int:
     from bleedjax import evaluate, sessions
 
+    if args.json:
+        sessions.check_writable([pathlib.Path(args.json)])
     if args.json and not args.overwrite:
         sessions.refuse_overwrite([pathlib.Path(args.json)])
     result = evaluate.evaluate_folders(args.references, args.estimates, framewise=args.framewise)

@@ -122,6 +122,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
+        if isinstance(current, str) and not isinstance(value, str):
+            value = text  # a word setting: the settings say which words it takes (`passes=0` met a cast error)
         if isinstance(current, float) and not isinstance(value, bool):
             try:
                 value = float(value)
@@ -179,7 +181,8 @@ def capped_pairs(
 def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None = None) -> list[str]:
     """Caveats on one cleaned session, for the command line to print.
 
-    * any method: audio files in other formats that the session left out; tracks that ``--pad``
+    * any method: audio files in other formats, and folders of audio, that the session left out;
+      tracks that ``--pad``
       lengthened (:func:`_padding_warnings`); WAV or FLAC files in the output folder that are not
       this session's tracks (an earlier run's, with ``--overwrite``); artefacts of another
       method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the outputs by an
@@ -197,6 +200,8 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     """
     notes = [f"{path.name}: not WAV or FLAC, left out of the session"
              for path in sessions.ignored_audio_files(result.session.folder)]
+    notes += [f"{path.name}/: a folder of audio inside the session, left out (give it as a session of its own)"
+              for path in sessions.ignored_subfolders(result.session.folder)]
     notes += _padding_warnings(result.session)
     ours = {f.name for f in result.session.files} | set(result.kept)
     notes += [f"{path}: not a track of this session nor written by this run (an earlier run's?); left in place"

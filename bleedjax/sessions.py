@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -131,6 +132,16 @@ def audio_info(path: pathlib.Path):
         return sf.info(str(path))
     except (sf.SoundFileError, RuntimeError, OSError) as error:
         raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
+
+
+def ignored_subfolders(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Folders inside a session folder that hold WAV or FLAC files: a session is one folder of
+    tracks, so their tracks are left out (a multitrack recorder's per-take folders, for instance)."""
+    return sorted(
+        p for p in pathlib.Path(folder).iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+        and any(f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES for f in p.iterdir())
+    )
 
 
 def ignored_audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -295,7 +306,10 @@ def temporary_beside(final: pathlib.Path) -> pathlib.Path:
 @contextlib.contextmanager
 def _atomic_path(final: pathlib.Path) -> Iterator[pathlib.Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_beside(final)
+    try:
+        temporary = temporary_beside(final)
+    except OSError as error:  # name the file asked for, not the hidden temporary one
+        raise OSError(error.errno, error.strerror, str(final)) from None
     try:
         yield temporary
         os.replace(temporary, final)
@@ -352,6 +366,16 @@ def planned_outputs(
 ) -> list[pathlib.Path]:
     """The files a session's ``files`` become in ``out_dir``, plus ``extra`` names."""
     return [out_dir / f.name for f in files] + [out_dir / name for name in extra]
+
+
+def check_writable(paths: Sequence[pathlib.Path]) -> None:
+    """Raises ``OSError`` naming the first path whose nearest existing folder cannot take a new
+    file (read-only, no permission), so that a report fails before the computation, not after."""
+    for path in paths:
+        folder = next(p for p in (pathlib.Path(path).absolute().parent, *pathlib.Path(path).absolute().parents)
+                      if p.exists())
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, f"cannot write in {folder} (read-only or no permission)", str(path))
 
 
 def refuse_overwrite(paths: Sequence[pathlib.Path]) -> None:

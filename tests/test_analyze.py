@@ -200,6 +200,8 @@ def test_a_long_session_is_analysed_on_its_busiest_excerpt(simulated, tmp_path, 
     assert excerpt.to_json()["session_seconds"] == 6.0
     assert cli.main(["analyze", str(longer), "--max-seconds", "-1"]) == 2
     assert "max_seconds must be >= 0" in capsys.readouterr().err
+    assert cli.main(["analyze", str(longer), "--threshold-db", "nan"]) == 2  # once "flagged above nan dB: none"
+    assert "threshold_db must be a finite level" in capsys.readouterr().err
 
 
 def test_silent_track_is_reported_not_flagged(simulated, tmp_path):

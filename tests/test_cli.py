@@ -84,6 +84,10 @@ def test_set_overrides_and_config_file(tmp_path, capsys):
     np.testing.assert_allclose(cleaned, sf.read(session / "mic0.wav")[0], atol=2 / 32768)
     assert run("reduce", session, "--out", tmp_path / "p", "--set", "no_such_key=1") == 2
     assert "no_such_key" in capsys.readouterr().err
+    # a word setting given a number is the settings' own message, not a ConfigDict cast error
+    assert run("reduce", session, "--out", tmp_path / "p", "--set", "passes=0") == 2
+    assert "passes must be 'auto', 'chunked' or 'whole', got '0'" in capsys.readouterr().err
+    assert reduce.apply_overrides(reduce.load_config(config), ["window='hann'"]).window == "hann"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -399,6 +403,8 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path):
 def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
     session = write_session(tmp_path / "s")
     (session / "overhead.aiff").write_bytes(b"FORM")
+    write_session(session / "take2", tracks=2)
+    (session / "notes").mkdir()
     out = tmp_path / "o"
     out.mkdir()
     (out / "bleed.npz").write_bytes(b"an earlier kamir run")
@@ -406,6 +412,7 @@ def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
     assert run("reduce", session, "--out", out) == 0
     err = capsys.readouterr().err
     assert "overhead.aiff: not WAV or FLAC, left out of the session" in err
+    assert "take2/: a folder of audio inside the session, left out" in err and "notes/" not in err
     assert f"{out / 'bleed.npz'}: from an earlier run, not by --method spectral-subtraction" in err
     assert f"{out / 'mic9.wav'}: not a track of this session" in err and "mic0.wav: not a track" not in err
     assert (out / "bleed.npz").read_bytes() == b"an earlier kamir run"
@@ -558,6 +565,34 @@ def test_evaluate_writes_standard_json_and_keeps_existing_files(tmp_path, capsys
     assert run("evaluate", refs, refs, "--json", report) == 2
     assert "exists" in capsys.readouterr().err and report.read_text() == "precious"
     assert run("evaluate", refs, refs, "--json", report, "--overwrite") == 0
+
+
+def test_a_report_that_cannot_be_written_fails_first_and_names_itself(tmp_path, capsys, monkeypatch):
+    """A read-only folder (os.access says no; the suite may run as root, which chmod does not
+    stop) fails before evaluate or analyze computes anything, naming the report, not a hidden
+    temporary file; a write that fails anyway names the file asked for."""
+    from bleedjax import analyze, evaluate
+
+    refs = write_session(tmp_path / "refs", tracks=2)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: pathlib.Path(path) != locked and real_access(path, mode))
+    monkeypatch.setattr(evaluate, "evaluate_folders", lambda *a, **k: pytest.fail("computed before the check"))
+    monkeypatch.setattr(analyze, "analyze_session", lambda *a, **k: pytest.fail("computed before the check"))
+    for command in (["evaluate", refs, refs, "--json", locked / "s.json"], ["analyze", refs, "--png", locked / "a.png"]):
+        assert run(*command) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and str(command[-1]) in error and "cannot write in" in error
+    monkeypatch.undo()
+
+    def refuse(final):
+        raise PermissionError(13, "Permission denied", str(final.parent / f".{final.name}.x1y2.tmp"))
+
+    monkeypatch.setattr(sessions, "temporary_beside", refuse)
+    with pytest.raises(PermissionError) as raised:
+        sessions.write_json_atomic(tmp_path / "r.json", {})
+    assert raised.value.filename == str(tmp_path / "r.json")
 
 
 def test_evaluate_refuses_a_silent_estimate_of_a_sounding_reference(tmp_path, capsys):
