@@ -89,8 +89,8 @@ def clipped_samples(layout: sessions.TrackLayout, cleaned: np.ndarray) -> dict[s
 
 def refuse_non_finite(folder: pathlib.Path, *arrays: np.ndarray) -> None:
     """Raises :class:`~bleedjax.sessions.SessionError` when one of a session's ``arrays`` (cleaned
-    samples, bleed) holds NaN or infinite values (settings outside the range a method converges in, such as ``--set
-    learning_rate=1e30``); a PCM file would hold them as full-scale noise."""
+    samples, bleed) holds NaN or infinite values (no default does; settings outside the range a
+    method converges in could); a PCM file would hold them as full-scale noise."""
     if not all(np.all(np.isfinite(array)) for array in arrays):
         raise sessions.SessionError(
             f"{folder}: the method returned NaN or infinite samples or bleed; nothing is written (check the --set "
@@ -182,14 +182,13 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     """Caveats on one cleaned session, for the command line to print.
 
     * any method: audio files in other formats, and folders of audio, that the session left out;
-      tracks that ``--pad``
-      lengthened (:func:`_padding_warnings`); WAV or FLAC files in the output folder that are not
-      this session's tracks (an earlier run's, with ``--overwrite``); artefacts of another
-      method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the outputs by an
-      earlier run; cleaned tracks that exceed full scale in a PCM file, which clips them; removed
-      tracks that exceed full scale in a PCM file, or that
-      hold more energy than their input track (bleed adds to a track's own sound, so removing it
-      cannot take out more than the track holds);
+      tracks that ``--pad`` lengthened (:func:`_padding_warnings`); WAV or FLAC files in the output
+      folder that are not this session's tracks (an earlier run's, with ``--overwrite``); artefacts
+      of another method or run (``bleed.npz``, ``interference/``, ``removed/``) left beside the
+      outputs by an earlier run; cleaned tracks that exceed full scale in a PCM file, which clips
+      them; removed tracks that exceed full scale in a PCM file, or that hold more energy than their
+      input track (bleed adds to a track's own sound, so removing it cannot take out more than the
+      track holds);
     * spectral subtraction: with its phase check (:mod:`bleedjax.methods.phase_check`), the
       pairs whose λ it capped; without, the pairs of :func:`mutual_bleed_pairs` (unison parts lose
       their target);

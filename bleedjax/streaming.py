@@ -209,8 +209,12 @@ than a return value, because the methods' streamed paths own their writers."""
 
 def pop_clipped(folder: pathlib.Path, names: Sequence[str]) -> dict[str, int]:
     """``{name: clipped samples}`` of the files ``names`` in ``folder`` that :class:`TrackWriter`
-    clipped (:data:`CLIPPED`), removed from the log."""
-    found = {name: CLIPPED.pop(pathlib.Path(folder) / name, 0) for name in names}
+    clipped (:data:`CLIPPED`); every entry at or below ``folder`` (e.g. ``interference/``) leaves
+    the log."""
+    folder = pathlib.Path(folder)
+    found = {name: CLIPPED.get(folder / name, 0) for name in names}
+    for path in [p for p in CLIPPED if folder in p.parents]:
+        del CLIPPED[path]
     return {name: count for name, count in found.items() if count}
 
 
