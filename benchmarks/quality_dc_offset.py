@@ -71,8 +71,10 @@ def main(argv=None) -> None:
             for method in METHODS:
                 base = pathlib.Path(scratch) / f"{len(payload)}"
                 clean = _through_reduce(method, mics, names, session.sample_rate, base / "clean")
-                alone = np.asarray(methods.get_method(method).run_session(mics + offsets, methods.get_method(
-                    method).default_config(None), names).cleaned[0]) - offsets
+                chosen = methods.get_method(method)
+                rate = {"sample_rate": session.sample_rate} if chosen.uses_sample_rate else {}
+                alone = np.asarray(chosen.run_session(mics + offsets, chosen.default_config(None), names,
+                                                      **rate).cleaned[0]) - offsets
                 handled = _through_reduce(method, mics + offsets, names, session.sample_rate, base / "offsets") - offsets
                 gains = {label: score_gains(references, mics, cleaned)["sdr"]
                          for label, cleaned in (("clean", clean), ("alone", alone), ("reduce", handled))}
