@@ -16,6 +16,7 @@ before the process exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -112,7 +113,8 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
 
 
 # Entries that may change on resume without changing what the run learns from: how long it runs
-# and how often it logs, evaluates and saves.
+# and how often it logs, evaluates and saves (a new num_train_steps also rebuilds a cosine schedule:
+# bleedjax.train.resume_schedule_notes says so).
 SCHEDULE_KEYS = ("training.num_train_steps", "training.log_every", "training.eval_every", "training.eval_batches",
                  "training.checkpoint_every", "training.keep_checkpoints", "training.eval_filter_length")
 
@@ -163,9 +165,23 @@ def _abstract(state, sharding):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
 
 
+@contextlib.contextmanager
+def _readable(where: str):
+    """Turns whatever Orbax or TensorStore raise on a damaged step (a missing item, truncated
+    files) into one ``ValueError`` line naming the step folder."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 (they raise many kinds; one line says which)
+        first = " ".join(str(error).split())
+        first = first if len(first) <= 200 else first[:200] + "..."
+        raise ValueError(f"{where}: this checkpoint step cannot be read ({type(error).__name__}: {first}); "
+                         "delete the step folder to resume from an earlier one") from None
+
+
 def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
     """The config JSON saved with ``step``."""
-    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    with _readable(str(manager.directory / str(step))):
+        restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return restored["config"]
 
 
@@ -196,7 +212,8 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
         import grain
 
         items["data"] = grain.checkpoint.CheckpointRestore(iterator)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    with _readable(where):
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["model"], restored["optimizer"]
 
 
@@ -239,9 +256,10 @@ def restore_model(
         restored = manager.restore(step, args=ocp.args.Composite(
             model=ocp.args.StandardRestore(_abstract(abstract_state, device))))
     except (ValueError, KeyError, TypeError) as error:
+        first = " ".join(str(error).split())
         raise ValueError(
-            f"{directory / str(step)}: the saved weights do not fit the model its config "
-            f"describes ({error})"
+            f"{directory / str(step)}: the saved weights do not fit the model its config describes, or are "
+            f"damaged ({type(error).__name__}: {first if len(first) <= 200 else first[:200] + '...'})"
         ) from None
     manager.close()
     return nnx.merge(graphdef, restored["model"]), config
@@ -252,13 +270,17 @@ def _local_or_remote(path: str | os.PathLike) -> epath.Path:
 
 
 def check_export_target(path: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool) -> epath.Path:
-    """Refuses an export folder that holds, is, or lies inside the training run ``path``, or
+    """Refuses an export folder that holds, is, or lies inside the training run ``path``, that
+    holds another run's ``checkpoints/`` (:func:`checkpoint_dir` would read that instead), or
     that is not empty (without ``overwrite``); returns it as an absolute path. Called before
     training starts too, so that a long run does not end in a refusal."""
     out, run = _local_or_remote(out), _local_or_remote(path)
     out_text, run_text = str(out).rstrip("/") + "/", str(run).rstrip("/") + "/"
     if run_text.startswith(out_text) or out_text.startswith(run_text):
         raise ValueError(f"{out}: the export folder must lie outside the training run {run}")
+    if (out / CHECKPOINTS).is_dir():
+        raise ValueError(f"{out}: holds a training run's {CHECKPOINTS}/ folder, which reading {out} back "
+                         f"(`reduce --checkpoint {out}`) would load instead of the export; export to another folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out}: exists and is not empty; pass overwrite to replace it")
     return out

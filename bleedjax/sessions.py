@@ -27,6 +27,9 @@ import soundfile as sf
 from bleedjax import wav_chunks
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+PAD_HINT = "(use --pad to zero-pad)"
+"""How the errors about unequal track lengths end, for ``bleedjax reduce``; other commands that
+read sessions without a ``--pad`` replace it (:func:`without_pad_hint`)."""
 # Audio that a session folder may hold but that bleedjax does not read (``reduce`` names them).
 OTHER_AUDIO_SUFFIXES = (".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".mp3", ".ogg", ".opus", ".m4a")
 _INTEGER_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32")
@@ -134,6 +137,11 @@ def audio_info(path: pathlib.Path):
         raise SessionError(f"{path}: unreadable audio file ({_one_line(error)})") from None
 
 
+def without_pad_hint(error: SessionError, hint: str) -> SessionError:
+    """``error`` with :data:`PAD_HINT` replaced by ``hint``, for a command that has no ``--pad``."""
+    return SessionError(str(error).replace(PAD_HINT, hint))
+
+
 def ignored_subfolders(folder: pathlib.Path) -> list[pathlib.Path]:
     """Folders inside a session folder that hold WAV or FLAC files: a session is one folder of
     tracks, so their tracks are left out (a multitrack recorder's per-take folders, for instance)."""
@@ -229,7 +237,7 @@ def read_session(
             shortest = paths[int(np.argmin(lengths))]
             raise SessionError(
                 f"{shortest}: length {min(lengths)} samples differs from {max(lengths)} samples of "
-                f"{paths[int(np.argmax(lengths))].name} (use --pad to zero-pad)"
+                f"{paths[int(np.argmax(lengths))].name} {PAD_HINT}"
             )
     num_tracks = sum(a.shape[0] for a in arrays)
     if num_tracks < min_tracks:

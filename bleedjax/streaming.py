@@ -23,6 +23,7 @@ import soundfile as sf
 
 from bleedjax import signal, wav_chunks
 from bleedjax.sessions import (
+    PAD_HINT,
     SessionError,
     TrackFile,
     TrackLayout,
@@ -61,7 +62,7 @@ class SessionReader(TrackLayout):
                                    f"{first_path.name} ({first.samplerate} Hz)")
             if info.frames != first.frames and not pad:
                 raise SessionError(f"{path}: length {info.frames} samples differs from "
-                                   f"{first.frames} samples of {first_path.name} (use --pad to zero-pad)")
+                                   f"{first.frames} samples of {first_path.name} {PAD_HINT}")
         self.sample_rate = int(first.samplerate)
         self.files = tuple(TrackFile(p, i.channels, i.frames, i.format, i.subtype) for p, i in files)
         self.num_tracks = sum(f.channels for f in self.files)

@@ -106,6 +106,23 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) ->
     raise ValueError(f"optimizer.schedule must be 'cosine' or 'constant', got {config.schedule!r}")
 
 
+def resume_schedule_notes(saved: dict, config: ml_collections.ConfigDict, start: int) -> list[str]:
+    """What a resume from step ``start`` with another ``training.num_train_steps`` than the
+    checkpoint's ``saved`` config does beyond running longer or shorter: the cosine schedule
+    decays over the new total, so the learning rate jumps; a total at or below ``start`` trains
+    nothing."""
+    before = saved.get("training", {}).get("num_train_steps")
+    after = config.training.num_train_steps
+    notes = []
+    if after <= start:
+        notes.append(f"the checkpoint is at step {start}, num_train_steps is {after}: nothing is trained")
+    elif before not in (None, after) and config.optimizer.schedule == "cosine":
+        old, new = (float(learning_rate_schedule(config.optimizer, n)(start)) for n in (before, after))
+        notes.append(f"num_train_steps {before} -> {after} rebuilds the cosine learning-rate schedule over the new "
+                     f"total: the rate at step {start} goes from {old:.3g} to {new:.3g}")
+    return notes
+
+
 def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
     """Global-norm clipping (``clip_norm > 0``), then Adam, or AdamW when ``weight_decay > 0``."""
     schedule = learning_rate_schedule(config, num_steps)
@@ -312,6 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             for difference in checkpointing.resume_differences(saved, config):
                 print(f"warning: {workdir}: resuming from step {start} with a changed setting, {difference}",
                       file=sys.stderr)
+            for note in resume_schedule_notes(saved, config, start):
+                print(f"warning: {workdir}: {note}", file=sys.stderr)
     # Only once the checkpoint accepted the config: config.json describes the run's checkpoints.
     _write_config(workdir, config)
     state = init_state(config, mesh)

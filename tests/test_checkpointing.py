@@ -127,3 +127,34 @@ def test_export_keeps_model_and_config_only(trained, tmp_path):
         with pytest.raises(ValueError, match="outside the training run"):
             checkpointing.export_model(trained["workdir"], inside_out, overwrite=True)
     assert (pathlib.Path(trained["workdir"]) / "checkpoints").is_dir()
+
+
+def test_export_refuses_a_folder_that_holds_another_runs_checkpoints(trained, tmp_path):
+    """An export into another training run's workdir reported success, but reading that folder
+    back loaded the other run (checkpoint_dir prefers OUT/checkpoints)."""
+    other = tmp_path / "other_run"
+    (other / "checkpoints" / "20").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds a training run's checkpoints/ folder"):
+        checkpointing.export_model(trained["workdir"], other, overwrite=True)
+    assert sorted(p.name for p in other.iterdir()) == ["checkpoints"]
+
+
+def test_a_damaged_step_is_one_line_naming_it(trained, tmp_path):
+    """A step folder without its config item, or with truncated weights, raised Orbax's KeyError
+    with a traceback, or a ValueError holding a multi-kilobyte TensorStore spec."""
+    import shutil
+
+    for damage in ("config", "model"):
+        copy = tmp_path / damage
+        shutil.copytree(trained["workdir"], copy)
+        step = copy / "checkpoints" / "3"
+        if damage == "config":
+            shutil.rmtree(step / "config")
+        else:
+            for file in (step / "model").rglob("*"):
+                if file.is_file() and file.stat().st_size > 0 and file.name not in ("_METADATA", "_sharding"):
+                    file.write_bytes(b"")
+        with pytest.raises(ValueError) as raised:
+            checkpointing.restore_model(copy)
+        message = str(raised.value)
+        assert str(step) in message and len(message) < 600 and "\n" not in message, message

@@ -138,6 +138,16 @@ def test_prepare_reuses_and_refuses_other_sources(tmp_path):
     datasets.prepare("multitrack_stems", manual_dir=second, overwrite=True, **settings)
     _, train = source(tmp_path / "tfds", "multitrack_stems", "train", sample_rate=8000, block_seconds=BLOCK)
     assert {key[0] for key in by_key(train)} == {"session_0", "session_1"}
+    # A rebuild that fails keeps the dataset it would have replaced (it was deleted first), and
+    # leaves no staging folder.
+    bad = fake_trees.write_sessions(tmp_path / "bad", sessions=1, seconds=0.5, seed=3)
+    fake_trees.write_session(tmp_path / "other_rate", ["x"], seconds=0.5, sample_rate=16000)
+    shutil.move(tmp_path / "other_rate" / "x.wav", bad / "session_0" / "x.wav")
+    with pytest.raises(SessionError, match="sample rate 16000 Hz differs"):
+        datasets.prepare("multitrack_stems", manual_dir=bad, overwrite=True, **settings)
+    _, train = source(tmp_path / "tfds", "multitrack_stems", "train", sample_rate=8000, block_seconds=BLOCK)
+    assert {key[0] for key in by_key(train)} == {"session_0", "session_1"}
+    assert sorted(p.name for p in (tmp_path / "tfds").iterdir()) == ["multitrack_stems"]
 
 
 def test_missing_stem_names_the_file(tmp_path):
@@ -161,8 +171,10 @@ def test_mismatched_lengths_name_the_file(tmp_path):
     vocals = root / "train" / "A - B" / "vocals.wav"
     audio, rate = sf.read(vocals)
     sf.write(vocals, audio[:-10], rate, subtype="PCM_16")
-    with pytest.raises(SessionError, match=r"vocals\.wav: length .* differs"):
+    with pytest.raises(SessionError, match=r"vocals\.wav: length .* differs") as raised:
         datasets.prepare("musdb18hq", manual_dir=root, data_dir=tmp_path / "tfds", block_seconds=0.1)
+    # `data prepare` has no --pad: the message once told the user to give it
+    assert "--pad" not in str(raised.value) and "must be equally long" in str(raised.value)
 
 
 def test_empty_and_wrong_manual_dirs_name_the_path(tmp_path):
@@ -193,6 +205,15 @@ def test_split_folders_of_multitrack_stems(tmp_path):
     splits = multitrack_stems.find_sessions(tmp_path / "stems")
     assert {name: [p.name for p in folders] for name, folders in splits.items()} == {
         "train": ["session_0", "session_1"], "test": ["session_0"]}
+    # Mixed layouts would leave stems out without a word (a session folder beside the splits, or
+    # a typo such as valid/; loose stems beside session folders): refused, naming them.
+    fake_trees.write_sessions(tmp_path / "stems" / "valid", sessions=1, seconds=0.3)
+    with pytest.raises(SessionError, match=r"split folders \(train, test\) .* left out: .*valid"):
+        multitrack_stems.find_sessions(tmp_path / "stems")
+    loose = fake_trees.write_sessions(tmp_path / "loose", sessions=1, seconds=0.3)
+    shutil.copy(loose / "session_0" / "stem_0.wav", loose / "stray.wav")
+    with pytest.raises(SessionError, match="holds stems itself .* left out: session_0"):
+        multitrack_stems.find_sessions(loose)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stempeg") is not None, reason="a decoder is installed")

@@ -50,6 +50,23 @@ def test_schedule_warmup_then_cosine():
         train.learning_rate_schedule(config, 110)
 
 
+def test_resume_with_another_num_train_steps_says_what_it_does():
+    """Extending or shortening a cosine run rebuilt its schedule without a word (the audit's 20 ->
+    22 steps tripled the rate at step 21), and a total below the checkpoint trained nothing."""
+    config = train.load_config("configs/tunet.py")
+    config.optimizer.learning_rate, config.optimizer.warmup_steps = 2e-3, 10
+    config.training.num_train_steps = 210
+    saved = {"training": {"num_train_steps": 110}}
+    (note,) = train.resume_schedule_notes(saved, config, 60)
+    assert "num_train_steps 110 -> 210" in note and "from 0.001 to 0.00171" in note  # cos: 1e-3 -> 1.71e-3
+    assert train.resume_schedule_notes({"training": {"num_train_steps": 210}}, config, 60) == []
+    config.training.num_train_steps = 50
+    assert train.resume_schedule_notes(saved, config, 60) == [
+        "the checkpoint is at step 60, num_train_steps is 50: nothing is trained"]
+    config.training.num_train_steps, config.optimizer.schedule = 210, "constant"
+    assert train.resume_schedule_notes(saved, config, 60) == []
+
+
 def test_load_config_variant_and_errors(tmp_path):
     assert train.load_config("configs/tunet.py:runlocal").data.sample_rate == 8000
     with pytest.raises(ValueError, match="runlocal"):

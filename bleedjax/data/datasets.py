@@ -8,15 +8,17 @@ another folder is refused unless ``overwrite``.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
+import tempfile
 
 import tensorflow_datasets as tfds
 
 from bleedjax.data import rir_bank, stem_blocks
 from bleedjax.data.multitrack_stems import MultitrackStems
 from bleedjax.data.musdb18hq import Musdb18hq
-from bleedjax.sessions import SessionError
+from bleedjax.sessions import SessionError, without_pad_hint
 
 BUILDERS = {"multitrack_stems": MultitrackStems, "musdb18hq": Musdb18hq}
 
@@ -70,8 +72,8 @@ def prepare(
             differing sample rates or lengths, or a dataset prepared from another folder.
     """
     root = stem_blocks.check_manual_dir(manual_dir)
-    dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
-                          block_seconds=block_seconds)
+    settings = {"sample_rate": sample_rate, "channels": channels, "block_seconds": block_seconds}
+    dataset = get_builder(builder, data_dir=data_dir, **settings)
     target = pathlib.Path(dataset.data_dir)
     data_root = target.parents[2]  # data_dir/<builder>/<config>/<version>
     if dataset.is_prepared():
@@ -80,19 +82,38 @@ def prepare(
             return data_root
         if not overwrite:
             raise SessionError(
-                f"{target}: prepared already from {previous}; use another data_dir, or overwrite"
+                f"{target}: prepared already from {previous}; use another data_dir, or --overwrite "
+                "(bleedjax data prepare)"
             )
-        shutil.rmtree(target)
-        dataset = get_builder(builder, data_dir=data_dir, sample_rate=sample_rate, channels=channels,
-                              block_seconds=block_seconds)
+    data_root.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".bleedjax-prepare-", dir=data_root))
     try:
-        dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-    except AssertionError as error:  # TFDS's checks, e.g. a split with no examples
-        shutil.rmtree(target.parent, ignore_errors=True)
-        message = " ".join(str(error).split())
-        raise SessionError(f"{root}: no dataset prepared ({message}); are the sessions shorter than "
-                           f"one block of {block_seconds:g} s?") from None
+        fresh = get_builder(builder, data_dir=staging, **settings)
+        try:
+            fresh.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+        except AssertionError as error:  # TFDS's checks, e.g. a split with no examples
+            message = " ".join(str(error).split())
+            raise SessionError(f"{root}: no dataset prepared ({message}); are the sessions shorter than "
+                               f"one block of {block_seconds:g} s?") from None
+        except SessionError as error:  # `data prepare` has no --pad to suggest
+            raise without_pad_hint(error, "(the stems of a session must be equally long: trim them)") from None
+        _swap_into_place(pathlib.Path(fresh.data_dir), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return data_root
+
+
+def _swap_into_place(built: pathlib.Path, target: pathlib.Path) -> None:
+    """Moves a dataset built beside ``target`` onto it by renames. A build that fails (bad stems,
+    an interruption) is never swapped in, so ``--overwrite`` keeps the old dataset until the new
+    one is complete (it once deleted the old one first)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replaced = target.with_name(f".{target.name}.replaced")
+    shutil.rmtree(replaced, ignore_errors=True)
+    if target.exists():
+        os.replace(target, replaced)
+    os.replace(built, target)
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def prepare_from_config(data_config, *, overwrite: bool = False) -> pathlib.Path:

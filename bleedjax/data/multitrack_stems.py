@@ -31,13 +31,30 @@ def find_sessions(manual_dir: str | os.PathLike) -> dict[str, list[pathlib.Path]
     """Split name -> session folders, for the layouts in the module docstring.
 
     Raises:
-        SessionError: naming the folder, when it is missing or holds no audio.
+        SessionError: naming the folder, when it is missing or holds no audio, or mixes layouts
+            so that some stems would be left out (loose stems beside session folders, folders
+            beside train/validation/test).
     """
     root = stem_blocks.check_manual_dir(manual_dir)
     split_dirs = [root / name for name in SPLIT_FOLDERS if (root / name).is_dir()]
+    with_audio = [p for p in _sessions_in(root) if p.name not in SPLIT_FOLDERS and audio_files(p)]
     if split_dirs:
+        beside = [p for p in _sessions_in(root) if p.name not in SPLIT_FOLDERS
+                  and (audio_files(p) or any(audio_files(q) for q in _sessions_in(p)))]
+        left_out = beside + [d for d in (root, *split_dirs) if audio_files(d)]
+        if left_out:
+            raise SessionError(
+                f"{root}: has split folders ({', '.join(d.name for d in split_dirs)}) and stems outside "
+                f"them, which would be left out: {', '.join(str(p) for p in left_out)}; move each session into "
+                f"train/, validation/ or test/"
+            )
         splits = {d.name: _sessions_in(d) for d in split_dirs}
     elif audio_files(root):
+        if with_audio:
+            raise SessionError(
+                f"{root}: holds stems itself (one session) and session folders, which would be left out: "
+                f"{', '.join(p.name for p in with_audio)}; put the loose stems in a session folder of their own"
+            )
         splits = {"train": [root]}
     else:
         splits = {"train": _sessions_in(root)}
