@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
@@ -40,13 +41,24 @@ def checkpoint_dir(path: str | os.PathLike) -> epath.Path:
 
 
 def make_manager(
-    directory: str | os.PathLike, *, save_every: int, keep: int, read_only: bool = False
+    directory: str | os.PathLike, *, save_every: int, keep: int, read_only: bool = False, alone: bool = False
 ) -> ocp.CheckpointManager:
-    """An ``ocp.CheckpointManager`` saving every ``save_every`` steps and keeping the last ``keep``."""
+    """An ``ocp.CheckpointManager`` saving every ``save_every`` steps and keeping the last ``keep``.
+
+    ``alone`` (implied by ``read_only``): this process uses it by itself, without the barriers
+    that Orbax otherwise holds with every process of a multi-process run (an export or an
+    inference restore on process 0 waited there forever for the others); the caller then makes
+    ``directory``."""
+    import jax
+
     # A read-only manager saves nothing: Orbax warns when given a save interval or a number to keep.
     schedule = {"save_interval_steps": 0} if read_only else {"save_interval_steps": save_every, "max_to_keep": keep}
+    me = jax.process_index()
+    processes = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}) if (
+        alone or read_only) else ocp.options.MultiprocessingOptions()
     options = ocp.CheckpointManagerOptions(
-        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only, **schedule
+        create=not (read_only or alone), read_only=read_only, cleanup_tmp_directories=not read_only,
+        multiprocessing_options=processes, **schedule
     )
     if not read_only:
         return ocp.CheckpointManager(epath.Path(directory), options=options)
@@ -178,6 +190,22 @@ def _readable(where: str):
                          "delete the step folder to resume from an earlier one") from None
 
 
+def check_process_count(step_dir: epath.Path) -> None:
+    """Raises ``ValueError`` when the step's data-iterator states (``data/process_<i>-of-<n>.json``)
+    were written by another number of processes than this run has: Grain restores each process's
+    own file, so the run must resume with the topology it was saved with (the generic "cannot be
+    read" advice to delete the step would have deleted every step)."""
+    import jax
+
+    counts = {name.rsplit("-of-", 1)[-1].removesuffix(".json")
+              for name in (p.name for p in (step_dir / "data").glob("process_*-of-*.json"))}
+    if counts and counts != {str(jax.process_count())}:
+        raise ValueError(
+            f"{step_dir}: saved by {', '.join(sorted(counts))} processes, and this run has {jax.process_count()}; "
+            "resume with the same number of processes (hosts of the slice), or train in a new workdir"
+        )
+
+
 def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
     """The config JSON saved with ``step``."""
     with _readable(str(manager.directory / str(step))):
@@ -211,6 +239,7 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
     if iterator is not None:
         import grain
 
+        check_process_count(manager.directory / str(step))
         items["data"] = grain.checkpoint.CheckpointRestore(iterator)
     with _readable(where):
         restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -287,7 +316,7 @@ def check_export_target(path: str | os.PathLike, out: str | os.PathLike, *, over
 
 
 def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int | None = None,
-                 overwrite: bool = False) -> epath.Path:
+                 overwrite: bool = False) -> epath.Path | None:
     """Writes the model and config of a training checkpoint, without optimiser or data state, as
     a checkpoint folder that :func:`restore_model` reads (how ``bleedjax/assets/tunet`` is made).
 
@@ -299,9 +328,15 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, *, step: int |
             (a README) are kept.
 
     Returns:
-        the step folder written.
+        the step folder written; ``None`` on the processes other than 0 of a multi-process run,
+        where process 0 alone writes it (it restores onto its own first device; the other
+        processes, which hold no shard there, once failed while process 0 hung).
     """
+    import jax
+
     out = check_export_target(path, out, overwrite=overwrite)
+    if jax.process_index() != 0:
+        return None
     model, config = restore_model(path, step=step)
     directory = checkpoint_dir(path)
     if step is None:
@@ -322,9 +357,12 @@ def save_model(out: str | os.PathLike, model: nnx.Module, config: ml_collections
     :func:`restore_model` reads (``out/<step>``), without optimiser or data state; returns the
     step folder."""
     out = epath.Path(out)
-    writer = make_manager(out, save_every=1, keep=1)
+    out.mkdir(parents=True, exist_ok=True)  # Orbax creates no folder for a manager of one process
+    writer = make_manager(out, save_every=1, keep=1, alone=True)
+    # As host NumPy arrays: Orbax refuses a process-local jax.Array in a multi-process run.
+    weights = jax.tree.map(np.asarray, nnx.state(model))
     writer.save(step, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(nnx.state(model)),
+        model=ocp.args.StandardSave(weights),
         config=ocp.args.JsonSave(config_to_json(config))), force=True)
     writer.wait_until_finished()
     writer.close()

@@ -151,7 +151,8 @@ def _cmd_train(args) -> int:
         from bleedjax import checkpointing
 
         written = checkpointing.export_model(args.workdir, args.export, overwrite=args.overwrite)
-        print(f"{args.workdir} -> {written} (model and config only)")
+        if written is not None:
+            print(f"{args.workdir} -> {written} (model and config only)")
     return 0
 
 

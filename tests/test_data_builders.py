@@ -255,3 +255,12 @@ def test_builders_of_unprepared_datasets_leave_no_temporary_folders(tmp_path, mo
         assert not builder.is_prepared()
     rir_bank.RirBank(config=rir_bank.DEFAULT_CONFIG, data_dir=str(tmp_path / "tfds"))
     assert not list(scratch.iterdir())
+
+
+def test_bucket_data_dirs_stay_urls(tmp_path, monkeypatch):
+    """`gs://bucket/tfds` went through pathlib, which made it a local folder named `gs:` (the
+    pod recipe's prepare wrote to the workstation's disk and every worker then failed)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert datasets.resolve_data_dir("gs://my-bucket/tfds") == "gs://my-bucket/tfds"
+    assert datasets.resolve_data_dir("~/tfds") == str(tmp_path / "tfds")
+    assert datasets.resolve_data_dir("") is None

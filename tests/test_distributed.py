@@ -10,8 +10,10 @@ import sys
 import jax
 import numpy as np
 import pytest
+from etils import epath
+from flax import nnx
 
-from bleedjax import cli, train, training_log
+from bleedjax import checkpointing, cli, train, training_log
 from tests import train_helpers, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,7 +48,8 @@ def test_two_processes_match_one_process(tmp_path):
             "XLA_FLAGS": xla_flags.with_devices(4), "JAX_PLATFORMS": "cpu",
         }
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.train_helpers", str(tmp_path / "two"), "--steps", str(STEPS)],
+            [sys.executable, "-m", "tests.train_helpers", str(tmp_path / "two"), "--steps", str(STEPS),
+             "--export", str(tmp_path / "export")],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for proc in procs:
@@ -68,3 +71,12 @@ def test_two_processes_match_one_process(tmp_path):
     np.testing.assert_allclose(outputs[0]["train"]["loss"], one["train"]["loss"], rtol=1e-6)
     saved = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / str(STEPS) / "data").iterdir())
     assert saved == ["commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+    # Process 0 alone exports (process 1 once failed restoring onto process 0's device, and process
+    # 0 hung); one process cannot resume the 2-process data state, and says so.
+    assert outputs[0]["exported"] == str(tmp_path / "export" / str(STEPS)) and outputs[1]["exported"] is None
+    exported, _ = checkpointing.restore_model(tmp_path / "export")
+    trained, _ = checkpointing.restore_model(tmp_path / "two")
+    for ours, theirs in zip(jax.tree.leaves(nnx.state(exported)), jax.tree.leaves(nnx.state(trained))):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    with pytest.raises(ValueError, match="saved by 2 processes, and this run has 1"):
+        checkpointing.check_process_count(epath.Path(tmp_path / "two" / "checkpoints" / str(STEPS)))

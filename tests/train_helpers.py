@@ -38,8 +38,9 @@ def make_iterator(data_config, *, seed: int, split: str, num_epochs: int | None 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.train_helpers WORKDIR [--steps N] [--kill-at K]``: train the runlocal
-    t-UNet on this module's batches and print the result as JSON (subprocess tests)."""
+    """``python -m tests.train_helpers WORKDIR [--steps N] [--kill-at K] [--export OUT]``: train the
+    runlocal t-UNet on this module's batches, export it as ``bleedjax train --export`` does, and
+    print the result as JSON (subprocess tests)."""
     import argparse
     import functools
     import json
@@ -51,13 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/tunet.py:runlocal")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--kill-at", type=int)
+    parser.add_argument("--export")
     args = parser.parse_args(argv)
     cli._enable_compilation_cache()
     config = train.load_config(args.config)
     config.training.num_train_steps = args.steps
     config.training.eval_batches = 0
     iterator = functools.partial(make_iterator, kill_at=args.kill_at)
-    print(json.dumps(train.train_and_evaluate(config, args.workdir, make_iterator=iterator)))
+    result = train.train_and_evaluate(config, args.workdir, make_iterator=iterator)
+    if args.export:
+        from bleedjax import checkpointing
+
+        written = checkpointing.export_model(args.workdir, args.export)
+        result["exported"] = None if written is None else str(written)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from bleedjax.data import rir_bank, stem_blocks
 from bleedjax.data.multitrack_stems import MultitrackStems
@@ -24,7 +25,15 @@ BUILDERS = {"multitrack_stems": MultitrackStems, "musdb18hq": Musdb18hq}
 
 
 def resolve_data_dir(data_dir) -> str | None:
-    return str(pathlib.Path(data_dir).expanduser()) if data_dir else None
+    """``data_dir`` with ``~`` expanded; a URL (``gs://bucket/tfds``) as it is (``pathlib`` would
+    collapse its ``//`` into a local folder named ``gs:``)."""
+    if not data_dir:
+        return None
+    return str(data_dir) if _is_remote(data_dir) else str(pathlib.Path(data_dir).expanduser())
+
+
+def _is_remote(path) -> bool:
+    return "://" in str(path)
 
 
 def get_builder(
@@ -74,7 +83,8 @@ def prepare(
     root = stem_blocks.check_manual_dir(manual_dir)
     settings = {"sample_rate": sample_rate, "channels": channels, "block_seconds": block_seconds}
     dataset = get_builder(builder, data_dir=data_dir, **settings)
-    target = pathlib.Path(dataset.data_dir)
+    remote = _is_remote(dataset.data_dir)
+    target = (epath.Path if remote else pathlib.Path)(dataset.data_dir)
     data_root = target.parents[2]  # data_dir/<builder>/<config>/<version>
     if dataset.is_prepared():
         previous = dataset.info.metadata.get("manual_dir") if dataset.info.metadata else None
@@ -85,22 +95,34 @@ def prepare(
                 f"{target}: prepared already from {previous}; use another data_dir, or --overwrite "
                 "(bleedjax data prepare)"
             )
+    if remote:
+        # An object store has no rename to swap a finished build in: an --overwrite there removes
+        # the old dataset before it builds the new one.
+        if target.exists():
+            target.rmtree()
+        _build(get_builder(builder, data_dir=data_dir, **settings), root, block_seconds)
+        return data_root
     data_root.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".bleedjax-prepare-", dir=data_root))
     try:
         fresh = get_builder(builder, data_dir=staging, **settings)
-        try:
-            fresh.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-        except AssertionError as error:  # TFDS's checks, e.g. a split with no examples
-            message = " ".join(str(error).split())
-            raise SessionError(f"{root}: no dataset prepared ({message}); are the sessions shorter than "
-                               f"one block of {block_seconds:g} s?") from None
-        except SessionError as error:  # `data prepare` has no --pad to suggest
-            raise without_pad_hint(error, "(the stems of a session must be equally long: trim them)") from None
+        _build(fresh, root, block_seconds)
         _swap_into_place(pathlib.Path(fresh.data_dir), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return data_root
+
+
+def _build(dataset: tfds.core.DatasetBuilder, root: pathlib.Path, block_seconds: float) -> None:
+    """TFDS's ``download_and_prepare`` from the stems in ``root``, its errors as one line."""
+    try:
+        dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    except AssertionError as error:  # TFDS's checks, e.g. a split with no examples
+        message = " ".join(str(error).split())
+        raise SessionError(f"{root}: no dataset prepared ({message}); are the sessions shorter than "
+                           f"one block of {block_seconds:g} s?") from None
+    except SessionError as error:  # `data prepare` has no --pad to suggest
+        raise without_pad_hint(error, "(the stems of a session must be equally long: trim them)") from None
 
 
 def _swap_into_place(built: pathlib.Path, target: pathlib.Path) -> None:
