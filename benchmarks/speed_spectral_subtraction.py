@@ -404,6 +404,17 @@ def compares_with_numpy(options: Options) -> bool:
     return options.preset == "paper"
 
 
+def _against_numpy(options: Options, path: str, ours: dict) -> dict:
+    """``{"numpy", "agreement", "speedup"}`` of the NumPy reference on the audio at ``path``
+    against bleedjax's result ``ours``; ``None`` each where :func:`compares_with_numpy` is false."""
+    if not compares_with_numpy(options):
+        return {"numpy": None, "agreement": None, "speedup": None}
+    task = {"kind": "numpy", "audio": path, "budget_s": options.numpy_budget,
+            "probe_iterations": options.probe_iterations}
+    theirs = _common.run_worker(__file__, task)
+    return {"numpy": theirs, "agreement": _agreement(ours, theirs), "speedup": theirs["total_s"] / ours["best_s"]}
+
+
 def run_sessions(options: Options, stems, folder: pathlib.Path) -> list[dict]:
     rows = []
     samples = round(options.seconds * SAMPLE_RATE)
@@ -424,19 +435,7 @@ def run_sessions(options: Options, stems, folder: pathlib.Path) -> list[dict]:
             row["breakdown"] = _common.run_worker(__file__, {"kind": "breakdown", **common})[
                 "stages_s"
             ]
-        row["numpy"] = row["agreement"] = row["speedup"] = None
-        if compares_with_numpy(options):
-            row["numpy"] = _common.run_worker(
-                __file__,
-                {
-                    "kind": "numpy",
-                    "audio": path,
-                    "budget_s": options.numpy_budget,
-                    "probe_iterations": options.probe_iterations,
-                },
-            )
-            row["agreement"] = _agreement(row["bleedjax"], row["numpy"])
-            row["speedup"] = row["numpy"]["total_s"] / row["bleedjax"]["best_s"]
+        row |= _against_numpy(options, path, row["bleedjax"])
         row["reduce_over_transforms"] = row["bleedjax"]["best_s"] / row["transforms"]["best_s"]
         row["reduce_over_transforms_cpu"] = (
             row["bleedjax"]["best_cpu_s"] / row["transforms"]["best_cpu_s"]
@@ -470,20 +469,8 @@ def run_batch(options: Options, stems, folder: pathlib.Path) -> dict:
         "bleedjax": _common.run_worker(
             __file__, {"kind": "bleedjax", "audio": path, "repeats": options.repeats, "preset": options.preset}
         ),
-        "numpy": None, "agreement": None, "speedup": None,
     }
-    if compares_with_numpy(options):
-        result["numpy"] = _common.run_worker(
-            __file__,
-            {
-                "kind": "numpy",
-                "audio": path,
-                "budget_s": options.numpy_budget,
-                "probe_iterations": options.probe_iterations,
-            },
-        )
-        result["agreement"] = _agreement(result["bleedjax"], result["numpy"])
-        result["speedup"] = result["numpy"]["total_s"] / result["bleedjax"]["best_s"]
+    result |= _against_numpy(options, path, result["bleedjax"])
     pathlib.Path(path).unlink()
     return result
 
