@@ -49,8 +49,6 @@ def make_manager(
     that Orbax otherwise holds with every process of a multi-process run (an export or an
     inference restore on process 0 waited there forever for the others); the caller then makes
     ``directory``."""
-    import jax
-
     # A read-only manager saves nothing: Orbax warns when given a save interval or a number to keep.
     schedule = {"save_interval_steps": 0} if read_only else {"save_interval_steps": save_every, "max_to_keep": keep}
     me = jax.process_index()
@@ -184,10 +182,14 @@ def _readable(where: str):
     try:
         yield
     except Exception as error:  # noqa: BLE001 (they raise many kinds; one line says which)
-        first = " ".join(str(error).split())
-        first = first if len(first) <= 200 else first[:200] + "..."
-        raise ValueError(f"{where}: this checkpoint step cannot be read ({type(error).__name__}: {first}); "
+        raise ValueError(f"{where}: this checkpoint step cannot be read ({_briefly(error)}); "
                          "delete the step folder to resume from an earlier one") from None
+
+
+def _briefly(error: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, cut at ``limit`` characters (TensorStore's run to kilobytes)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text if len(text) <= limit else text[:limit] + '...'}"
 
 
 def check_process_count(step_dir: epath.Path) -> None:
@@ -195,8 +197,6 @@ def check_process_count(step_dir: epath.Path) -> None:
     were written by another number of processes than this run has: Grain restores each process's
     own file, so the run must resume with the topology it was saved with (the generic "cannot be
     read" advice to delete the step would have deleted every step)."""
-    import jax
-
     counts = {name.rsplit("-of-", 1)[-1].removesuffix(".json")
               for name in (p.name for p in (step_dir / "data").glob("process_*-of-*.json"))}
     if counts and counts != {str(jax.process_count())}:
@@ -285,10 +285,9 @@ def restore_model(
         restored = manager.restore(step, args=ocp.args.Composite(
             model=ocp.args.StandardRestore(_abstract(abstract_state, device))))
     except (ValueError, KeyError, TypeError) as error:
-        first = " ".join(str(error).split())
         raise ValueError(
             f"{directory / str(step)}: the saved weights do not fit the model its config describes, or are "
-            f"damaged ({type(error).__name__}: {first if len(first) <= 200 else first[:200] + '...'})"
+            f"damaged ({_briefly(error)})"
         ) from None
     manager.close()
     return nnx.merge(graphdef, restored["model"]), config
