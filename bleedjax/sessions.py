@@ -247,12 +247,18 @@ def read_session(
     return Session(folder, rate_of[paths[0]], tuple(files), audio)
 
 
+def nearest_existing(path: str | os.PathLike) -> pathlib.Path:
+    """``path`` made absolute if it exists, else its nearest ancestor that does."""
+    path = pathlib.Path(path).absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def check_output_location(inputs: Sequence[pathlib.Path], outputs: Sequence[pathlib.Path]) -> None:
     """Refuses output folders that equal, or lie inside, any input folder, and those that are,
     or lie inside, an existing file."""
     resolved_inputs = [pathlib.Path(p).resolve() for p in inputs]
     for out in outputs:
-        existing = next(p for p in (pathlib.Path(out), *pathlib.Path(out).absolute().parents) if p.exists())
+        existing = nearest_existing(out)
         if not existing.is_dir():
             raise SessionError(f"{existing}: exists and is not a folder")
         target = pathlib.Path(out).resolve()
@@ -278,7 +284,7 @@ class StagedOutputs:
 
     def __init__(self, root: pathlib.Path):
         root = pathlib.Path(root).absolute()
-        self.anchor = next(p for p in (root, *root.parents) if p.exists())
+        self.anchor = nearest_existing(root)
         self.staging = self.anchor / f".bleedjax-staging-{root.name}.{secrets.token_hex(6)}"
 
     def create(self) -> None:
@@ -380,8 +386,7 @@ def check_writable(paths: Sequence[pathlib.Path]) -> None:
     """Raises ``OSError`` naming the first path whose nearest existing folder cannot take a new
     file (read-only, no permission), so that a report fails before the computation, not after."""
     for path in paths:
-        folder = next(p for p in (pathlib.Path(path).absolute().parent, *pathlib.Path(path).absolute().parents)
-                      if p.exists())
+        folder = nearest_existing(pathlib.Path(path).absolute().parent)
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OSError(errno.EACCES, f"cannot write in {folder} (read-only or no permission)", str(path))
 
