@@ -85,8 +85,10 @@ def outputs(mics: np.ndarray, names: list[str]):
 
 
 def together(map_file: pathlib.Path) -> dict:
-    """The seven close microphones as one session, each default method with and without the
-    channel map: ΔSDR / ΔSIR of the dynamic and the headset microphones, scored separately."""
+    """The seven close microphones as one session, each default method with the channel map,
+    without it, and without it and with the search for microphones of one source turned off
+    (``detect_same_source=false``): ΔSDR / ΔSIR of the dynamic and the headset microphones, scored
+    separately."""
     read = lambda singer, kind: sf.read(CHOIR / f"{TAKE}_{singer}_{kind}.wav", dtype="float32")[0]
     mics = np.stack([read(s, k) for s, k in TOGETHER])
     names = [f"{s}_{k}" for s, k in TOGETHER]
@@ -96,12 +98,12 @@ def together(map_file: pathlib.Path) -> dict:
     map_file.write_text(json.dumps(singers))
     print(f"\nall seven close microphones in one session ({', '.join(names)}), scored per kind against the larynx "
           "microphones")
-    print(f"{'method':<34} {'map':>3}  {'DYN ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}   "
+    print(f"{'method':<22} {'variant':>18}  {'DYN ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}   "
           f"{'HSM ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}")
     rows = {}
+    variants = {"no map, search off": {"detect_same_source": False}, "no map": {}, "map": {"channel_map": str(map_file)}}
     for method, preset in DEFAULTS:
-        for with_map in (False, True):
-            overrides = {"channel_map": str(map_file)} if with_map else {}
+        for variant, overrides in variants.items():
             cleaned = clean_with(method, preset, mics, names, overrides, sample_rate=22050)[0]
             row = {}
             for kind, voices in SESSIONS.items():
@@ -110,12 +112,12 @@ def together(map_file: pathlib.Path) -> dict:
                 before, after = evaluate.score(references, mics[picked]), evaluate.score(references, cleaned[picked])
                 row[kind] = {m: (after[m] - before[m]).tolist() for m in ("sdr", "sir")}
             label = f"{method} {preset or ''}".strip()
-            rows[f"{label} {'map' if with_map else 'no map'}"] = row
+            rows[f"{label} {variant}"] = row
             cells = "   ".join(
                 f"{np.mean(row[k]['sdr']):13.2f} {np.min(row[k]['sdr']):6.2f} {np.mean(row[k]['sir']):9.2f} "
                 f"{np.min(row[k]['sir']):6.2f}" for k in SESSIONS
             )
-            print(f"{label:<34} {'yes' if with_map else 'no':>3}  {cells}", flush=True)
+            print(f"{label:<22} {variant:>18}  {cells}", flush=True)
     return {"tracks": names, "map": singers, "gains": rows}
 
 

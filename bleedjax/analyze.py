@@ -78,13 +78,20 @@ class Analysis:
     session_seconds: float | None = None
     """The analysed excerpt: ``seconds`` from ``start_seconds`` of a session of
     ``session_seconds`` (``None``: the whole session was analysed)."""
+    one_source: tuple[tuple[str, str], ...] = ()
+    """Pairs of tracks taken for microphones of one source (:func:`bleedjax.same_source.detect`),
+    which ``reduce`` does not clean against each other."""
 
     @property
     def warnings(self) -> list[str]:
-        """Caveats on the numbers (so far: delays fitted from too short a recording)."""
+        """Caveats on the numbers: delays fitted from too short a recording, and microphones of one
+        source, whose levels are not bleed."""
+        notes = [f"{first} and {second}: taken for two microphones of one source (one within 1 ms and 4.4 dB of "
+                 "the other); their levels are not bleed, and reduce does not clean them against each other"
+                 for first, second in self.one_source]
         if self.delays_ms is None:
-            return []
-        return short_recording_warnings(self.seconds, "analyze a longer excerpt")
+            return notes
+        return short_recording_warnings(self.seconds, "analyze a longer excerpt") + notes
 
     @property
     def flagged(self) -> list[str]:
@@ -113,6 +120,7 @@ class Analysis:
             "gains": clean(self.gains),
             "scores_db": {t: _number(s) for t, s in zip(self.tracks, self.scores_db)},
             "flagged": self.flagged,
+            "one_source": [list(pair) for pair in self.one_source],
             "seconds": _number(self.seconds),
             "start_seconds": _number(self.start_seconds),
             "session_seconds": None if self.session_seconds is None else _number(self.session_seconds),
@@ -126,8 +134,9 @@ def _number(value: float) -> float | None:
 
 def estimate(
     audio: np.ndarray, *, method: str, config: ml_collections.ConfigDict, track_names: list[str], sample_rate: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Amplitude bleed matrix ``(I, J)`` (off-diagonal) and delays in samples (or ``None``).
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Amplitude bleed matrix ``(I, J)`` (off-diagonal), delays in samples (or ``None``), and the
+    ``(I, I)`` booleans of microphones taken for one source (or ``None``: not looked for).
 
     The differentiable model is only fitted (no cleaning); other methods run as registered.
     """
@@ -136,15 +145,22 @@ def estimate(
         from bleedjax.methods import differentiable
 
         settings = methods._mapped_settings(differentiable.Settings, track_names, config)
-        params = jax.device_get(differentiable.fit_session(jnp.asarray(audio, jnp.float32), settings).params)
-        return np.asarray(params.gains), np.asarray(params.delays)
+        audio = jnp.asarray(audio, jnp.float32)
+        params = jax.device_get(differentiable.fit_session(audio, settings).params)
+        gains, delays = np.asarray(params.gains), np.asarray(params.delays)
+        detection = methods._detection(config)
+        if detection is None or not detection.detect_same_source:
+            return gains, delays, None
+        table, _ = differentiable.one_source_table(audio, settings, sample_rate, detection, first=(gains, delays))
+        apart = np.eye(len(gains), dtype=bool)
+        return gains, delays, (np.asarray(table) & ~apart) if table else np.zeros_like(apart)
     if chosen.min_tracks < 2:
         raise ValueError(f"analyze measures bleed between tracks; --method {method} removes interference within one")
     rate = {"sample_rate": sample_rate} if chosen.uses_sample_rate else {}
     output = chosen.run_session(audio, config, track_names, **rate)
     if output.sources is not None and list(output.sources) != list(track_names):
         raise ValueError(f"analyze needs one source per track; the {method} channel map changes the sources")
-    return np.asarray(output.matrices[0]), None
+    return np.asarray(output.matrices[0]), None, None if output.one_source is None else output.one_source[0]
 
 
 def bleed_scores(gains: np.ndarray, energies: np.ndarray) -> np.ndarray:
@@ -186,8 +202,8 @@ def analyze_session(
     audio = reader.read(start, start + samples)
     lengths = np.clip(reader.track_lengths - start, 0, samples)
     audio = sessions.shift_tracks(audio, -sessions.track_offsets(audio, lengths), lengths)
-    gains, delays = estimate(audio, method=method, config=config, track_names=reader.track_names,
-                             sample_rate=rate)
+    gains, delays, one_source = estimate(audio, method=method, config=config, track_names=reader.track_names,
+                                         sample_rate=rate)
     gains = np.where(np.eye(len(gains), dtype=bool), 0.0, gains)
     energies = np.sum(np.asarray(audio, np.float64) ** 2, axis=-1)
     with np.errstate(divide="ignore"):
@@ -200,6 +216,8 @@ def analyze_session(
         str(reader.folder), method, reader.track_names, rate, gains, levels,
         delays_ms, distances, bleed_scores(gains, energies), float(threshold_db),
         samples / rate, start / rate, None if samples == reader.length else reader.length / rate,
+        () if one_source is None else tuple((reader.track_names[i], reader.track_names[k])
+                                            for i, k in np.argwhere(np.triu(one_source, 1))),
     )
 
 

@@ -54,6 +54,9 @@ class SessionResult:
     clipped: dict[str, int] = dataclasses.field(default_factory=dict)
     """``{file name: samples}`` of the cleaned files in integer (PCM) formats whose samples
     exceeded full scale and were clipped there."""
+    one_source: np.ndarray | None = None
+    """``(J, J)`` booleans: the microphones taken for one source and not cleaned against each
+    other (:func:`bleedjax.same_source.detect`; ``None`` when nothing was looked for)."""
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -195,7 +198,9 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
     * KAMIR: the pairs whose gains its phase check bounded (of those it checked: ``config``'s
       ``phase_check_min_gain``, the default when ``None``; re-estimating Λ moves the others a little);
     * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
-      which the fitted delays are unreliable.
+      which the fitted delays are unreliable;
+    * spectral subtraction and differentiable: the pairs of microphones taken for one source
+      (:func:`one_source_warnings`).
     """
     notes = [f"{path.name}: not WAV or FLAC, left out of the session"
              for path in sessions.ignored_audio_files(result.session.folder)]
@@ -223,7 +228,22 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
                   "to the track's own sound can hold; the method changed the track itself (listen to "
                   f"{removed.FOLDER}/)"
                   for name, level in zip(result.session.track_names, result.removed_levels.level_db) if level > 0.0]
-    return notes + _method_warnings(result, method, config)
+    return notes + one_source_warnings(result) + _method_warnings(result, method, config)
+
+
+def one_source_warnings(result: SessionResult) -> list[str]:
+    """The pairs that :func:`bleedjax.same_source.detect` took for microphones of one source,
+    which were not cleaned against each other."""
+    if result.one_source is None:
+        return []
+    names = result.session.track_names
+    return [
+        f"{names[i]} and {names[k]}: taken for two microphones of one source (the bleed model puts one within 1 ms "
+        "and 4.4 dB of the other), so neither is cleaned against the other (README: Several microphones on one "
+        "source). If they are different sources, give --set detect_same_source=false; --set channel_map=FILE says "
+        "which microphones share a source"
+        for i, k in np.argwhere(np.triu(result.one_source, 1))
+    ]
 
 
 def _padding_warnings(session: sessions.TrackLayout) -> list[str]:
@@ -244,6 +264,8 @@ ONE_SOURCE_HINT = ("If both are microphones of one source, give --set channel_ma
 
 
 def _method_warnings(result: SessionResult, method: str, config: ml_collections.ConfigDict | None) -> list[str]:
+    names = result.session.track_names
+    one_source = set() if result.one_source is None else {(names[i], names[k]) for i, k in np.argwhere(result.one_source)}
     if method == "spectral-subtraction" and result.checked is not None:
         return [
             f"λ {before[0]:.2f} / {before[1]:.2f} between {first} and {second} capped to {after[0]:.2f} / "
@@ -251,6 +273,7 @@ def _method_warnings(result: SessionResult, method: str, config: ml_collections.
             "suggest, as when the two play the same part; in a reverberant room, or on a few seconds of audio, the "
             f"cap can leave some bleed (README: Unison). {ONE_SOURCE_HINT}"
             for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
+            if (first, second) not in one_source
         ]
     if method == "kamir" and result.checked is not None:
         threshold = (config or {}).get("phase_check_min_gain", phase_check.KamirCheckSettings().phase_check_min_gain)
@@ -462,7 +485,7 @@ def reduce_folders(
                 results[index] = SessionResult(
                     session if keep_audio else headers[index], target, cleaned if keep_audio else None,
                     output.matrices[row], None if output.checked is None else output.checked[row],
-                    levels, keep, clipped,
+                    levels, keep, clipped, None if output.one_source is None else output.one_source[row],
                 )
         for index in [i for i, s in enumerate(streamed) if s]:
             header, target = headers[index], targets[index]
@@ -478,7 +501,7 @@ def reduce_folders(
             _copy_kept(folders[index], keep, staged.path(target))
             results[index] = SessionResult(header, target, None, output.matrices[0],
                                            None if output.checked is None else output.checked[0], levels, keep,
-                                           clipped)
+                                           clipped, None if output.one_source is None else output.one_source[0])
         staged.commit()
     except BaseException:
         staged.abort()
@@ -520,6 +543,9 @@ def _write_artefacts(method, config, session, target: pathlib.Path, output: meth
         payload["removed_db"] = np.asarray(levels.level_db, float).round(2).tolist()
     if output.checked is not None:
         payload["lambda_before_phase_check"] = np.asarray(output.checked[row], float).round(6).tolist()
+    if output.one_source is not None and output.one_source[row].any():
+        payload["one_source"] = [[session.track_names[i], session.track_names[k]]
+                                 for i, k in np.argwhere(np.triu(output.one_source[row], 1))]
     if output.sources is not None and list(output.sources) != session.track_names:
         payload["sources"] = list(output.sources)
     sessions.write_json_atomic(target / "bleed.json", payload)

@@ -12,6 +12,7 @@ import ml_collections
 
 from bleedjax.methods.differentiable import Settings
 from bleedjax.methods.differentiable_long import LongSettings
+from bleedjax.same_source import Detection
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -40,4 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
     # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
     config.update(dataclasses.asdict(LongSettings()))
+    # Where no channel_map is given, microphones that the fit finds on one source (bleedjax.same_source.detect:
+    # a gain >= same_source_min_gain at a delay <= same_source_max_delay_ms) are fitted again with no bleed between them.
+    config.update(dataclasses.asdict(Detection()))
     return config

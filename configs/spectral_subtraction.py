@@ -20,6 +20,7 @@ import ml_collections
 from bleedjax.methods.phase_check import CheckSettings
 from bleedjax.methods.spectral_subtraction import PRESETS, Settings
 from bleedjax.methods.spectral_subtraction_long import LongSettings
+from bleedjax.same_source import Detection
 
 DEFAULT_PRESET = "auto"
 
@@ -46,4 +47,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # phase_check_min_lambda get λ set to the differentiable model's gain (within max_lambda), fitted on
     # the busiest phase_check_seconds.
     config.update(dataclasses.asdict(CheckSettings(phase_check=preset == "auto")))
+    # Where no channel_map is given, the phase check's fit also looks for microphones of one source
+    # (bleedjax.same_source.detect: a gain >= same_source_min_gain at a delay <= same_source_max_delay_ms)
+    # and leaves such pairs apart, as a channel map would.
+    config.update(dataclasses.asdict(Detection()))
     return config

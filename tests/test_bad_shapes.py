@@ -6,7 +6,8 @@ import sys
 
 CALLS = """
 import jax.numpy as jnp
-from bleedjax import bleed_model
+import numpy as np
+from bleedjax import bleed_model, same_source
 from bleedjax.methods import kam_nmf
 from bleedjax.metrics import bss_eval_images_framewise, bss_eval_sources, frobenius_distance, table3_correlation
 
@@ -27,6 +28,7 @@ calls = {
     "(tracks, samples) to reduce_track (blamed on the dictionary)": lambda: kam_nmf.reduce_track(
         jnp.zeros((2, 4000)), jnp.ones((2049, 4))),
     "a 1-D dictionary (an IndexError)": lambda: kam_nmf.reduce_track(jnp.zeros(4000), jnp.ones(2049)),
+    "(2, 3) gains with (3, 3) delays to detect": lambda: same_source.detect(np.ones((2, 3)), np.zeros((3, 3)), 44100),
 }
 for name, call in calls.items():
     try:

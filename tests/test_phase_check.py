@@ -50,13 +50,12 @@ def test_mutual_pairs_and_phase_weights():
         phase_check.CheckSettings(phase_check=True, phase_check_min_lambda=0.0)
 
 
-def test_a_raised_lambda_stays_in_the_box(monkeypatch):
+def test_a_raised_lambda_stays_in_the_box():
     lam = np.array([[0.0, 0.4, 0.1], [0.35, 0.0, 0.1], [0.1, 0.1, 0.0]])
-    monkeypatch.setattr(phase_check, "phase_gains", lambda audio, samples, step, settings=None: np.full((3, 3), 0.7))
-    weights = phase_check.weights(np.zeros((3, 100), np.float32), lam, 100, 100, 0.3, max_lambda=0.5)
+    weights = phase_check.checked_weights(lam, np.full((3, 3), 0.7), 0.3, max_lambda=0.5)
     np.testing.assert_allclose((weights * lam)[:2, :2], [[0.0, 0.5], [0.5, 0.0]], rtol=1e-6)
     np.testing.assert_array_equal(weights[2], 1.0)
-    assert phase_check.weights(np.zeros((3, 100), np.float32), lam * 0.5, 100, 100, 0.3) is None
+    assert phase_check.check_session(np.zeros((3, 100), np.float32), lam * 0.5, 100, 100, 0.3) is None
 
 
 def test_only_the_default_preset_checks():

@@ -37,7 +37,7 @@ def test_streamed_path_equals_in_memory(session, tmp_path, preset):
     folder, mics = session
     settings = ss.Settings(**ss.PRESETS[preset], **SMALL)
     memory = ss.reduce_session(jnp.asarray(mics), settings)
-    lam, _ = ss_long.reduce_long(folder, tmp_path / "out", settings, ss_long.LongSettings(block_frames=37))
+    lam = ss_long.reduce_long(folder, tmp_path / "out", settings, ss_long.LongSettings(block_frames=37)).lam
     np.testing.assert_allclose(lam, np.asarray(memory.lam), atol=1e-5)
     streamed = read_all(tmp_path / "out", len(mics))
     assert streamed.shape == mics.shape
@@ -58,7 +58,7 @@ def test_capped_lattice_is_the_in_memory_path_with_a_coarser_stride(session, tmp
     assert ss_long.long_stride(settings, ss_long.LongSettings(max_points=every), len(mics), frames, bins) == stride
     _, points = ss_long.statistics(ss_long.streaming.SessionReader(folder), settings, long)
     assert points.size <= long.max_points
-    lam, _ = ss_long.reduce_long(folder, tmp_path / "out", settings, long)
+    lam = ss_long.reduce_long(folder, tmp_path / "out", settings, long).lam
     memory = ss.reduce_session(jnp.asarray(mics), dataclasses.replace(settings, refinement_stride=coarse))
     np.testing.assert_allclose(lam, np.asarray(memory.lam), atol=1e-5)
     np.testing.assert_allclose(read_all(tmp_path / "out", len(mics)), np.asarray(memory.cleaned), atol=2e-6)

@@ -29,6 +29,9 @@ class BatchResult(NamedTuple):
     interference: np.ndarray | None = None
     checked: np.ndarray | None = None
     """Spectral subtraction with its phase check: ``(sessions, J, J)`` λ before the check."""
+    one_source: np.ndarray | None = None
+    """``(sessions, J, J)`` booleans: the microphones that :func:`bleedjax.same_source.detect`
+    took for one source and that were not cleaned against each other (``None``: no detection ran)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +91,13 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
 
 def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with
-    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again, together in one padded batch, with
-    those pairs' λ set to the phase-aware gains (:mod:`bleedjax.methods.phase_check`), and
-    ``checked`` holds the λ before the check. ``sample_rate`` sets the check's excerpt (``None``:
-    the whole session)."""
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again, in padded batches of one
+    same-source table each, with those pairs' λ set to the phase-aware gains
+    (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
+    ``sample_rate`` sets the check's excerpt (``None``: the whole session). Where no channel map
+    is given, the check's fit also looks for microphones of one source
+    (:func:`bleedjax.same_source.detect`); λ is then estimated again without regressing them on
+    each other, and ``one_source`` says which they are."""
     from bleedjax.methods import phase_check, spectral_subtraction
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
@@ -100,22 +106,50 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     check = _settings(phase_check.CheckSettings, config)
     if not check.phase_check:
         return BatchResult(cleaned, lam)
+    detection = _detection(config)
     before = lam.copy()
-    weights = {}
+    found = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
         session = np.asarray(audio[row, :, :length], np.float32)
-        found = phase_check.weights(session, before[row], *phase_check.excerpt(check, sample_rate, length),
-                                    check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
-        if found is not None:
-            weights[row] = found
-    if weights:
-        rows = list(weights)
-        again = spectral_subtraction.reduce_sessions(
-            jnp.asarray(np.asarray(audio)[rows], jnp.float32), settings, jnp.asarray(np.asarray(lengths)[rows]),
-            jnp.asarray(np.stack([weights[row] for row in rows]), jnp.float32),
+        checked = phase_check.check_session(
+            session, before[row], *phase_check.excerpt(check, sample_rate, length), check.phase_check_min_lambda,
+            settings.same_source, sample_rate, detection,
         )
+        if checked is not None:
+            found[row] = checked
+    for table in dict.fromkeys(checked.table for checked in found.values()):
+        rows = [row for row, checked in found.items() if checked.table == table]
+        again_settings = dataclasses.replace(settings, same_source=table)
+        batch, batch_lengths = jnp.asarray(np.asarray(audio)[rows], jnp.float32), jnp.asarray(np.asarray(lengths)[rows])
+        regressed = before[rows] if table == settings.same_source else np.asarray(
+            spectral_subtraction.reduce_sessions(batch, again_settings, batch_lengths).lam)
+        weights = [phase_check.checked_weights(regressed[k], found[row].gains, check.phase_check_min_lambda,
+                                               settings.max_lambda) for k, row in enumerate(rows)]
+        again = spectral_subtraction.reduce_sessions(batch, again_settings, batch_lengths,
+                                                     jnp.asarray(np.stack(weights), jnp.float32))
         cleaned[rows], lam[rows] = jax.device_get((again.cleaned, again.lam))
-    return BatchResult(cleaned, lam, checked=before)
+    searched = detection if sample_rate is not None else None
+    return BatchResult(cleaned, lam, checked=before, one_source=_one_source({row: c.table for row, c in found.items()}, lam.shape, searched))
+
+
+def _detection(config):
+    """The :class:`~bleedjax.same_source.Detection` of ``config``; ``None`` where a channel map
+    says which microphones share a source (nothing is detected then)."""
+    from bleedjax.same_source import Detection
+
+    return None if config.get("channel_map") else _settings(Detection, config)
+
+
+def _one_source(tables: dict, shape: tuple[int, ...], detection) -> np.ndarray | None:
+    """``(sessions, J, J)`` booleans of the microphones that detection put on one source (the
+    diagonal False), from ``{row: table}``; ``None`` without detection."""
+    if detection is None or not detection.detect_same_source:
+        return None
+    found = np.zeros(shape, bool)
+    for row, table in tables.items():
+        if table:
+            found[row] = np.asarray(table) & ~np.eye(shape[-1], dtype=bool)
+    return found
 
 
 def _mapped_settings(cls, track_names, config):
@@ -152,10 +186,13 @@ def _spectral_subtraction_run_long(
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     long = _settings(spectral_subtraction_long.LongSettings, config)
     check = _settings(phase_check.CheckSettings, config)
-    lam, before = spectral_subtraction_long.reduce_long(
-        folder, out_dir, settings, long, check, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
+    detection = _detection(config)
+    lam, before, table = spectral_subtraction_long.reduce_long(
+        folder, out_dir, settings, long, check, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out,
+        detection=detection,
     )
-    return BatchResult(None, lam[None], checked=None if before is None else before[None])
+    return BatchResult(None, lam[None], checked=None if before is None else before[None],
+                       one_source=_one_source({0: table}, (1, *lam.shape), detection if check.phase_check else None))
 
 
 def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -323,13 +360,42 @@ def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(params.gains), arrays
 
 
-def _differentiable_run(audio, lengths, config, track_names) -> BatchResult:
+def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
+    """The differentiable model on a batch. Where no channel map is given and the sample rate is
+    known, the sessions in which the fit finds microphones of one source
+    (:func:`bleedjax.same_source.detect`) are fitted and cleaned again, in padded batches of one
+    table each, with no bleed between those microphones; ``one_source`` says which they are."""
     from bleedjax.methods import differentiable
 
     settings = _mapped_settings(differentiable.Settings, track_names, config)
     result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
+    cleaned = np.array(jax.device_get(result.cleaned))
     gains, arrays = _differentiable_arrays(result)
-    return BatchResult(np.asarray(jax.device_get(result.cleaned)), gains, None, arrays)
+    detection = _detection(config)
+    tables = {}
+    if detection is not None and detection.detect_same_source and sample_rate is not None:
+        for row, length in enumerate(np.asarray(lengths).tolist()):
+            table, _ = differentiable.one_source_table(
+                jnp.asarray(audio[row, :, :length], jnp.float32), settings, sample_rate, detection,
+                first=(gains[row], arrays["delays_samples"][row]),
+            )
+            if table:
+                tables[row] = table
+    for table in dict.fromkeys(tables.values()):
+        rows = [row for row, found in tables.items() if found == table]
+        again = differentiable.reduce_sessions(
+            jnp.asarray(np.asarray(audio)[rows], jnp.float32), dataclasses.replace(settings, same_source=table),
+            jnp.asarray(np.asarray(lengths)[rows]),
+        )
+        cleaned[rows] = jax.device_get(again.cleaned)
+        again_gains, again_arrays = _differentiable_arrays(again)
+        gains = np.array(gains)
+        gains[rows] = again_gains
+        for name, value in again_arrays.items():
+            arrays[name] = np.array(arrays[name])
+            arrays[name][rows] = value
+    searched = detection if sample_rate is not None else None
+    return BatchResult(cleaned, gains, None, arrays, one_source=_one_source(tables, gains.shape, searched))
 
 
 def _differentiable_run_long(
@@ -339,12 +405,21 @@ def _differentiable_run_long(
 
     settings = _mapped_settings(differentiable.Settings, track_names, config)
     long = _settings(differentiable_long.LongSettings, config)
-    fitted, start, samples = differentiable_long.reduce_long(
-        folder, out_dir, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
+    detection = _detection(config)
+    fitted, start, samples, table = differentiable_long.reduce_long(
+        folder, out_dir, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out,
+        detection=detection,
     )
     gains, arrays = _differentiable_arrays(fitted)
     arrays["fitted_on_samples"] = np.asarray([start, start + samples])
-    return BatchResult(None, gains[None], None, {name: value[None] for name, value in arrays.items()})
+    return BatchResult(None, gains[None], None, {name: value[None] for name, value in arrays.items()},
+                       one_source=_one_source({0: table}, (1, *gains.shape), detection))
+
+
+def _differentiable_batch_key(track_names, config, *, sample_rate):
+    """Sessions batch by sample rate (detection's delays are in milliseconds) and by the
+    microphones that the channel map puts on one source."""
+    return sample_rate, _same_source(track_names, config)
 
 
 DIFFERENTIABLE_LONG_SAMPLES = 1 << 25
@@ -367,9 +442,9 @@ METHODS = {
         min_tracks=1, validate=_kam_nmf_validate, run_long=_kam_nmf_run_long, long_samples=KAM_NMF_LONG_SAMPLES,
     ),
     "differentiable": Method(
-        "differentiable", _differentiable_config, (), _differentiable_run, _same_source,
+        "differentiable", _differentiable_config, (), _differentiable_run, _differentiable_batch_key,
         artefacts=("bleed.json", "bleed.npz"), run_long=_differentiable_run_long,
-        long_samples=DIFFERENTIABLE_LONG_SAMPLES,
+        long_samples=DIFFERENTIABLE_LONG_SAMPLES, uses_sample_rate=True,
     ),
 }
 

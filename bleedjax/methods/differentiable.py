@@ -52,8 +52,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bleedjax import bleed_fit, bleed_model, coherence, signal
+from bleedjax import bleed_fit, bleed_model, coherence, same_source, signal
 from bleedjax._types import Array, Complex, Float, Int
 from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import spectral_subtraction
@@ -198,6 +199,30 @@ def fit_session(
 ) -> bleed_fit.FitResult:
     """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
     return bleed_fit.fit(masked_stft(audio, settings, length)[0], settings)
+
+
+def one_source_table(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings,
+    sample_rate: int,
+    detection: same_source.Detection,
+    length: Int[Array, ""] | None = None,
+    first: tuple[Float[np.ndarray, "tracks tracks"], Float[np.ndarray, "tracks tracks"]] | None = None,
+) -> tuple[same_source.Table, Float[np.ndarray, "tracks tracks"]]:
+    """The microphones of one source in ``(J, samples)`` tracks (``length``: their true length
+    when padded) by :func:`bleedjax.same_source.detect_confirmed` on this model's fits with
+    ``settings``, and the ``(J, J)`` gains fitted with that table (each table is fitted once);
+    ``first``: the ``(gains, delays)`` of the fit without a table, when already known."""
+    fits = {} if first is None else {(): first}
+
+    def fit(table: same_source.Table) -> tuple[np.ndarray, np.ndarray]:
+        if table not in fits:
+            params = fit_session(audio, dataclasses.replace(settings, same_source=table), length).params
+            fits[table] = np.asarray(params.gains), np.asarray(params.delays)
+        return fits[table]
+
+    table = same_source.detect_confirmed(fit, sample_rate, detection)
+    return table, fit(table)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

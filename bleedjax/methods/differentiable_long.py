@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax import signal, streaming
+from bleedjax import same_source, signal, streaming
 from bleedjax._types import Array, Float
 from bleedjax.bleed_model import BleedParams
 from bleedjax.methods import differentiable
@@ -91,7 +91,8 @@ def reduce_long(
     progress: bool = False,
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
-) -> tuple[differentiable.Result, int, int]:
+    detection: same_source.Detection | None = None,
+) -> tuple[differentiable.Result, int, int, same_source.Table]:
     """Cleans one session folder of any length into ``out_dir``.
 
     Args:
@@ -104,15 +105,24 @@ def reduce_long(
         offsets: ``(tracks,)`` DC offsets, taken out before and put back on the cleaned tracks
             (from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`).
         leave_out: file names of the folder that are not part of the session (``reduce --keep``).
+        detection: where on and ``settings`` has no ``same_source`` table, the excerpt's fit looks
+            for microphones of one source (:func:`bleedjax.same_source.detect`) and, where it finds
+            them, is fitted again with no bleed between them.
 
     Returns:
         the excerpt's :class:`~bleedjax.methods.differentiable.Result` (its ``cleaned`` is the
-        excerpt's), and the excerpt's first sample and length.
+        excerpt's), the excerpt's first sample and length, and the detected table (``()``: none).
     """
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     rate = reader.sample_rate
     start, excerpt = streaming.busiest_seconds(reader, long.fit_seconds)
-    fitted = differentiable.reduce_session(jnp.asarray(reader.read(start, start + excerpt)), settings)
+    audio = jnp.asarray(reader.read(start, start + excerpt))
+    fitted, table = differentiable.reduce_session(audio, settings), ()
+    if detection is not None and detection.detect_same_source and not settings.same_source:
+        first = np.asarray(fitted.params.gains), np.asarray(fitted.params.delays)
+        table, _ = differentiable.one_source_table(audio, settings, rate, detection, first=first)
+        if table:
+            fitted = differentiable.reduce_session(audio, dataclasses.replace(settings, same_source=table))
     grid = frame_grid(settings)
     block, margin = max(1, round(long.block_seconds * rate / grid)) * grid, margin_samples(settings)
     writer = streaming.TrackWriter(reader, pathlib.Path(out_dir), reader.offsets)
@@ -122,4 +132,4 @@ def reduce_long(
             audio = jnp.asarray(reader.read(first - margin, first + block + margin))
             cleaned = clean_block(audio, fitted.params, fitted.residual_lambda, settings)
             writer.write(np.asarray(cleaned[:, margin : margin + block]))
-    return fitted, start, excerpt
+    return fitted, start, excerpt, table

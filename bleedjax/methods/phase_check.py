@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from bleedjax import streaming
+from bleedjax import same_source, streaming
 from bleedjax._types import Array, Bool, Float, Int
 
 MUTUAL_BLEED_THRESHOLD = 0.4
@@ -172,27 +173,59 @@ def _residual_gate(
     return coherence.gate(fractions, settings.residual_gate_low, settings.residual_gate_high)
 
 
-def weights(
+class Checked(NamedTuple):
+    """What :func:`check_session` fitted for one session."""
+
+    gains: Float[np.ndarray, "tracks tracks"]
+    """``(J, J)`` gains of the differentiable model (:func:`phase_gains`)."""
+    table: same_source.Table
+    """The microphones of one source that the model was fitted with, and that λ's regression
+    must leave apart: the given table, or where none was given the pairs that
+    :func:`bleedjax.same_source.detect` found (``()`` for none)."""
+
+
+def check_session(
     audio: Float[np.ndarray, "tracks samples"],
     lam: Float[np.ndarray, "tracks tracks"],
     samples: int,
     step: int,
     threshold: float,
-    max_lambda: float = np.inf,
-    same_source: tuple[tuple[bool, ...], ...] = (),
-) -> Float[np.ndarray, "tracks tracks"] | None:
-    """The factors of :func:`phase_weights` for one session's ``(J, n)`` tracks and ``(J, J)`` λ
-    (mutual: :func:`mutual_pairs` at ``threshold``), the gains fitted on an excerpt as :func:`phase_gains`
-    and kept in spectral subtraction's box (``max_lambda``: a gain never raises λ above it);
-    ``None`` when no pair is mutual (then nothing is fitted). ``same_source``: the microphones of
-    one source (:mod:`bleedjax.same_source`), between which the model fits no bleed."""
-    mutual = mutual_pairs(lam, threshold)
-    if not mutual.any():
+    table: same_source.Table = (),
+    sample_rate: int | None = None,
+    detection: same_source.Detection | None = None,
+) -> Checked | None:
+    """The fit of the phase check for one session's ``(J, n)`` tracks and ``(J, J)`` λ: ``None``
+    when no pair is mutual (:func:`mutual_pairs` at ``threshold``; then nothing is fitted), else
+    the gains of the model fitted on an excerpt as :func:`phase_gains`. ``table``: the
+    microphones of one source (:mod:`bleedjax.same_source`), between which the model fits no bleed.
+
+    Without a ``table``, with a ``sample_rate`` and ``detection`` on, the fit also looks for
+    microphones of one source (:func:`bleedjax.same_source.detect`: a gain of at least 0.6 with a
+    delay of at most 1 ms); where it finds them, the model is fitted again without bleed between
+    them, and :attr:`Checked.table` says which they are. λ must then be estimated again with that
+    table before :func:`checked_weights`."""
+    if not mutual_pairs(lam, threshold).any():
         return None
     from bleedjax.methods import differentiable
 
-    gains = phase_gains(audio, samples, step, differentiable.Settings(same_source=same_source))
-    return phase_weights(lam, np.minimum(gains, max_lambda), mutual)
+    fitted, excerpt_audio, length, settings = _fit_excerpt(audio, samples, step, differentiable.Settings(same_source=table))
+    gains = np.asarray(fitted.params.gains)
+    if not table and sample_rate is not None and detection is not None and detection.detect_same_source:
+        first = gains, np.asarray(fitted.params.delays)
+        table, gains = differentiable.one_source_table(excerpt_audio, settings, sample_rate, detection, length, first)
+    return Checked(gains, table)
+
+
+def checked_weights(
+    lam: Float[np.ndarray, "tracks tracks"],
+    gains: Float[np.ndarray, "tracks tracks"],
+    threshold: float,
+    max_lambda: float = np.inf,
+) -> Float[np.ndarray, "tracks tracks"]:
+    """The factors of :func:`phase_weights` that set the pairs of :func:`mutual_pairs` (at
+    ``threshold``) of ``(J, J)`` λ to the fitted ``gains``, kept in spectral subtraction's box
+    (``max_lambda``: a gain never raises λ above it)."""
+    return phase_weights(lam, np.minimum(gains, max_lambda), mutual_pairs(lam, threshold))
 
 
 def excerpt(check: CheckSettings | KamirCheckSettings, sample_rate: int | None, length: int) -> tuple[int, int]:

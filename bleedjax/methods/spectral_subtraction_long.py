@@ -25,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax import streaming
+from bleedjax import same_source, streaming
 from bleedjax._types import Array, Complex, Float
 from bleedjax.methods import phase_check
 from bleedjax.methods import spectral_subtraction as ss
@@ -98,6 +99,17 @@ def _clean_block(
 _refine = jax.jit(ss.refine_from_statistics, static_argnames=("settings",))
 
 
+class LongResult(NamedTuple):
+    """What :func:`reduce_long` applied."""
+
+    lam: Float[np.ndarray, "tracks tracks"]
+    """``(J, J)`` λ applied (as :func:`~bleedjax.methods.spectral_subtraction.reduce_session`)."""
+    before: Float[np.ndarray, "tracks tracks"] | None
+    """λ before the phase check (:mod:`~bleedjax.methods.phase_check`; ``None`` without it)."""
+    one_source: same_source.Table
+    """The microphones that the check's fit took for one source (``()``: none, or not looked for)."""
+
+
 def reduce_long(
     folder: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -109,12 +121,14 @@ def reduce_long(
     progress: bool = False,
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
-) -> tuple[Float[np.ndarray, "tracks tracks"], Float[np.ndarray, "tracks tracks"] | None]:
+    detection: same_source.Detection | None = None,
+) -> LongResult:
     """Cleans one session folder of any length into ``out_dir`` in two streamed passes and
-    returns the ``(J, J)`` λ applied (as :func:`~bleedjax.methods.spectral_subtraction.reduce_session`)
-    and the λ before the phase check (:mod:`~bleedjax.methods.phase_check`; ``None`` when
-    ``check`` is ``None`` or off). The check fits the session's busiest excerpt of at most
-    ``phase_check_seconds`` (:func:`bleedjax.streaming.busiest_seconds`, one more read).
+    returns a :class:`LongResult`. The phase check fits the session's busiest excerpt of at most
+    ``phase_check_seconds`` (:func:`bleedjax.streaming.busiest_seconds`, one more read); with
+    ``detection`` (and no ``settings.same_source``) that fit also looks for microphones of one
+    source (:func:`bleedjax.methods.phase_check.check_session`), and λ is then estimated again,
+    from the same statistics, without regressing them on each other.
 
     ``offsets`` (``(tracks,)`` DC offsets, from
     :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are taken out before and put back on
@@ -122,16 +136,21 @@ def reduce_long(
     (``reduce --keep``).
     """
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
-    gram, points = statistics(reader, settings, long, progress=progress)
-    refinement = _refine(jnp.asarray(gram), jnp.asarray(points), settings)
-    del points
+    gram, points = (jnp.asarray(a) for a in statistics(reader, settings, long, progress=progress))
+    refinement = _refine(gram, points, settings)
     check = phase_check.CheckSettings() if check is None else check
-    before = np.asarray(refinement.lam) if check.phase_check else None
+    before, table = (np.asarray(refinement.lam) if check.phase_check else None), settings.same_source
     if check.phase_check and phase_check.mutual_pairs(before, check.phase_check_min_lambda).any():
         start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-        weights = phase_check.weights(reader.read(start, start + samples), before, samples, reader.sample_rate,
-                                      check.phase_check_min_lambda, settings.max_lambda, settings.same_source)
+        found = phase_check.check_session(reader.read(start, start + samples), before, samples, reader.sample_rate,
+                                          check.phase_check_min_lambda, table, reader.sample_rate, detection)
+        if found.table != table:
+            table = found.table
+            refinement = _refine(gram, points, dataclasses.replace(settings, same_source=table))
+        weights = phase_check.checked_weights(np.asarray(refinement.lam), found.gains, check.phase_check_min_lambda,
+                                              settings.max_lambda)
         refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
+    del points
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     writer = streaming.OverlapAddWriter(reader, pathlib.Path(out_dir), total, n_fft=settings.n_fft,
                                         hop=settings.hop, window=settings.window, offsets=reader.offsets)
@@ -141,4 +160,4 @@ def reduce_long(
             spectrogram = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
                                                window=settings.window)
             writer.add(first, np.asarray(_clean_block(spectrogram, refinement, settings)))
-    return np.asarray(refinement.lam), before
+    return LongResult(np.asarray(refinement.lam), before, () if table == settings.same_source else table)

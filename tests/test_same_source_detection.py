@@ -1,0 +1,145 @@
+"""Microphones of one source found without a channel map (:func:`bleedjax.same_source.detect`):
+spectral subtraction's phase check and the differentiable model leave such pairs apart, as a map
+would, ``reduce`` says so, ``analyze`` reports them, and ``--set detect_same_source=false`` turns
+it off."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bleedjax import analyze, cli, evaluate, methods, same_source
+from bleedjax.methods import differentiable_long
+from tests.test_same_source import CHOIR_MICS, TAKE, two_microphones_on_one_source  # noqa: F401
+
+CLOSE_AND_ROOM = same_source.from_pairs([(0, 1)], 4)
+
+
+def test_detect_needs_a_gain_and_a_delay_of_one_source():
+    gains = np.array([[1.0, 0.0, 0.3], [0.7, 1.0, 0.6], [0.1, 0.9, 1.0]])
+    delays = np.array([[0.0, 0.0, 0.0], [22.0, 0.0, 45.0], [0.0, 44.0, 0.0]])  # samples at 44.1 kHz
+    # (1, 0): 0.7 at 0.50 ms; (1, 2): 0.6 at 1.02 ms, too late; (2, 1): 0.9 at 0.998 ms
+    assert same_source.pairs(same_source.detect(gains, delays, 44100)) == [(0, 1), (1, 2)]
+    assert same_source.detect(gains, delays, 44100, same_source.Detection(same_source_min_gain=0.95)) == ()
+    late = same_source.Detection(same_source_max_delay_ms=0.4)
+    assert same_source.detect(gains, delays, 44100, late) == ()
+    assert same_source.detect(gains, delays, 88200, late) == same_source.from_pairs([(0, 1)], 3)  # 0.25 and 0.5 ms
+    assert same_source.from_pairs([], 3) == () and same_source.pairs(()) == []
+    with pytest.raises(ValueError, match="same_source_min_gain"):
+        same_source.Detection(same_source_min_gain=0.0)
+    with pytest.raises(ValueError, match="same_source_max_delay_ms"):
+        same_source.Detection(same_source_max_delay_ms=float("nan"))
+
+
+def test_a_pair_is_kept_only_if_found_again_with_the_others_apart():
+    """The degenerate first fit of two microphones of one source (0 and 1) also puts 1 in 3 at a
+    gain of one source; fitted with (0, 1) apart that gain goes, fitted with (1, 3) apart (0, 1)
+    stays."""
+    spurious = np.eye(4)
+    spurious[1, 0], spurious[3, 1] = 0.7, 0.72
+    fits = {(): spurious, CLOSE_AND_ROOM: np.eye(4), same_source.from_pairs([(1, 3)], 4): spurious * (np.arange(4) < 3)}
+    asked = []
+
+    def fit(table):
+        asked.append(table)
+        return fits[table], np.zeros((4, 4))
+
+    assert same_source.detect_confirmed(fit, 44100) == CLOSE_AND_ROOM
+    assert asked == [(), same_source.from_pairs([(1, 3)], 4), CLOSE_AND_ROOM]
+
+
+def test_without_a_map_the_pair_is_found_and_every_track_gains(two_microphones_on_one_source):  # noqa: F811
+    """The differentiable model (spectral subtraction: :func:`test_reduce_and_analyze_name_the_pair`)."""
+    mics, references, names = two_microphones_on_one_source
+    method = methods.get_method("differentiable")
+    result = method.run_session(mics, method.default_config(None), names, sample_rate=44100)
+    np.testing.assert_array_equal(result.one_source[0], np.asarray(CLOSE_AND_ROOM) & ~np.eye(4, dtype=bool))
+    matrix = np.asarray(result.matrices[0])
+    assert matrix[0, 1] == 0.0 and matrix[1, 0] == 0.0 and matrix[2, 0] > 0.1, matrix
+    gains = evaluate.score(references, np.asarray(result.cleaned[0]))["sdr"] - evaluate.score(references, mics)["sdr"]
+    assert np.all(gains > 5.0), gains  # measured: at least 9.1 dB
+
+
+def test_detection_can_be_turned_off(two_microphones_on_one_source):  # noqa: F811
+    mics, references, names = two_microphones_on_one_source
+    method = methods.get_method("differentiable")
+    config = method.default_config(None)
+    config.detect_same_source = False
+    result = method.run_session(mics, config, names, sample_rate=44100)
+    assert result.one_source is None and np.asarray(result.matrices[0])[1, 0] > 0.5
+    gains = evaluate.score(references, np.asarray(result.cleaned[0]))["sdr"] - evaluate.score(references, mics)["sdr"]
+    assert gains[:2].min() < -3.0, gains  # the failure that detection prevents
+
+
+def test_real_choir_microphones_cleaned_together_without_a_map(shared_data):
+    """The Dagstuhl quartet's seven close microphones in one session, as
+    ``test_same_source.test_real_choir_microphones_cleaned_together_with_a_map`` but with no map:
+    the check finds each singer's two microphones, and the default keeps every dynamic microphone
+    (without detection one lost 7.6 dB) and cleans every headset."""
+    folder = shared_data / "dagstuhl-choirset-excerpt"
+    read = lambda singer, kind: sf.read(folder / f"{TAKE}_{singer}_{kind}.wav", dtype="float32")[0]
+    mics = np.stack([read(s, k) for s, k in CHOIR_MICS])
+    names = [f"{s}_{k}.wav" for s, k in CHOIR_MICS]
+    method = methods.get_method("spectral-subtraction")
+    result = method.run_session(mics, method.default_config(None), names, sample_rate=22050)
+    found = [(names[i], names[k]) for i, k in np.argwhere(np.triu(result.one_source[0], 1))]
+    assert found == [("A2_DYN.wav", "A2_HSM.wav"), ("T2_DYN.wav", "T2_HSM.wav"), ("B2_DYN.wav", "B2_HSM.wav")]
+    cleaned = np.asarray(result.cleaned[0])
+    for kind, voices in {"DYN": ["S1", "A2", "T2", "B2"], "HSM": ["A2", "T2", "B2"]}.items():
+        rows = [names.index(f"{s}_{kind}.wav") for s in voices]
+        references = np.stack([read(s, "LRX") for s in voices])
+        before, after = evaluate.score(references, mics[rows]), evaluate.score(references, cleaned[rows])
+        sdr, sir = after["sdr"] - before["sdr"], after["sir"] - before["sir"]
+        if kind == "DYN":
+            assert np.all(sdr > -0.1), sdr  # measured: worst −0.02 dB
+        else:
+            assert np.all(sdr > 0.0) and np.all(sir > 1.0), (sdr, sir)  # measured: worst 0.21 / 2.84 dB
+
+
+def _write(mics: np.ndarray, names: list[str], folder) -> None:
+    folder.mkdir(exist_ok=True)
+    for name, mic in zip(names, mics, strict=True):
+        sf.write(folder / name, mic, 44100, subtype="FLOAT")
+
+
+@pytest.mark.heavy
+def test_streamed_differentiable_model_finds_the_pair(two_microphones_on_one_source, tmp_path):  # noqa: F811
+    mics, _, names = two_microphones_on_one_source
+    _write(mics, names, tmp_path)
+    settings = methods._settings(differentiable_long.differentiable.Settings,
+                                 methods.get_method("differentiable").default_config(None))
+    *_, table = differentiable_long.reduce_long(tmp_path, tmp_path / "diff", settings, detection=same_source.Detection())
+    assert table == CLOSE_AND_ROOM
+
+
+def test_reduce_and_analyze_name_the_pair(two_microphones_on_one_source, tmp_path, capsys):  # noqa: F811
+    """Spectral subtraction's default without a map, from the command line."""
+    mics, references, names = two_microphones_on_one_source
+    session = tmp_path / "session"
+    _write(mics, names, session)
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "close.wav and room.wav: taken for two microphones of one source" in err, err
+    assert "detect_same_source=false" in err and "between close.wav and room.wav" not in err, err
+    saved = json.loads((tmp_path / "o" / "bleed.json").read_text())
+    assert saved["one_source"] == [["close.wav", "room.wav"]]
+    lam = np.asarray(saved["lambda"])
+    assert lam[0, 1] == 0.0 and lam[1, 0] == 0.0 and lam[2, 0] + lam[2, 1] > 0.1, lam
+    cleaned = np.stack([sf.read(tmp_path / "o" / name, dtype="float32")[0] for name in names])
+    gains = evaluate.score(references, cleaned)["sdr"] - evaluate.score(references, mics)["sdr"]
+    assert np.all(gains > 5.0), gains  # measured: at least 7.4 dB
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "s"), "--streaming"]) == 0
+    assert "close.wav and room.wav: taken for two microphones of one source" in capsys.readouterr().err
+    streamed = json.loads((tmp_path / "s" / "bleed.json").read_text())
+    assert streamed["one_source"] == saved["one_source"]
+    np.testing.assert_allclose(streamed["lambda"], saved["lambda"], atol=1e-5)
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "p"), "--set", "detect_same_source=false"]) == 0
+    assert "taken for two microphones of one source" not in capsys.readouterr().err
+    assert "one_source" not in json.loads((tmp_path / "p" / "bleed.json").read_text())
+    report = analyze.analyze_session(session)
+    assert report.one_source == (("close.wav", "room.wav"),)
+    assert report.to_json()["one_source"] == [["close.wav", "room.wav"]]
+    assert any("close.wav and room.wav: taken for two microphones of one source" in w for w in report.warnings)
