@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     Returns:
         ``{"train": last logged train metrics, "eval": last evaluation metrics, "start_step":
         the step it resumed from (0 for a fresh run)}``; the metrics are empty dicts when nothing
-        was left to do.
+        was left to do, and ``workdir`` is then left as it was (a finished run's files keep their
+        bytes and times).
     """
     parallel.initialize_distributed(config.training.distributed)
     if config.model.name == "cae":
@@ -331,6 +332,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                       file=sys.stderr)
             for note in resume_schedule_notes(saved, config, start):
                 print(f"warning: {workdir}: {note}", file=sys.stderr)
+        if start >= training.num_train_steps:
+            manager.close()
+            return {"train": {}, "eval": {}, "start_step": start}
     # Only once the checkpoint accepted the config: config.json describes the run's checkpoints.
     _write_config(workdir, config)
     state = init_state(config, mesh)

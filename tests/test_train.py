@@ -119,6 +119,32 @@ def test_sigkill_and_resume_continue_the_loss_curve_exactly(tmp_path):
     assert curve == _train_curve(tmp_path / "reference")  # bitwise: same program, same batches
 
 
+def _files_and_times(folder: pathlib.Path) -> dict:
+    """Every path under ``folder`` (and itself) with its modification time and, for files, bytes."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in [folder, *folder.rglob("*")]}
+
+
+def test_a_finished_run_trains_nothing_and_writes_nothing(tmp_path, capsys):
+    """Resuming a run at or past num_train_steps says that nothing is trained, as before, and
+    leaves the run as it was: config.json was rewritten (with the new num_train_steps), and so
+    were metrics.jsonl and a new TensorBoard event file."""
+    config = train.load_config("configs/tunet.py:runlocal")
+    config.training.num_train_steps, config.training.eval_batches = 2, 0
+    run = tmp_path / "run"
+    train.train_and_evaluate(config, run, make_iterator=train_helpers.make_iterator)
+    before = _files_and_times(run)
+    assert {"config.json", "metrics.jsonl", "checkpoints/2"} <= set(before)
+    capsys.readouterr()
+    for steps in (2, 1):
+        config.training.num_train_steps = steps
+        result = train.train_and_evaluate(config, run, make_iterator=train_helpers.make_iterator)
+        assert result == {"train": {}, "eval": {}, "start_step": 2}
+        assert capsys.readouterr().err == (
+            f"warning: {run}: the checkpoint is at step 2, num_train_steps is {steps}: nothing is trained\n")
+        assert _files_and_times(run) == before
+
+
 def test_one_and_eight_devices_give_the_same_training():
     """Three steps on a 1-device mesh and on the 8-device mesh (batch split 8 ways, gradients
     all-reduced): the same losses and weights up to float32 summation order."""
