@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from etils import epath
 from flax import nnx
 
@@ -269,28 +270,50 @@ def restore_model(
     directory = checkpoint_dir(path)
     if not directory.is_dir():
         raise ValueError(f"{directory}: checkpoint folder not found")
-    manager = make_manager(directory, save_every=1, keep=1, read_only=True)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise ValueError(f"{directory}: no checkpoint steps in this folder")
-    config = config_from_json(saved_config(manager, step))
-    if model_name is not None and config.model.name != model_name:
-        raise ValueError(
-            f"{directory}: checkpoint holds a {config.model.name!r} model, not {model_name!r}"
-        )
-    abstract_model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
-    graphdef, abstract_state = nnx.split(abstract_model)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(_abstract(abstract_state, device))))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"{directory / str(step)}: the saved weights do not fit the model its config describes, or are "
-            f"damaged ({_briefly(error)})"
-        ) from None
-    manager.close()
+    with contextlib.closing(make_manager(directory, save_every=1, keep=1, read_only=True)) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"{directory}: no checkpoint steps in this folder")
+        config = config_from_json(saved_config(manager, step))
+        if model_name is not None and config.model.name != model_name:
+            raise ValueError(
+                f"{directory}: checkpoint holds a {config.model.name!r} model, not {model_name!r}"
+            )
+        abstract_model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+        graphdef, abstract_state = nnx.split(abstract_model)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        with _readable(str(directory / str(step))):
+            _read_arrays(directory / str(step) / "model")
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                model=ocp.args.StandardRestore(_abstract(abstract_state, device))))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{directory / str(step)}: the saved weights do not fit the model its config describes, or are "
+                f"damaged ({_briefly(error)})"
+            ) from None
     return nnx.merge(graphdef, restored["model"]), config
+
+
+def _read_arrays(item: epath.Path) -> None:
+    """Reads every stored value of an Orbax item (e.g. ``STEP/model``) once, blocking: its
+    ``array_metadatas`` JSON and every key of the OCDBT database that holds its arrays (a model's
+    weights: milliseconds). Raises what a damaged file raises (``JSONDecodeError``, TensorStore's
+    ``ValueError``).
+
+    Orbax restores an item's arrays and their metadata concurrently, in an event loop of its own
+    that it closes as soon as one read fails, with the others still in flight: their completions
+    then raise "Event loop is closed" in TensorStore's threads (printed as ignored exceptions) and
+    "Task exception was never retrieved" is printed for the reads nobody awaited. Read here first,
+    a damaged step fails before any of that starts.
+    """
+    for path in sorted((item / "array_metadatas").glob("*")):
+        json.loads(path.read_text())
+    if (item / "manifest.ocdbt").exists():
+        url = str(item) if "://" in str(item) else f"file://{item}"
+        store = ts.KvStore.open({"driver": "ocdbt", "base": url + "/"}).result()
+        for key in store.list().result():
+            store.read(key).result()
 
 
 def _local_or_remote(path: str | os.PathLike) -> epath.Path:
