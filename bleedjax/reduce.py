@@ -495,13 +495,13 @@ def reduce_folders(
             except ValueError as error:
                 raise sessions.SessionError(f"{folders[index]}: {error}") from None
             refuse_non_finite(folders[index], output.matrices[0])
-            clipped = streaming.pop_clipped(staged.path(target), [f.name for f in header.files])
             levels = _write_removed(header, staged.path(target)) if write_removed else None
             _write_artefacts(method, config, header, staged.path(target), output, 0, levels, keep)
             _copy_kept(folders[index], keep, staged.path(target))
             results[index] = SessionResult(header, target, None, output.matrices[0],
                                            None if output.checked is None else output.checked[0], levels, keep,
-                                           clipped, None if output.one_source is None else output.one_source[0])
+                                           dict(output.clipped or {}),
+                                           None if output.one_source is None else output.one_source[0])
         staged.commit()
     except BaseException:
         staged.abort()

@@ -77,7 +77,6 @@ def write_removed(
             removed_energy += np.sum(removed**2, axis=1)
             peak = np.maximum(peak, np.max(np.abs(removed), axis=1))
             writer.write(removed)
-    streaming.pop_clipped(out_dir, [track.name for track in reader.files])  # RemovedLevels.clipped says it
     with np.errstate(divide="ignore", invalid="ignore"):
         level_db = np.where(input_energy > 0, 10 * np.log10(removed_energy / input_energy), np.nan)
     clipped, row = [], 0

@@ -202,23 +202,6 @@ def busiest_seconds(reader: SessionReader, seconds: float) -> tuple[int, int]:
     return busiest_excerpt(reader, samples, step=reader.sample_rate), samples
 
 
-CLIPPED: dict[pathlib.Path, int] = {}
-"""Samples that :class:`TrackWriter` clipped to full scale in an integer (PCM) file, by the file's
-final path (files without clipping are absent); :func:`pop_clipped` takes them out. A log rather
-than a return value, because the methods' streamed paths own their writers."""
-
-
-def pop_clipped(folder: pathlib.Path, names: Sequence[str]) -> dict[str, int]:
-    """``{name: clipped samples}`` of the files ``names`` in ``folder`` that :class:`TrackWriter`
-    clipped (:data:`CLIPPED`); every entry at or below ``folder`` (e.g. ``interference/``) leaves
-    the log."""
-    folder = pathlib.Path(folder)
-    found = {name: CLIPPED.get(folder / name, 0) for name in names}
-    for path in [p for p in CLIPPED if folder in p.parents]:
-        del CLIPPED[path]
-    return {name: count for name, count in found.items() if count}
-
-
 class TrackWriter:
     """Streams consecutive samples of every track into temporary files in a session's layout
     (names, channels, format, subtype), renamed into place by :meth:`commit` or removed by
@@ -226,14 +209,19 @@ class TrackWriter:
     own samples, as :func:`bleedjax.sessions.shift_tracks` does; each file gets its own length.
     ``observer(start, samples)``, when given, sees every written range before the offsets are
     added back (``(tracks, n)`` float64 samples from ``start``), e.g. to gather statistics of the
-    result."""
+    result.
+
+    Attributes:
+        clipped: ``{file name: samples}`` written so far beyond full scale into an integer (PCM)
+            file, which clips them there (files without clipping are absent).
+    """
 
     def __init__(self, reader: SessionReader, out_dir: pathlib.Path, offsets: np.ndarray | None = None,
                  observer=None):
         self.reader, self.out_dir, self.observer = reader, out_dir, observer
         self.offsets = np.zeros(reader.num_tracks) if offsets is None else np.asarray(offsets, np.float64)
         self.done = 0
-        self.clipped = [0] * len(reader.files)
+        self.clipped: dict[str, int] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
         self.handles, self.temporaries = [], []
         for track in reader.files:
@@ -256,10 +244,11 @@ class TrackWriter:
             self.observer(lo, samples)
         block = (samples + self.offsets[:, None]).astype(np.float32)
         row = 0
-        for index, (track, handle) in enumerate(zip(self.reader.files, self.handles)):
+        for track, handle in zip(self.reader.files, self.handles):
             part = block[row : row + track.channels, : max(0, min(hi, track.frames) - lo)]
             if subtype_is_integer(handle.subtype):
-                self.clipped[index] += int(np.count_nonzero(np.abs(part) > 1.0))
+                if count := int(np.count_nonzero(np.abs(part) > 1.0)):
+                    self.clipped[track.name] = self.clipped.get(track.name, 0) + count
                 part = np.clip(part, -1.0, 1.0)
             handle.write(part.T)
             row += track.channels
@@ -267,15 +256,13 @@ class TrackWriter:
 
     def commit(self) -> list[pathlib.Path]:
         """Renames the files into place, with their inputs' broadcast metadata
-        (:func:`bleedjax.wav_chunks.copy_metadata`); logs the clipped ones in :data:`CLIPPED`."""
+        (:func:`bleedjax.wav_chunks.copy_metadata`); returns their paths."""
         written = []
-        for handle, temporary, track, clipped in zip(self.handles, self.temporaries, self.reader.files, self.clipped):
+        for handle, temporary, track in zip(self.handles, self.temporaries, self.reader.files):
             handle.close()
             wav_chunks.copy_metadata(track.path, temporary)
             os.replace(temporary, self.out_dir / track.name)
             written.append(self.out_dir / track.name)
-            if clipped:
-                CLIPPED[self.out_dir / track.name] = clipped
         return written
 
     def abort(self) -> None:
@@ -300,6 +287,11 @@ class OverlapAddWriter:
         self.tail = np.zeros((reader.num_tracks, 0), np.float64)
         self.tail_start = -(n_fft // 2)
         self.tracks = TrackWriter(reader, out_dir, offsets, observer)
+
+    @property
+    def clipped(self) -> dict[str, int]:
+        """:attr:`TrackWriter.clipped` of the samples written so far."""
+        return self.tracks.clipped
 
     def add(self, first: int, cleaned_frames: np.ndarray) -> None:
         """Adds frames ``[first, first + B)`` (``(tracks, bins, B)`` complex) of the cleaned STFT."""

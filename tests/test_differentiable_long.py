@@ -38,7 +38,7 @@ def test_blocks_join_without_seams(simulated, tmp_path):  # noqa: F811
     padded = differentiable.reduce_session(jnp.asarray(np.pad(mics, ((0, 0), (0, 4096)))), settings,
                                            jnp.asarray(mics.shape[1]))
     own = relative_error_db(np.asarray(padded.cleaned)[:, : mics.shape[1]], memory)
-    fitted, start, samples, _ = differentiable_long.reduce_long(
+    fitted, start, samples, _, _ = differentiable_long.reduce_long(
         folder, tmp_path / "out", settings, differentiable_long.LongSettings(block_seconds=1.5))
     assert (start, samples) == (0, mics.shape[1])
     np.testing.assert_array_equal(np.asarray(fitted.params.gains), np.asarray(in_memory.params.gains))

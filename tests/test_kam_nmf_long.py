@@ -46,7 +46,7 @@ def test_streamed_path_equals_in_memory(case, tmp_path, changes):
     settings = kam_nmf.Settings(music_components=8, k=5, min_separation=20, nmf_iterations=25, **changes)
     memory = kam_nmf.reduce_tracks(jnp.asarray(tracks), jnp.asarray(learned.W), settings)
     # 37 frames per block: many blocks, and a last one that is partial.
-    share, k = kam_nmf_long.reduce_long(folder, tmp_path / "out", learned.W, settings,
+    share, k, _ = kam_nmf_long.reduce_long(folder, tmp_path / "out", learned.W, settings,
                                         kam_nmf_long.LongSettings(block_frames=37))
     assert np.sum(np.asarray(memory.corruption) > settings.detection_threshold) >= 10
     np.testing.assert_array_equal(k, memory.k)

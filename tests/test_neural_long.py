@@ -74,7 +74,7 @@ def test_tunet_streamed_equals_in_memory_at_the_models_rate(tunet, tmp_path):
     cleaned, expected = neural.reduce_tunet(graphdef, state, training, mics[None], np.array([24500]), 8000.0, config)
     assert lam.shape == (4, TRACKS, TRACKS)
     np.testing.assert_allclose(lam, np.asarray(expected)[0], rtol=1e-5, atol=1e-6)
-    matrix = neural_long.reduce_long("tunet", folder, tmp_path / "out", config, neural_long.LongSettings(block_frames=7))
+    matrix, _ = neural_long.reduce_long("tunet", folder, tmp_path / "out", config, neural_long.LongSettings(block_frames=7))
     np.testing.assert_allclose(matrix, lam, atol=1e-7)
     np.testing.assert_allclose(read_all(tmp_path / "out"), np.asarray(cleaned)[0], atol=2e-6)
 
@@ -142,9 +142,29 @@ def test_cae_streamed_equals_in_memory(cae, tmp_path):
     matrices gathered while writing."""
     folder, mics = write_session(tmp_path / "s", rate=8000, samples=6001)
     expected = in_memory("cae", cae, mics, 8000.0)
-    matrix = neural_long.reduce_long("cae", folder, tmp_path / "out", cae, neural_long.LongSettings(block_frames=5))
+    matrix, _ = neural_long.reduce_long("cae", folder, tmp_path / "out", cae, neural_long.LongSettings(block_frames=5))
     np.testing.assert_allclose(read_all(tmp_path / "out"), expected.cleaned[0], atol=2e-6)
     np.testing.assert_allclose(matrix, expected.matrices[0], rtol=1e-5)  # the in-memory path is float32
+
+
+@pytest.mark.parametrize("method, demix", [("tunet", "pinv"), ("tunet", "wiener"), ("cae", None)])
+def test_streamed_models_return_the_samples_they_clipped(tunet, cae, tmp_path, monkeypatch, method, demix):
+    """Every sample written is 1.5, so each cleaned PCM file clips all of its samples; ``run_long``
+    returns the counts, from the time-domain writer (``pinv``) and the overlap-add one."""
+    write = streaming.TrackWriter.write
+    monkeypatch.setattr(streaming.TrackWriter, "write",
+                        lambda self, samples: write(self, np.full(np.shape(samples), 1.5)))
+    folder = tmp_path / "s"
+    folder.mkdir()
+    names = [f"mic{i}.wav" for i in range(TRACKS)]
+    rng = np.random.default_rng(0)
+    for name in names:
+        sf.write(folder / name, rng.standard_normal(6001) * 0.1, 8000, subtype="PCM_16")
+    config = {"tunet": tunet, "cae": cae}[method].copy_and_resolve_references()
+    if demix is not None:
+        config.demix = demix
+    result = methods.get_method(method).run_long(folder, tmp_path / "out", config, names, False, False, None)
+    assert result.clipped == dict.fromkeys(names, 6001)
 
 
 @pytest.mark.parametrize("method", ["tunet", "cae"])

@@ -111,8 +111,8 @@ def test_streamed_differentiable_model_finds_the_pair(two_microphones_on_one_sou
     _write(mics, names, tmp_path)
     settings = methods._settings(differentiable_long.differentiable.Settings,
                                  methods.get_method("differentiable").default_config(None))
-    *_, table = differentiable_long.reduce_long(tmp_path, tmp_path / "diff", settings, detection=same_source.Detection())
-    assert table == CLOSE_AND_ROOM
+    streamed = differentiable_long.reduce_long(tmp_path, tmp_path / "diff", settings, detection=same_source.Detection())
+    assert streamed.one_source == CLOSE_AND_ROOM
 
 
 def test_reduce_and_analyze_name_the_pair(two_microphones_on_one_source, tmp_path, capsys):  # noqa: F811

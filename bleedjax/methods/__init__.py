@@ -32,6 +32,9 @@ class BatchResult(NamedTuple):
     one_source: np.ndarray | None = None
     """``(sessions, J, J)`` booleans: the microphones that :func:`bleedjax.same_source.detect`
     took for one source and that were not cleaned against each other (``None``: no detection ran)."""
+    clipped: dict[str, int] | None = None
+    """A streamed session (``run_long``): ``{file name: samples}`` of its cleaned files beyond full
+    scale in an integer (PCM) format, which clips them there (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Method:
         artefacts: the files written beside the cleaned audio.
         run_long: ``(folder, out_dir, config, track_names, pad, progress, offsets, leave_out) -> BatchResult``
             of one session, streamed with bounded memory (``None``: the method has no such path);
-            ``offsets`` are the tracks' DC offsets, taken out before and put back after.
+            ``offsets`` are the tracks' DC offsets, taken out before and put back after; its
+            ``clipped`` counts the samples it clipped in PCM files.
         min_tracks: the fewest tracks a session may have.
         validate: ``(config, sample_rate) -> None``, raises ``ValueError`` on a config that does
             not fit a session; called for every session before anything is written.
@@ -187,12 +191,13 @@ def _spectral_subtraction_run_long(
     long = _settings(spectral_subtraction_long.LongSettings, config)
     check = _settings(phase_check.CheckSettings, config)
     detection = _detection(config)
-    lam, before, table = spectral_subtraction_long.reduce_long(
+    lam, before, table, clipped = spectral_subtraction_long.reduce_long(
         folder, out_dir, settings, long, check, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out,
         detection=detection,
     )
     return BatchResult(None, lam[None], checked=None if before is None else before[None],
-                       one_source=_one_source({0: table}, (1, *lam.shape), detection if check.phase_check else None))
+                       one_source=_one_source({0: table}, (1, *lam.shape), detection if check.phase_check else None),
+                       clipped=clipped)
 
 
 def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -251,11 +256,12 @@ def _kamir_run_long(
     settings = _settings(kamir.Settings, config)
     long = _settings(kamir_long.LongSettings, config)
     check = _settings(phase_check.KamirCheckSettings, config)
-    lam, gains, before = kamir_long.reduce_long(
+    lam, gains, before, clipped = kamir_long.reduce_long(
         folder, out_dir, phi, settings, long, pad=pad, progress=progress, offsets=offsets, check=check,
         leave_out=leave_out,
     )
-    return BatchResult(None, gains[None], sources, {"lambda": lam[None]}, checked=None if before is None else before[None])
+    return BatchResult(None, gains[None], sources, {"lambda": lam[None]},
+                       checked=None if before is None else before[None], clipped=clipped)
 
 
 def _kamir_validate(config, sample_rate: int) -> None:
@@ -325,11 +331,12 @@ def _kam_nmf_run_long(
     learned = _kam_nmf_dictionary(config)
     settings = _settings(kam_nmf.Settings, config)
     long = _settings(kam_nmf_long.LongSettings, config)
-    share, k = kam_nmf_long.reduce_long(
+    share, k, clipped = kam_nmf_long.reduce_long(
         folder, out_dir, learned.W, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out
     )
     tracks = len(track_names)
-    return BatchResult(None, np.zeros((1, tracks, tracks)), None, {"corruption": share[None], "k": k[None]})
+    return BatchResult(None, np.zeros((1, tracks, tracks)), None, {"corruption": share[None], "k": k[None]},
+                       clipped=clipped)
 
 
 KAM_NMF_LONG_SAMPLES = 1 << 23
@@ -406,14 +413,14 @@ def _differentiable_run_long(
     settings = _mapped_settings(differentiable.Settings, track_names, config)
     long = _settings(differentiable_long.LongSettings, config)
     detection = _detection(config)
-    fitted, start, samples, table = differentiable_long.reduce_long(
+    fitted, start, samples, table, clipped = differentiable_long.reduce_long(
         folder, out_dir, settings, long, pad=pad, progress=progress, offsets=offsets, leave_out=leave_out,
         detection=detection,
     )
     gains, arrays = _differentiable_arrays(fitted)
     arrays["fitted_on_samples"] = np.asarray([start, start + samples])
     return BatchResult(None, gains[None], None, {name: value[None] for name, value in arrays.items()},
-                       one_source=_one_source({0: table}, (1, *gains.shape), detection))
+                       one_source=_one_source({0: table}, (1, *gains.shape), detection), clipped=clipped)
 
 
 def _differentiable_batch_key(track_names, config, *, sample_rate):

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import math
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +82,21 @@ def clean_block(
     return cleaned
 
 
+class LongResult(NamedTuple):
+    """What :func:`reduce_long` fitted and wrote."""
+
+    fitted: differentiable.Result
+    """The excerpt's fit and cleaning (its ``cleaned`` is the excerpt's)."""
+    start: int
+    """The excerpt's first sample."""
+    samples: int
+    """The excerpt's length."""
+    one_source: same_source.Table
+    """The microphones that the fit took for one source (``()``: none, or not looked for)."""
+    clipped: dict[str, int]
+    """``{file name: samples}`` clipped in PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
+
+
 def reduce_long(
     folder: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -92,7 +108,7 @@ def reduce_long(
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
     detection: same_source.Detection | None = None,
-) -> tuple[differentiable.Result, int, int, same_source.Table]:
+) -> LongResult:
     """Cleans one session folder of any length into ``out_dir``.
 
     Args:
@@ -110,8 +126,7 @@ def reduce_long(
             them, is fitted again with no bleed between them.
 
     Returns:
-        the excerpt's :class:`~bleedjax.methods.differentiable.Result` (its ``cleaned`` is the
-        excerpt's), the excerpt's first sample and length, and the detected table (``()``: none).
+        a :class:`LongResult`.
     """
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     rate = reader.sample_rate
@@ -132,4 +147,4 @@ def reduce_long(
             audio = jnp.asarray(reader.read(first - margin, first + block + margin))
             cleaned = clean_block(audio, fitted.params, fitted.residual_lambda, settings)
             writer.write(np.asarray(cleaned[:, margin : margin + block]))
-    return fitted, start, excerpt, table
+    return LongResult(fitted, start, excerpt, table, writer.clipped)

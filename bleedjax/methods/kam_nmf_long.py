@@ -255,8 +255,9 @@ class _Run:
                     track.gain.close()
                 track.gain = store
 
-    def write(self, out_dir: pathlib.Path) -> None:
-        """The last gain on each block's STFT, streamed into ``out_dir`` and its ``interference/``."""
+    def write(self, out_dir: pathlib.Path) -> dict[str, int]:
+        """The last gain on each block's STFT, streamed into ``out_dir`` and its ``interference/``;
+        returns the samples clipped in the cleaned PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
         s = self.settings
         last_iteration = s.kam_iterations - 1 if s.variant == "kam-nmf" else 0
         writer = functools.partial(streaming.OverlapAddWriter, self.reader, total_frames=self.frames, n_fft=s.n_fft,
@@ -270,6 +271,7 @@ class _Run:
                     spec = self._stft(first, last)
                     music.add(first, gain * spec)
                     interference.add(first, (1.0 - gain) * spec)
+        return music.clipped
 
     def close(self) -> None:
         for track in self.tracks:
@@ -289,7 +291,7 @@ def reduce_long(
     progress: bool = False,
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Cleans every track of a session folder of any length into ``out_dir`` (the removed
     interference into ``out_dir/interference``).
 
@@ -306,7 +308,8 @@ def reduce_long(
         leave_out: file names of the folder that are not part of the session (``reduce --keep``).
 
     Returns:
-        ``(tracks, frames)`` the interference share per frame and ``(tracks,)`` the ``k`` used.
+        ``(tracks, frames)`` the interference share per frame, ``(tracks,)`` the ``k`` used and
+        the samples clipped in the cleaned PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`).
     """
     reader = streaming.SessionReader(folder, pad=pad, min_tracks=1, offsets=offsets, leave_out=leave_out)
     run = _Run(reader, np.asarray(dictionary, np.float32), settings, long, progress)
@@ -315,8 +318,8 @@ def reduce_long(
         run.factorise()
         run.locate()
         run.refine()
-        run.write(pathlib.Path(out_dir))
+        clipped = run.write(pathlib.Path(out_dir))
     finally:
         run.close()
     ks = [settings.k if t.kernel is None else int(t.kernel.k(settings)) for t in run.tracks]
-    return np.stack([t.share for t in run.tracks]), np.asarray(ks)
+    return np.stack([t.share for t in run.tracks]), np.asarray(ks), clipped

@@ -219,14 +219,15 @@ def separate(
     long: LongSettings,
     *,
     progress: bool = False,
-) -> list[pathlib.Path]:
-    """Stage 2: block-wise Wiener filtering with Λ fixed, streamed into ``out_dir``'s files."""
+) -> dict[str, int]:
+    """Stage 2: block-wise Wiener filtering with Λ fixed, streamed into ``out_dir``'s files;
+    returns the samples clipped in PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     phi_j, history_j = jnp.asarray(phi), jnp.asarray(history)
     margin = _margin(settings)
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=settings.n_fft, hop=settings.hop,
                                         window=settings.window, offsets=reader.offsets)
-    with streaming.committed(writer) as written:
+    with streaming.committed(writer):
         for first, last in _blocks(total, long, "separate", progress):
             lo, hi = max(first - margin, 0), min(last + margin, total)
             spec, power = _power_block(reader, lo, hi, settings, peak)
@@ -234,7 +235,7 @@ def separate(
             masks = _masks(history_j[-1], psd, phi_j, settings)
             inner = slice(first - lo, last - lo)
             writer.add(first, np.asarray(masks[..., inner] * spec[..., inner]))
-    return written
+    return writer.clipped
 
 
 def reduce_long(
@@ -249,11 +250,12 @@ def reduce_long(
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
     check: phase_check.KamirCheckSettings | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
     """Cleans one session folder of any length into ``out_dir``; returns the final Λ
     ``(F, I, J)``, the amplitude matrix ``(I, J)`` (Λ averaged over frequency with the
-    sources' summarised energies as weights, as :func:`kamir.average_gains`) and that matrix
-    before the phase check (``None`` when the check did not bound Λ). ``offsets``
+    sources' summarised energies as weights, as :func:`kamir.average_gains`), that matrix
+    before the phase check (``None`` when the check did not bound Λ) and the samples clipped in
+    PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`). ``offsets``
     (``(tracks,)`` DC offsets, from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are
     taken out before and put back on the cleaned tracks. ``leave_out``: file names of the folder
     that are not part of the session (``reduce --keep``).
@@ -278,5 +280,5 @@ def reduce_long(
             reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=cap,
         )
         gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
-    separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
-    return history[-1], gains, before
+    clipped = separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
+    return history[-1], gains, before, clipped

@@ -273,9 +273,9 @@ def run_long(method: str, folder, out_dir, config, long, pad, progress, offsets,
     ``LongSettings``)."""
     from bleedjax.methods import neural_long
 
-    matrix = neural_long.reduce_long(method, folder, out_dir, config, long, pad=pad, progress=progress,
-                                     offsets=offsets, leave_out=leave_out)
-    return BatchResult(None, (matrix if matrix.ndim == 2 else matrix.mean(axis=0))[None])
+    matrix, clipped = neural_long.reduce_long(method, folder, out_dir, config, long, pad=pad, progress=progress,
+                                              offsets=offsets, leave_out=leave_out)
+    return BatchResult(None, (matrix if matrix.ndim == 2 else matrix.mean(axis=0))[None], clipped=clipped)
 
 
 def batch_key(method: str, track_names, config, *, sample_rate: float):

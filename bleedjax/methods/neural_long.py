@@ -139,9 +139,10 @@ def mean_power(reader: streaming.SessionReader, *, n_fft: int, hop: int, long: L
 
 
 def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.ndarray, training_config,
-               demix: str, long: LongSettings, *, progress: bool = False) -> list[pathlib.Path]:
+               demix: str, long: LongSettings, *, progress: bool = False) -> dict[str, int]:
     """Stage 2 of the t-UNet: the session demixed with Λ̂ fixed into ``out_dir`` (module
-    docstring), as :func:`bleedjax.models.demix_batch` demixes a whole session."""
+    docstring), as :func:`bleedjax.models.demix_batch` demixes a whole session; returns the
+    samples clipped in PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
     model_config = training_config.model
     model_rate = losses.model_rate(training_config)
     banded = lam[None] if lam.ndim == 2 else lam
@@ -151,11 +152,11 @@ def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.n
         unmixing = inference.pinv_each(jnp.asarray(lam)[None])
         writer = streaming.TrackWriter(reader, out_dir, reader.offsets)
         ranges = streaming.block_ranges(reader.length, long.block_frames * hop)
-        with streaming.committed(writer) as written:
+        with streaming.committed(writer):
             for start, stop in streaming.progress_blocks(ranges, "demix", progress):
                 mics = jnp.asarray(reader.read(start, stop))
                 writer.write(np.asarray(inference.demix(mics, unmixing[0])))
-        return written
+        return writer.clipped
     total = streaming.num_frames(reader.length, n_fft, hop)
     band_index = jnp.asarray(band_index)
     if demix == "wiener":
@@ -167,11 +168,11 @@ def demix_long(reader: streaming.SessionReader, out_dir: pathlib.Path, lam: np.n
         clean = lambda spec: _demix_spectrogram(spec, unmixing, band_index)
     writer = streaming.OverlapAddWriter(reader, out_dir, total, n_fft=n_fft, hop=hop, window=WINDOW,
                                         offsets=reader.offsets)
-    with streaming.committed(writer) as written:
+    with streaming.committed(writer):
         for first, last in _frame_blocks(total, long, "demix", progress):
             spec = streaming.stft_block(reader, first, last, n_fft=n_fft, hop=hop, window=WINDOW)
             writer.add(first, np.asarray(clean(spec)))
-    return written
+    return writer.clipped
 
 
 class LeastSquaresMatrix:
@@ -221,9 +222,10 @@ def _cae_block(graphdef, state, spectrogram, scale, window_frames, merge_source,
 
 
 def cae_long(reader: streaming.SessionReader, out_dir: pathlib.Path, graphdef, state, training_config, config,
-             long: LongSettings, *, progress: bool = False) -> np.ndarray:
+             long: LongSettings, *, progress: bool = False) -> tuple[np.ndarray, dict[str, int]]:
     """The session cleaned track by track by the CAE into ``out_dir`` (module docstring); returns
-    ``X · pinv(Ŝ)`` ``(J, J)``."""
+    ``X · pinv(Ŝ)`` ``(J, J)`` and the samples clipped in PCM files
+    (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
     model_config = training_config.model
     n_fft, hop = model_config.n_fft, model_config.hop
     total = streaming.num_frames(reader.length, n_fft, hop)
@@ -249,15 +251,17 @@ def cae_long(reader: streaming.SessionReader, out_dir: pathlib.Path, graphdef, s
                                  jnp.asarray(np.clip(source - centre_lo, 0, len(centres) - 1)), jnp.asarray(valid),
                                  jnp.asarray(np.arange(first, last) - lo), chunk=chunk)
             writer.add(first, np.asarray(cleaned))
-    return matrix.matrix()
+    return matrix.matrix(), writer.clipped
 
 
 def reduce_long(method: str, folder, out_dir, config, long: LongSettings = LongSettings(), *, pad: bool = False,
                 progress: bool = False, offsets: np.ndarray | None = None,
-                leave_out: tuple[str, ...] = ()) -> np.ndarray:
+                leave_out: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, int]]:
     """Cleans one session folder of any length with the t-UNet or CAE into ``out_dir``; returns
     the matrix for ``bleed.json`` (the t-UNet's Λ̂, ``(J, J)`` or ``(bands, J, J)``; the CAE's
-    ``X · pinv(Ŝ)``). ``offsets`` (the tracks' DC offsets) are taken out before and put back."""
+    ``X · pinv(Ŝ)``) and the samples clipped in PCM files
+    (:attr:`bleedjax.streaming.TrackWriter.clipped`). ``offsets`` (the tracks' DC offsets) are
+    taken out before and put back."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     graphdef, state, training_config = neural.load(config, method)
     neural.check_session(reader.track_names, training_config, method)
@@ -268,5 +272,4 @@ def reduce_long(method: str, folder, out_dir, config, long: LongSettings = LongS
     neural.check_length(training_config, reader.sample_rate, [reader.length])
     demix = neural.demix_mode(training_config, config)
     lam = tunet_lambda_long(reader, graphdef, state, training_config, config, long, progress=progress)
-    demix_long(reader, out_dir, lam, training_config, demix, long, progress=progress)
-    return lam
+    return lam, demix_long(reader, out_dir, lam, training_config, demix, long, progress=progress)

@@ -108,6 +108,8 @@ class LongResult(NamedTuple):
     """λ before the phase check (:mod:`~bleedjax.methods.phase_check`; ``None`` without it)."""
     one_source: same_source.Table
     """The microphones that the check's fit took for one source (``()``: none, or not looked for)."""
+    clipped: dict[str, int]
+    """``{file name: samples}`` clipped in PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
 
 
 def reduce_long(
@@ -160,4 +162,5 @@ def reduce_long(
             spectrogram = streaming.stft_block(reader, first, last, n_fft=settings.n_fft, hop=settings.hop,
                                                window=settings.window)
             writer.add(first, np.asarray(_clean_block(spectrogram, refinement, settings)))
-    return LongResult(np.asarray(refinement.lam), before, () if table == settings.same_source else table)
+    return LongResult(np.asarray(refinement.lam), before, () if table == settings.same_source else table,
+                      writer.clipped)
