@@ -99,10 +99,7 @@ def detect(
         raise ValueError(f"need square (tracks, tracks) gains and delays, got {gains.shape} and {delays.shape}")
     close = (gains >= detection.same_source_min_gain) & (delays * 1e3 <= detection.same_source_max_delay_ms * sample_rate)
     close |= close.T
-    np.fill_diagonal(close, True)
-    if close.sum() == len(close):
-        return ()
-    return tuple(tuple(bool(x) for x in row) for row in close)
+    return from_pairs([(int(i), int(k)) for i, k in np.argwhere(np.triu(close, 1))], len(close))
 
 
 def pairs(table: Table) -> list[tuple[int, int]]:

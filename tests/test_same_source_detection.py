@@ -108,7 +108,7 @@ def test_streamed_differentiable_model_finds_the_pair(two_microphones_on_one_sou
     assert streamed.one_source == CLOSE_AND_ROOM
 
 
-def test_reduce_and_analyze_name_the_pair(two_microphones_on_one_source, tmp_path, capsys):  # noqa: F811
+def test_reduce_names_the_pair(two_microphones_on_one_source, tmp_path, capsys):  # noqa: F811
     """Spectral subtraction's default without a map, from the command line."""
     mics, references, names = two_microphones_on_one_source
     session = tmp_path / "session"
@@ -124,10 +124,18 @@ def test_reduce_and_analyze_name_the_pair(two_microphones_on_one_source, tmp_pat
     cleaned = np.stack([sf.read(tmp_path / "o" / name, dtype="float32")[0] for name in names])
     gains = evaluate.score(references, cleaned)["sdr"] - evaluate.score(references, mics)["sdr"]
     assert np.all(gains > 5.0), gains  # measured: at least 7.4 dB
+
+
+@pytest.mark.heavy
+def test_streamed_reduce_the_off_switch_and_analyze_agree(two_microphones_on_one_source, tmp_path, capsys):  # noqa: F811
+    mics, _, names = two_microphones_on_one_source
+    session = tmp_path / "session"
+    _write(mics, names, session)
+    assert cli.main(["reduce", str(session), "--out", str(tmp_path / "o")]) == 0
     assert cli.main(["reduce", str(session), "--out", str(tmp_path / "s"), "--streaming"]) == 0
     assert "close.wav and room.wav: taken for two microphones of one source" in capsys.readouterr().err
-    streamed = json.loads((tmp_path / "s" / "bleed.json").read_text())
-    assert streamed["one_source"] == saved["one_source"]
+    saved, streamed = (json.loads((tmp_path / out / "bleed.json").read_text()) for out in ("o", "s"))
+    assert streamed["one_source"] == saved["one_source"] == [["close.wav", "room.wav"]]
     np.testing.assert_allclose(streamed["lambda"], saved["lambda"], atol=1e-5)
     assert cli.main(["reduce", str(session), "--out", str(tmp_path / "p"), "--set", "detect_same_source=false"]) == 0
     assert "taken for two microphones of one source" not in capsys.readouterr().err
