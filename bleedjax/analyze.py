@@ -86,8 +86,9 @@ class Analysis:
     def warnings(self) -> list[str]:
         """Caveats on the numbers: delays fitted from too short a recording, and microphones of one
         source, whose levels are not bleed."""
-        notes = [f"{first} and {second}: taken for two microphones of one source (one within 1 ms and 4.4 dB of "
-                 "the other); their levels are not bleed, and reduce does not clean them against each other"
+        notes = [f"{first} and {second}: taken for two microphones of one source (one about as near the other's "
+                 "source as that source's own microphone); their levels are not bleed, and reduce does not clean "
+                 "them against each other"
                  for first, second in self.one_source]
         if self.delays_ms is None:
             return notes

@@ -238,10 +238,10 @@ def one_source_warnings(result: SessionResult) -> list[str]:
         return []
     names = result.session.track_names
     return [
-        f"{names[i]} and {names[k]}: taken for two microphones of one source (the bleed model puts one within 1 ms "
-        "and 4.4 dB of the other), so neither is cleaned against the other (README: Several microphones on one "
-        "source). If they are different sources, give --set detect_same_source=false; --set channel_map=FILE says "
-        "which microphones share a source"
+        f"{names[i]} and {names[k]}: taken for two microphones of one source (the fitted bleed model puts one about "
+        "as near the other's source as that source's own microphone: same_source_min_gain, same_source_max_delay_ms), "
+        "so neither is cleaned against the other (README: Several microphones on one source). If they are different "
+        "sources, give --set detect_same_source=false; --set channel_map=FILE says which microphones share a source"
         for i, k in np.argwhere(np.triu(result.one_source, 1))
     ]
 

@@ -631,6 +631,16 @@ def test_console_script_entry_point(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
+CLI_WITH_TERMINAL_SIGNALS = (
+    "import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module('bleedjax.cli', run_name='__main__')"
+)
+"""``python -c`` of ``python -m bleedjax.cli`` with SIGINT and SIGTERM unblocked and Ctrl-C raising
+KeyboardInterrupt, as a shell starts a command. Both are inherited across exec, and in a fresh
+clone's full run the worker passed SIGINT on ignored or blocked (an earlier test's library, not
+bleedjax), so the child never saw Ctrl-C and finished with status 0."""
+
+
 def _still_empty(folder: pathlib.Path) -> bool:
     try:
         return not any(folder.iterdir())
@@ -649,8 +659,8 @@ def test_interrupted_or_terminated_reduce_leaves_nothing_and_says_so_in_one_line
     runs = {}
     for sent in (signal.SIGINT, signal.SIGTERM):
         out = tmp_path / f"out_{sent.name}"
-        runs[sent] = subprocess.Popen([sys.executable, "-m", "bleedjax.cli", "reduce", str(session), "--out", str(out),
-                                       "--method", "differentiable"], stderr=subprocess.PIPE, text=True)
+        runs[sent] = subprocess.Popen([sys.executable, "-c", CLI_WITH_TERMINAL_SIGNALS, "reduce", str(session), "--out",
+                                       str(out), "--method", "differentiable"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     waiting = set(runs)
     while waiting and time.monotonic() < deadline:
