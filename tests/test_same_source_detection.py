@@ -55,8 +55,42 @@ def test_a_pair_is_kept_only_if_found_again_with_the_others_apart():
     assert asked == [(), same_source.from_pairs([(1, 3)], 4), CLOSE_AND_ROOM]
 
 
+def test_sessions_with_a_pair_are_fitted_again_with_their_table(monkeypatch):
+    """The differentiable model's batch (the fits faked): the session whose fit finds a pair is
+    fitted and cleaned again with that table, in place, and the other keeps its first result."""
+    from bleedjax.bleed_model import BleedParams
+    from bleedjax.methods import differentiable
+
+    def fake_reduce(audio, settings, lengths):
+        sessions, tracks = audio.shape[:2]
+        mark = 2.0 if settings.same_source else 1.0
+        params = BleedParams(np.full((sessions, tracks, tracks), mark), np.zeros((sessions, tracks, tracks)),
+                             np.ones((sessions, tracks, tracks, 1)))
+        return differentiable.Result(np.full(audio.shape, mark), params, params, np.zeros((sessions, 4)),
+                                     np.zeros((sessions, tracks, tracks)), np.zeros((sessions, tracks, tracks)))
+
+    tables = []
+
+    def fake_table(audio, settings, sample_rate, detection, length=None, first=None):
+        tables.append(settings.same_source)
+        found = CLOSE_AND_ROOM if audio[0, 0] > 0 else ()
+        return found, first[0]
+
+    monkeypatch.setattr(differentiable, "reduce_sessions", fake_reduce)
+    monkeypatch.setattr(differentiable, "one_source_table", fake_table)
+    audio = np.stack([np.zeros((4, 100)), np.ones((4, 100))]).astype(np.float32)
+    method = methods.get_method("differentiable")
+    result = method.run(audio, np.array([100, 100]), method.default_config(None), list("abcd"), sample_rate=44100)
+    assert tables == [(), ()]
+    np.testing.assert_array_equal(result.cleaned[:, 0, 0], [1.0, 2.0])
+    np.testing.assert_array_equal(result.matrices[:, 0, 1], [1.0, 2.0])
+    np.testing.assert_array_equal(result.one_source[1], np.asarray(CLOSE_AND_ROOM) & ~np.eye(4, dtype=bool))
+    assert not result.one_source[0].any()
+
+
+@pytest.mark.heavy
 def test_without_a_map_the_pair_is_found_and_every_track_gains(two_microphones_on_one_source):  # noqa: F811
-    """The differentiable model (spectral subtraction: :func:`test_reduce_and_analyze_name_the_pair`)."""
+    """The differentiable model end to end (spectral subtraction: :func:`test_reduce_names_the_pair`)."""
     mics, references, names = two_microphones_on_one_source
     method = methods.get_method("differentiable")
     result = method.run_session(mics, method.default_config(None), names, sample_rate=44100)
