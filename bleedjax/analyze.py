@@ -150,7 +150,7 @@ def estimate(
         params = jax.device_get(differentiable.fit_session(audio, settings).params)
         gains, delays = np.asarray(params.gains), np.asarray(params.delays)
         detection = methods._detection(config)
-        if detection is None or not detection.detect_same_source:
+        if detection is None:
             return gains, delays, None
         table, _ = differentiable.one_source_table(audio, settings, sample_rate, detection, first=(gains, delays))
         apart = np.eye(len(gains), dtype=bool)

@@ -137,17 +137,21 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
 
 
 def _detection(config):
-    """The :class:`~bleedjax.same_source.Detection` of ``config``; ``None`` where a channel map
-    says which microphones share a source (nothing is detected then)."""
+    """The :class:`~bleedjax.same_source.Detection` of ``config`` (its values checked); ``None``
+    where nothing is looked for: a channel map says which microphones share a source, or
+    ``detect_same_source`` is off."""
     from bleedjax.same_source import Detection
 
-    return None if config.get("channel_map") else _settings(Detection, config)
+    if config.get("channel_map"):
+        return None
+    detection = _settings(Detection, config)
+    return detection if detection.detect_same_source else None
 
 
 def _one_source(tables: dict, shape: tuple[int, ...], detection) -> np.ndarray | None:
     """``(sessions, J, J)`` booleans of the microphones that detection put on one source (the
     diagonal False), from ``{row: table}``; ``None`` without detection."""
-    if detection is None or not detection.detect_same_source:
+    if detection is None:
         return None
     found = np.zeros(shape, bool)
     for row, table in tables.items():
@@ -353,18 +357,20 @@ def _differentiable_config(preset: str | None = None) -> ml_collections.ConfigDi
 
 
 def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The gains and the arrays for ``bleed.npz`` of a :class:`~bleedjax.methods.differentiable.Result`,
+    as writable host arrays."""
     params, initial, residual, coherent = jax.device_get(
         (result.params, result.initial, result.residual_lambda, result.coherence)
     )
     arrays = {
-        "delays_samples": np.asarray(params.delays),
-        "colour": np.asarray(params.colour),
-        "initial_gains": np.asarray(initial.gains),
-        "initial_delays_samples": np.asarray(initial.delays),
-        "residual_lambda": np.asarray(residual),
-        "coherence": np.asarray(coherent),
+        "delays_samples": np.array(params.delays),
+        "colour": np.array(params.colour),
+        "initial_gains": np.array(initial.gains),
+        "initial_delays_samples": np.array(initial.delays),
+        "residual_lambda": np.array(residual),
+        "coherence": np.array(coherent),
     }
-    return np.asarray(params.gains), arrays
+    return np.array(params.gains), arrays
 
 
 def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
@@ -380,7 +386,7 @@ def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None
     gains, arrays = _differentiable_arrays(result)
     detection = _detection(config)
     tables = {}
-    if detection is not None and detection.detect_same_source and sample_rate is not None:
+    if detection is not None and sample_rate is not None:
         for row, length in enumerate(np.asarray(lengths).tolist()):
             table, _ = differentiable.one_source_table(
                 jnp.asarray(audio[row, :, :length], jnp.float32), settings, sample_rate, detection,
@@ -395,11 +401,8 @@ def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None
             jnp.asarray(np.asarray(lengths)[rows]),
         )
         cleaned[rows] = jax.device_get(again.cleaned)
-        again_gains, again_arrays = _differentiable_arrays(again)
-        gains = np.array(gains)
-        gains[rows] = again_gains
+        gains[rows], again_arrays = _differentiable_arrays(again)
         for name, value in again_arrays.items():
-            arrays[name] = np.array(arrays[name])
             arrays[name][rows] = value
     searched = detection if sample_rate is not None else None
     return BatchResult(cleaned, gains, None, arrays, one_source=_one_source(tables, gains.shape, searched))
