@@ -10,8 +10,8 @@ The issue's requirement, KAMIR improves SIR over the mixture in every condition,
 every preset; the last column says where KAMIR (K4) beats spectral subtraction in mean SDR gain.
 ``kamir K4 checked`` is K4 as ``bleedjax reduce --method kamir`` runs it: with the ratio floor's
 bound on Λ (``bound_quantile``, :func:`bleedjax.methods.kamir.floor_cap`) and the phase check of
-mutual pairs (:func:`bleedjax.methods.phase_check.kamir_caps`; only sessions of at least 2 s, so not
-the 1 s PHENICX stems). ``--variant "bound_quantile=0"`` is the same without the bound. Each ``--variant "key=value ..."`` adds a row of the checked K4 with those
+mutual pairs (:func:`bleedjax.methods.phase_check.kamir_check`; its bound only on sessions of at least
+2 s, so not the 1 s PHENICX stems, its search for microphones of one source on every session). ``--variant "bound_quantile=0"`` is the same without the bound. Each ``--variant "key=value ..."`` adds a row of the checked K4 with those
 ``--set`` overrides (e.g. ``"iterations=8 update_rule=heuristic"``).
 
     .venv/bin/python benchmarks/quality_kamir.py [--seeds 2] [--variant "key=value ..."] [--json out.json]

@@ -199,8 +199,8 @@ def warnings(result: SessionResult, method: str, config: ml_collections.ConfigDi
       ``phase_check_min_gain``, the default when ``None``; re-estimating Λ moves the others a little);
     * differentiable: a session shorter than :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`, from
       which the fitted delays are unreliable;
-    * spectral subtraction and differentiable: the pairs of microphones taken for one source
-      (:func:`one_source_warnings`).
+    * spectral subtraction, KAMIR and differentiable: the pairs of microphones taken for one
+      source (:func:`one_source_warnings`; the checks' warnings leave them out).
     """
     notes = [f"{path.name}: not WAV or FLAC, left out of the session"
              for path in sessions.ignored_audio_files(result.session.folder)]
@@ -284,7 +284,7 @@ def _method_warnings(result: SessionResult, method: str, config: ml_collections.
             f"{after[1]:.2f} by the phase check: less of either is a delayed copy of the other than KAMIR's Λ "
             "suggests, as when the two play the same part (README: Unison)"
             for first, second, before, after in capped_pairs(result.checked, result.matrix, result.session.track_names)
-            if (first, second) in checked
+            if (first, second) in checked and (first, second) not in one_source
         ]
     if method == "spectral-subtraction":
         return [

@@ -12,7 +12,9 @@ The table is static (a hashable tuple of tuples) so that it can live in a method
 Without a channel map, :func:`detect` finds such pairs from the differentiable model's fitted
 gains and delays (a microphone about as near another's source as that source's own microphone),
 and :func:`detect_confirmed` confirms each of several by fitting again with the others apart;
-spectral subtraction's phase check and the differentiable model then use the table they give.
+spectral subtraction's phase check and the differentiable model then use the table they give,
+and KAMIR's phase check holds the leakage Λ between such microphones at its floor
+(:func:`bleedjax.methods.phase_check.kamir_check`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import ml_collections
 from bleedjax.methods.kamir import PRESETS, Settings
 from bleedjax.methods.kamir_long import LongSettings
 from bleedjax.methods.phase_check import KamirCheckSettings
+from bleedjax.same_source import Detection
 
 DEFAULT_PRESET = "K4"
 
@@ -36,10 +37,14 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     # random sample that Λ is learned from, and "projection" (one pass) or "exact" (a pass per
     # iteration, equal to the in-memory result).
     config.update(dataclasses.asdict(LongSettings()))
-    # The phase check (bleedjax.methods.phase_check.kamir_caps), for the presets that update Λ (K4),
+    # The phase check (bleedjax.methods.phase_check.kamir_check), for the presets that update Λ (K4),
     # sessions of at least phase_check_min_seconds and no channel_map: pairs whose gains have
     # sqrt(g_ij g_ji) >= phase_check_min_gain keep Λ within (h x the differentiable model's gain)²,
     # fitted on the busiest phase_check_seconds; h = phase_check_headroom, or with phase_check_gate
     # 1 + (phase_check_headroom - 1) x the model's residual gate (1 where its inversion leaves no bleed).
     config.update(dataclasses.asdict(KamirCheckSettings()))
+    # Where no channel_map is given, the check's fit also looks for microphones of one source, on
+    # sessions of any length (bleedjax.same_source.detect: a gain >= same_source_min_gain at a delay
+    # <= same_source_max_delay_ms), and holds their Λ at min_leakage both ways.
+    config.update(dataclasses.asdict(Detection()))
     return config

@@ -36,8 +36,8 @@ def test_exact_chunked_path_equals_in_memory(session, tmp_path, settings):
     folder, mics, _ = session
     phi = kamir.identity_phi(3)
     memory = kamir.reduce_session(jnp.asarray(mics), jnp.asarray(phi), settings)
-    lam, _, _, _ = kamir_long.reduce_long(folder, tmp_path / "out", phi, settings,
-                                      kamir_long.LongSettings(block_frames=37, learn="exact"))
+    lam = kamir_long.reduce_long(folder, tmp_path / "out", phi, settings,
+                                 kamir_long.LongSettings(block_frames=37, learn="exact")).lam
     np.testing.assert_allclose(lam, np.asarray(memory.lam), rtol=2e-3, atol=1e-6)
     chunked = read_all(tmp_path / "out", 3)
     assert chunked.shape == mics.shape
@@ -62,8 +62,8 @@ def test_projection_learns_the_same_bleed(session, tmp_path):
     phi = kamir.identity_phi(3)
     settings = kamir.Settings(n_fft=1024, hop=256)
     memory = kamir.reduce_session(jnp.asarray(mics), jnp.asarray(phi), settings)
-    _, summary, _, _ = kamir_long.reduce_long(folder, tmp_path / "a", phi, settings, kamir_long.LongSettings(block_frames=50))
-    _, other_blocks, _, _ = kamir_long.reduce_long(folder, tmp_path / "b", phi, settings, kamir_long.LongSettings(block_frames=23))
+    summary = kamir_long.reduce_long(folder, tmp_path / "a", phi, settings, kamir_long.LongSettings(block_frames=50)).gains
+    other_blocks = kamir_long.reduce_long(folder, tmp_path / "b", phi, settings, kamir_long.LongSettings(block_frames=23)).gains
     np.testing.assert_allclose(summary, other_blocks, rtol=1e-4)
     np.testing.assert_allclose(summary, np.asarray(memory.gains), atol=0.01)
     cleaned = read_all(tmp_path / "a", 3)

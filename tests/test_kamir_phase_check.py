@@ -1,4 +1,4 @@
-"""KAMIR's phase check (:func:`bleedjax.methods.phase_check.kamir_caps`): Λ between tracks that play
+"""KAMIR's phase check (:func:`bleedjax.methods.phase_check.kamir_check`): Λ between tracks that play
 the same part is bounded by the phase-aware gain, so K4 no longer gives a partner's share of every
 shared time-frequency point away."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bleedjax import analyze, cli, evaluate, methods, sessions
+from bleedjax import analyze, cli, evaluate, methods, same_source, sessions
 from bleedjax.methods import kamir, phase_check
 from bleedjax.simulate_folder import simulate_arrays
 
@@ -40,7 +40,7 @@ def test_the_cap_bounds_lambda_at_every_frequency_above_the_floor():
     np.testing.assert_allclose(capped[:, [0, 1, 2], [0, 1, 2]], 1.0, rtol=1e-5)  # own channels stay normalised
 
 
-def test_cap_settings_and_when_the_check_runs(monkeypatch):
+def test_cap_settings_and_when_the_check_runs():
     mutual = np.array([[False, True, False], [True, False, False], [False, False, False]])
     gains = np.array([[1.0, 0.05, 0.3], [0.1, 1.0, 0.2], [0.0, 0.4, 1.0]])
     np.testing.assert_allclose(
@@ -64,21 +64,61 @@ def test_cap_settings_and_when_the_check_runs(monkeypatch):
         with pytest.raises(ValueError, match=next(iter(bad))):
             phase_check.KamirCheckSettings(**bad)
 
-    fitted = []
-    monkeypatch.setattr(phase_check, "phase_gains", lambda audio, samples, step: fitted.append(("gains", samples, step)) or gains)
-    monkeypatch.setattr(phase_check, "phase_gains_and_gate",
-                        lambda audio, samples, step: fitted.append(("gate", samples, step)) or (gains, gate))
+
+
+def test_when_the_check_fits_what_it_bounds_and_the_microphones_of_one_source(monkeypatch):
+    """:func:`phase_check.kamir_check` with the fits faked: which sessions it fits, on which
+    excerpt, and the bound it gives with and without the search for microphones of one source."""
+    from bleedjax import same_source
+    from bleedjax.bleed_model import BleedParams
+    from bleedjax.methods import differentiable
+
+    fitted_gains = np.array([[1.0, 0.05, 0.3], [0.1, 1.0, 0.2], [0.0, 0.4, 1.0]])
+    apart_gains = np.array([[1.0, 0.0, 0.3], [0.0, 1.0, 0.15], [0.0, 0.25, 1.0]])  # fitted with (0, 1) apart
+    gate = np.array([[0.0, 0.5, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    fitted, found = [], {}
+    fit = lambda gains: type("Fit", (), {"params": BleedParams(jnp.asarray(gains), jnp.zeros((3, 3)), None)})()
+    monkeypatch.setattr(phase_check, "_fit_excerpt", lambda audio, samples, step: fitted.append((samples, step))
+                        or (fit(fitted_gains), audio, len(audio[0]), differentiable.Settings()))
+    monkeypatch.setattr(phase_check, "_residual_gate", lambda params, *rest: fitted.append("gate") or gate)
+    monkeypatch.setattr(differentiable, "one_source_table", lambda *args: (found.get("table", ()), None))
+    monkeypatch.setattr(differentiable, "fit_session", lambda audio, settings, length: fitted.append(
+        settings.same_source) or fit(apart_gains))
+    check, rate, pair = phase_check.KamirCheckSettings(), 100, same_source.from_pairs([(0, 1)], 3)
     k4_gains = np.array([[1.0, 0.27, 0.1], [0.26, 1.0, 0.1], [0.1, 0.1, 1.0]])
-    rate = 100
-    assert phase_check.kamir_caps(np.zeros((3, 199)), k4_gains, rate, check) is None  # under 2 s
-    assert phase_check.kamir_caps(np.zeros((3, 3000)), k4_gains * 0.5, rate, check) is None  # no pair ≥ 0.2
+    long, short = np.zeros((3, 3000)), np.zeros((3, 199))
+    detection = same_source.Detection()
+
+    assert phase_check.kamir_check(short, k4_gains, rate, check) is None  # under 2 s, no search
+    assert phase_check.kamir_check(long, k4_gains * 0.5, rate, check, detection) is None  # no pair ≥ 0.2
     assert not fitted
-    cap = phase_check.kamir_caps(np.zeros((3, 3000)), k4_gains, rate, check)
-    assert fitted == [("gate", 2000, rate)]  # the busiest 20 s, in steps of one second
-    np.testing.assert_allclose(cap, phase_check.kamir_cap(phase_check.mutual_pairs(k4_gains, 0.2), gains, 2.0, gate))
-    ungated = phase_check.kamir_caps(np.zeros((3, 3000)), k4_gains, rate, dataclasses.replace(check, phase_check_gate=False))
-    assert fitted[-1] == ("gains", 2000, rate)
-    np.testing.assert_allclose(ungated, phase_check.kamir_cap(phase_check.mutual_pairs(k4_gains, 0.2), gains, 2.0))
+    checked = phase_check.kamir_check(long, k4_gains, rate, check)
+    assert fitted == [(2000, rate), "gate"] and checked.table == ()  # the busiest 20 s, in steps of one second
+    mutual = phase_check.mutual_pairs(k4_gains, 0.2)
+    np.testing.assert_allclose(checked.cap, phase_check.kamir_cap(mutual, fitted_gains, 2.0, gate))
+    ungated = phase_check.kamir_check(long, k4_gains, rate, dataclasses.replace(check, phase_check_gate=False))
+    assert fitted[-1] == (2000, rate)
+    np.testing.assert_allclose(ungated.cap, phase_check.kamir_cap(mutual, fitted_gains, 2.0))
+    streamed = phase_check.kamir_check(long[:, :500], k4_gains, rate, check, session_samples=199)
+    assert streamed is None  # an excerpt of a session under 2 s
+
+    fitted.clear()
+    assert phase_check.kamir_check(short, k4_gains, rate, check, detection) is None  # searched, none found
+    assert fitted == [(2000, rate)]  # at most 20 s: all of it
+    found["table"] = pair
+    on_short = phase_check.kamir_check(short, k4_gains, rate, check, detection)
+    assert on_short.table == pair
+    np.testing.assert_array_equal(on_short.cap, [[np.inf, 0.0, np.inf], [0.0, np.inf, np.inf], [np.inf] * 3])
+    two_pairs = k4_gains.copy()
+    two_pairs[1, 2] = two_pairs[2, 1] = 0.3
+    fitted.clear()
+    on_long = phase_check.kamir_check(long, two_pairs, rate, check, detection)
+    assert fitted == [(2000, rate), pair, "gate"]  # (1, 2) is bounded by the fit with (0, 1) apart
+    expected = phase_check.kamir_cap(phase_check.mutual_pairs(two_pairs, 0.2) & ~np.asarray(pair), apart_gains, 2.0,
+                                     gate)
+    expected[0, 1] = expected[1, 0] = 0.0
+    np.testing.assert_allclose(on_long.cap, expected)
+    assert np.isfinite(on_long.cap[1, 2]) and on_long.table == pair
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +230,27 @@ def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, ca
         wav = name.replace(".flac", ".wav")
         np.testing.assert_allclose(sf.read(tmp_path / "streamed" / wav)[0], sf.read(tmp_path / "memory" / wav)[0],
                                    atol=2e-5)
+    # A pair that the check takes for one source (faked: the desks have none) is held at the floor,
+    # named, listed in bleed.json and left out of the check's warnings.
+    real_check = phase_check.kamir_check
+
+    def with_violins_on_one_source(audio, gains, *args, **kwargs):
+        checked = real_check(audio, gains, *args, **kwargs)
+        table = same_source.from_pairs([violins], len(gains))
+        return phase_check.KamirChecked(np.where(np.asarray(table) & ~np.eye(len(gains), dtype=bool), 0.0, checked.cap),
+                                        table)
+
+    violins = names.index("violin1_a.flac"), names.index("violin1_b.flac")
+    monkeypatch.setattr(phase_check, "kamir_check", with_violins_on_one_source)
+    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "pair"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "violin1_a.wav and violin1_b.wav: taken for two microphones of one source" in err, err
+    assert "between violin1_a.wav and violin1_b.wav bounded" not in err and "bounded to" in err, err
+    saved = json.loads((tmp_path / "pair" / "bleed.json").read_text())
+    assert saved["one_source"] == [["violin1_a.wav", "violin1_b.wav"]]
+    floor = np.sqrt(kamir.Settings().min_leakage)
+    np.testing.assert_allclose(np.asarray(saved["lambda"])[[*violins], [*violins[::-1]]], floor, rtol=1e-3)
+    monkeypatch.setattr(phase_check, "kamir_check", real_check)
     # Off: no check, no lambda_before_phase_check.
     assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "off"), *args, "--set", "phase_check=False"]) == 0
     assert "lambda_before_phase_check" not in json.loads((tmp_path / "off" / "bleed.json").read_text())

@@ -219,36 +219,45 @@ def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
 
 
 def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
-    """KAMIR on a batch; with the phase check (:func:`bleedjax.methods.phase_check.kamir_caps`:
+    """KAMIR on a batch; with the phase check (:func:`bleedjax.methods.phase_check.kamir_check`:
     presets that update Λ, identity channel selection, a known ``sample_rate``) the sessions with
     a pair of ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again, together in one padded
     batch, with those pairs' Λ bounded by the phase-aware gains, and ``checked`` holds the gains
-    before the check."""
+    before the check. Where no channel map is given, the check's fit also looks for microphones
+    of one source (:func:`bleedjax.same_source.detect`), whose Λ stays at KAMIR's floor;
+    ``one_source`` says which they are."""
     from bleedjax.methods import kamir, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
+    check = _settings(phase_check.KamirCheckSettings, config)
+    applies = phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate)
+    # with the check, the first pass is bounded by nothing (inf), so that a batch cleaned again
+    # whole (a single session) reuses its compiled program
+    unbounded = jnp.full((len(audio), *phi.shape), jnp.inf, jnp.float32) if applies else None
     result = kamir.reduce_sessions(
-        jnp.asarray(audio, jnp.float32), jnp.asarray(phi), settings, jnp.asarray(lengths)
+        jnp.asarray(audio, jnp.float32), jnp.asarray(phi), settings, jnp.asarray(lengths), unbounded
     )
     cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
-    check = _settings(phase_check.KamirCheckSettings, config)
-    if not phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate):
+    if not applies:
         return BatchResult(cleaned, gains, sources, {"lambda": lam})
+    detection = _detection(config)
     before = gains.copy()
-    caps = {}
+    found = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
-        cap = phase_check.kamir_caps(np.asarray(audio[row, :, :length], np.float32), before[row], sample_rate, check)
-        if cap is not None:
-            caps[row] = cap
-    if caps:
-        rows = list(caps)
+        checked = phase_check.kamir_check(np.asarray(audio[row, :, :length], np.float32), before[row], sample_rate,
+                                          check, detection)
+        if checked is not None:
+            found[row] = checked
+    if found:
+        rows = list(found)
         again = kamir.reduce_sessions(
             jnp.asarray(np.asarray(audio)[rows], jnp.float32), jnp.asarray(phi), settings,
-            jnp.asarray(np.asarray(lengths)[rows]), jnp.asarray(np.stack([caps[row] for row in rows]), jnp.float32),
+            jnp.asarray(np.asarray(lengths)[rows]), jnp.asarray(np.stack([found[row].cap for row in rows]), jnp.float32),
         )
         cleaned[rows], lam[rows], gains[rows] = jax.device_get((again.cleaned, again.lam, again.gains))
-    return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before)
+    one_source = _one_source({row: checked.table for row, checked in found.items()}, gains.shape, detection)
+    return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before, one_source=one_source)
 
 
 def _kamir_run_long(
@@ -260,12 +269,16 @@ def _kamir_run_long(
     settings = _settings(kamir.Settings, config)
     long = _settings(kamir_long.LongSettings, config)
     check = _settings(phase_check.KamirCheckSettings, config)
-    lam, gains, before, clipped = kamir_long.reduce_long(
+    detection = _detection(config)
+    streamed = kamir_long.reduce_long(
         folder, out_dir, phi, settings, long, pad=pad, progress=progress, offsets=offsets, check=check,
-        leave_out=leave_out,
+        leave_out=leave_out, detection=detection,
     )
-    return BatchResult(None, gains[None], sources, {"lambda": lam[None]},
-                       checked=None if before is None else before[None], clipped=clipped)
+    searched = detection if streamed.one_source is not None else None
+    return BatchResult(None, streamed.gains[None], sources, {"lambda": streamed.lam[None]},
+                       checked=None if streamed.before is None else streamed.before[None],
+                       one_source=_one_source({0: streamed.one_source or ()}, (1, *streamed.gains.shape), searched),
+                       clipped=streamed.clipped)
 
 
 def _kamir_validate(config, sample_rate: int) -> None:
@@ -273,6 +286,7 @@ def _kamir_validate(config, sample_rate: int) -> None:
 
     _settings(kamir.Settings, config)
     _settings(phase_check.KamirCheckSettings, config)
+    _detection(config)
 
 
 def _kamir_batch_key(track_names, config, *, sample_rate):

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bleedjax import streaming
+from bleedjax import same_source, streaming
 from bleedjax._types import Array, Bool, Float, PRNGKeyArray
 from bleedjax.methods import kamir, phase_check
 
@@ -238,6 +238,24 @@ def separate(
     return writer.clipped
 
 
+class LongResult(NamedTuple):
+    """What :func:`reduce_long` applied."""
+
+    lam: Float[np.ndarray, "bins mics sources"]
+    """``(F, I, J)`` the final Λ."""
+    gains: Float[np.ndarray, "mics sources"]
+    """``(I, J)`` amplitude matrix: Λ averaged over frequency with the sources' summarised
+    energies as weights, as :func:`kamir.average_gains`."""
+    before: Float[np.ndarray, "mics sources"] | None
+    """That matrix before the phase check (``None`` when the check bounded nothing)."""
+    one_source: same_source.Table | None
+    """The microphones that the check's fit took for one source (``()``: none); ``None`` where
+    the check did not apply (:func:`~bleedjax.methods.phase_check.kamir_applies`) and nothing
+    was looked for."""
+    clipped: dict[str, int]
+    """``{file name: samples}`` clipped in PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`)."""
+
+
 def reduce_long(
     folder: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -250,35 +268,35 @@ def reduce_long(
     offsets: np.ndarray | None = None,
     leave_out: tuple[str, ...] = (),
     check: phase_check.KamirCheckSettings | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, int]]:
-    """Cleans one session folder of any length into ``out_dir``; returns the final Λ
-    ``(F, I, J)``, the amplitude matrix ``(I, J)`` (Λ averaged over frequency with the
-    sources' summarised energies as weights, as :func:`kamir.average_gains`), that matrix
-    before the phase check (``None`` when the check did not bound Λ) and the samples clipped in
-    PCM files (:attr:`bleedjax.streaming.TrackWriter.clipped`). ``offsets``
+    detection: same_source.Detection | None = None,
+) -> LongResult:
+    """Cleans one session folder of any length into ``out_dir``. ``offsets``
     (``(tracks,)`` DC offsets, from :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are
     taken out before and put back on the cleaned tracks. ``leave_out``: file names of the folder
     that are not part of the session (``reduce --keep``).
 
     ``check``: the phase check of ``bleedjax reduce --method kamir`` (``None``: none, as
     :func:`kamir.reduce_session`), on the busiest excerpt of at most ``phase_check_seconds``
-    (one more read, :func:`bleedjax.streaming.busiest_seconds`); a bounded Λ is learned again
-    from the same summary (with ``learn="exact"``, ``iterations`` more passes)."""
+    (one more read, :func:`bleedjax.streaming.busiest_seconds`; with ``detection``, it also
+    looks for microphones of one source: :func:`bleedjax.methods.phase_check.kamir_check`); a
+    bounded Λ is learned again from the same summary (with ``learn="exact"``, ``iterations``
+    more passes)."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     summarised = summarise(reader, settings, long, progress=progress)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)
     gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
-    before = mutual = None
+    before = checked = table = None
     if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate):
-        mutual = phase_check.kamir_checked_pairs(gains, reader.length, reader.sample_rate, check)
-    if mutual is not None:
-        start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-        cap = phase_check.kamir_excerpt_cap(reader.read(start, start + samples), samples, reader.sample_rate,
-                                            mutual, check)
-        before = gains
+        table = ()
+        if phase_check.mutual_pairs(gains, check.phase_check_min_gain).any():
+            start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
+            checked = phase_check.kamir_check(reader.read(start, start + samples), gains, reader.sample_rate, check,
+                                              detection, session_samples=reader.length)
+    if checked is not None:
+        before, table = gains, checked.table
         history, peak, summary_psd = learn_lambda(
-            reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=cap,
+            reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=checked.cap,
         )
         gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     clipped = separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
-    return history[-1], gains, before, clipped
+    return LongResult(history[-1], gains, before, table, clipped)

@@ -34,13 +34,15 @@ most ``phase_check_seconds``.
 
 KAMIR (``bleedjax reduce --method kamir``, presets that update Λ: K4) has the same failure in a
 milder form: between partners its Λ converges to about 0.27² whatever the bleed, and its Wiener
-filter gives the partner's share of every shared point away. Its check (:func:`kamir_caps`)
+filter gives the partner's share of every shared point away. Its check (:func:`kamir_check`)
 bounds Λ, at every frequency and iteration, by ``(h g)²`` for the pairs whose amplitude gains
 have ``√(g_ij g_ji) ≥ 0.2``. The headroom ``h`` goes from 1 to 2 (6 dB) with the differentiable
 model's residual gate on the same excerpt (:func:`phase_gains_and_gate`): 2 for the reverberant
 bleed that a room adds and one delayed copy does not explain, about 1 where the model's
-inversion leaves no bleed to allow for (:func:`kamir_cap`). It runs only on sessions of at least
-2 s, where the fitted delays hold (on the 1 s PHENICX stems the bound cost up to 19 dB on a track).
+inversion leaves no bleed to allow for (:func:`kamir_cap`). The bound runs only on sessions of at
+least 2 s, where the fitted delays hold (on the 1 s PHENICX stems it cost up to 19 dB on a track).
+Without a channel map the same fit also looks for microphones of one source, on sessions of any
+length, and holds their Λ at KAMIR's floor (:mod:`bleedjax.same_source`).
 """
 
 from __future__ import annotations
@@ -301,47 +303,64 @@ def kamir_applies(check: KamirCheckSettings, update_lambda: bool, phi: np.ndarra
     return check.phase_check and update_lambda and identity and sample_rate is not None
 
 
-def kamir_checked_pairs(
-    gains: Float[np.ndarray, "tracks tracks"], samples: int, sample_rate: int, check: KamirCheckSettings
-) -> Bool[np.ndarray, "tracks tracks"] | None:
-    """The pairs KAMIR's check fits for a session of ``samples`` samples with ``(J, J)`` amplitude
-    gains: ``√(g_ij g_ji) ≥ phase_check_min_gain`` (:func:`mutual_pairs`). ``None`` when no pair
-    qualifies, or the session is shorter than ``phase_check_min_seconds`` (2 s, where the fitted
-    delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
-    stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB)."""
-    if samples < check.phase_check_min_seconds * sample_rate:
-        return None
-    mutual = mutual_pairs(gains, check.phase_check_min_gain)
-    return mutual if mutual.any() else None
+class KamirChecked(NamedTuple):
+    """What KAMIR's check (:func:`kamir_check`) found for one session."""
+
+    cap: Float[np.ndarray, "tracks tracks"]
+    """``(J, J)`` bound on Λ (power, :func:`bleedjax.methods.kamir.cap_lambda`): :func:`kamir_cap`
+    on the checked pairs, 0 (KAMIR's floor ``min_leakage``) between microphones of one source,
+    ``inf`` elsewhere."""
+    table: same_source.Table
+    """The microphones that the check's fit took for one source (``()``: none, or not looked for)."""
 
 
-def kamir_caps(
+def kamir_check(
     audio: Float[np.ndarray, "tracks samples"],
     gains: Float[np.ndarray, "tracks tracks"],
     sample_rate: int,
     check: KamirCheckSettings,
-) -> Float[np.ndarray, "tracks tracks"] | None:
-    """The bound of :func:`kamir_cap` for one session's ``(J, n)`` tracks and KAMIR's ``(J, J)``
-    amplitude gains on the pairs of :func:`kamir_checked_pairs` (``None`` when there are none),
-    with the phase-aware gains fitted on the busiest excerpt (:func:`phase_gains`)."""
-    mutual = kamir_checked_pairs(gains, audio.shape[-1], sample_rate, check)
-    if mutual is None:
+    detection: same_source.Detection | None = None,
+    session_samples: int | None = None,
+) -> KamirChecked | None:
+    """KAMIR's check of one session from its ``(J, n)`` tracks (or, streamed, their busiest
+    excerpt; ``session_samples``: the whole session's length, ``n`` when ``None``) and KAMIR's
+    ``(J, J)`` amplitude gains. ``None`` when it bounds nothing.
+
+    It looks at the pairs with ``√(g_ij g_ji) ≥ phase_check_min_gain`` (:func:`mutual_pairs`;
+    none: nothing is fitted) and fits the differentiable model on the busiest excerpt of at most
+    ``phase_check_seconds`` (:func:`phase_gains`). With ``detection`` (no channel map), the fit
+    also looks for microphones of one source (:func:`bleedjax.same_source.detect`), and their Λ is
+    held at KAMIR's floor both ways: the Dagstuhl choir's seven close microphones, where a
+    singer's headset and dynamic microphones gave each other Λ of about 0.3 and K4 made a headset
+    1.24 dB worse (README, "Real bleed"). The other pairs are bounded by :func:`kamir_cap` (with
+    the model fitted with those microphones apart, and its residual gate when
+    ``phase_check_gate``), on sessions of at least ``phase_check_min_seconds`` (2 s, where the fitted
+    delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
+    stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB). The search also runs on
+    shorter sessions: on the choir's 1 s it finds exactly the three singers' pairs."""
+    mutual = mutual_pairs(gains, check.phase_check_min_gain)
+    session_samples = audio.shape[-1] if session_samples is None else session_samples
+    bounded = session_samples >= check.phase_check_min_seconds * sample_rate
+    if not mutual.any() or not (bounded or detection is not None):
         return None
+    from bleedjax.methods import differentiable
+
     samples, step = excerpt(check, sample_rate, audio.shape[-1])
-    return kamir_excerpt_cap(audio, samples, step, mutual, check)
-
-
-def kamir_excerpt_cap(
-    audio: Float[np.ndarray, "tracks samples"],
-    samples: int,
-    step: int,
-    mutual: Bool[np.ndarray, "tracks tracks"],
-    check: KamirCheckSettings,
-) -> Float[np.ndarray, "tracks tracks"]:
-    """:func:`kamir_cap` of the ``mutual`` pairs with the model fitted on the busiest
-    ``samples`` of ``(J, n)`` tracks (:func:`phase_gains`), its headroom set by the residual
-    gate when ``check.phase_check_gate`` (:func:`phase_gains_and_gate`)."""
-    if not check.phase_check_gate:
-        return kamir_cap(mutual, phase_gains(audio, samples, step), check.phase_check_headroom)
-    gains, gate = phase_gains_and_gate(audio, samples, step)
-    return kamir_cap(mutual, gains, check.phase_check_headroom, gate)
+    fitted, excerpt_audio, length, settings = _fit_excerpt(audio, samples, step)
+    table = ()
+    if detection is not None and detection.detect_same_source:
+        first = np.asarray(fitted.params.gains), np.asarray(fitted.params.delays)
+        table, _ = differentiable.one_source_table(excerpt_audio, settings, sample_rate, detection, length, first)
+    one = np.asarray(table, bool) & ~np.eye(len(mutual), dtype=bool) if table else np.zeros_like(mutual)
+    checked = mutual & ~one if bounded else np.zeros_like(mutual)
+    if not (checked.any() or one.any()):
+        return None
+    cap = np.full(mutual.shape, np.inf, np.float32)
+    if checked.any():
+        if table:
+            settings = dataclasses.replace(settings, same_source=table)
+            fitted = differentiable.fit_session(excerpt_audio, settings, length)
+        gate = _residual_gate(fitted.params, excerpt_audio, length, settings) if check.phase_check_gate else None
+        cap = kamir_cap(checked, np.asarray(fitted.params.gains), check.phase_check_headroom,
+                        None if gate is None else np.asarray(gate))
+    return KamirChecked(np.where(one, 0.0, cap).astype(np.float32), table)
