@@ -18,7 +18,9 @@ import os
 import pathlib
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -295,14 +297,43 @@ class StagedOutputs:
         return self.staging / pathlib.Path(final).absolute().relative_to(self.anchor)
 
     def commit(self) -> None:
-        for staged in sorted(p for p in self.staging.rglob("*") if p.is_file()):
-            final = self.anchor / staged.relative_to(self.staging)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, final)
-        self.abort()
+        """Renames every staged file onto its final path, then removes the staging folder. Ctrl-C
+        or SIGTERM meanwhile takes effect after both (:func:`_signals_deferred`), so that an
+        interrupted run leaves all of its outputs or none."""
+        with _signals_deferred():
+            for staged in sorted(p for p in self.staging.rglob("*") if p.is_file()):
+                final = self.anchor / staged.relative_to(self.staging)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+            self.abort()
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block are handled as they would have been when it
+    ends (in the main thread; elsewhere Python runs no signal handlers, and the block is plain).
+    Python-level handlers, not a signal mask: another thread of the process (JAX's) would still
+    take a masked signal and have the main thread run its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 def temporary_beside(final: pathlib.Path) -> pathlib.Path:

@@ -648,6 +648,45 @@ def _still_empty(folder: pathlib.Path) -> bool:
         return False
 
 
+def test_ctrl_c_or_sigterm_during_the_commit_takes_effect_after_its_last_rename(tmp_path, monkeypatch):
+    """A signal between two renames of ``StagedOutputs.commit``: every output is in place and the
+    staging folder gone before the handler runs (KeyboardInterrupt; the CLI's ``Terminated``), and
+    the handlers are restored (a signal there once could leave half of the outputs)."""
+    import os
+    import signal
+
+    from bleedjax import sessions
+
+    real_replace = os.replace
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: cli._raise_terminated}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        for signum, raised in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, cli.Terminated)):
+            out = tmp_path / f"out_{signum.name}"
+            staged = sessions.StagedOutputs(out)
+            staged.create()
+            for name in ["a.wav", "b.wav", "c/d.json"]:
+                staged.path(out / name).parent.mkdir(parents=True, exist_ok=True)
+                staged.path(out / name).write_text(name)
+            sent = []
+
+            def replace_after_a_signal(source, target, sent=sent, signum=signum):
+                if not sent:
+                    sent.append(os.kill(os.getpid(), signum))
+                real_replace(source, target)
+
+            monkeypatch.setattr(sessions.os, "replace", replace_after_a_signal)
+            with pytest.raises(raised):
+                staged.commit()
+            monkeypatch.setattr(sessions.os, "replace", real_replace)
+            assert sent and sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+                "a.wav", "b.wav", "c/d.json"]
+            assert not staged.staging.exists() and signal.getsignal(signum) is handlers[signum]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def test_interrupted_or_terminated_reduce_leaves_nothing_and_says_so_in_one_line(tmp_path):
     """Ctrl-C (SIGINT) and SIGTERM (a job scheduler, `kill`) while outputs are staged: the staging
     folder is removed and one line is printed (SIGTERM once left the staging folder behind, and
@@ -671,8 +710,10 @@ def test_interrupted_or_terminated_reduce_leaves_nothing_and_says_so_in_one_line
                 runs[sent].send_signal(sent)
                 waiting.discard(sent)
         time.sleep(0.01)
-    assert not waiting
+    ended = {sent: (run.communicate(timeout=120)[1], run.returncode) for sent, run in runs.items()}
+    # one failure in about five full runs of the suite, before the stderr of both runs was kept here
+    assert not waiting, f"never seen staging with nothing written: {ended}"
     for sent, status, word in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")):
-        _, stderr = runs[sent].communicate(timeout=120)
-        assert runs[sent].returncode == status and stderr.strip() == f"bleedjax reduce: {word}", stderr
-    assert not list(tmp_path.glob(".bleedjax-staging-*")) and not list(tmp_path.glob("out_*"))
+        assert (ended[sent][0].strip(), ended[sent][1]) == (f"bleedjax reduce: {word}", status), ended
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "s")
+    assert left == [], (left, ended)
