@@ -149,12 +149,15 @@ def _off_diagonal(num: int) -> Float[Array, "tracks tracks"]:
     return 1.0 - jnp.eye(num, dtype=jnp.float32)
 
 
-def project(params: BleedParams, settings: FitSettings) -> BleedParams:
+def project(
+    params: BleedParams, settings: FitSettings, apart_mask: Float[Array, "tracks tracks"] | None = None
+) -> BleedParams:
     """Onto the feasible set: ``0 ≤ g ≤ max_gain``, ``0 ≤ τ ≤ max_delay``, colour ≥ 0 with mean 1
     (its mean moved into the gain), the diagonal fixed to ``g = 1, τ = 0, c = 1``, and no bleed
-    (``g = 0``) between microphones of one source (``settings.same_source``)."""
+    (``g = 0``) between microphones of one source (``settings.same_source``, or where given the
+    traced ``apart_mask``: :func:`bleedjax.same_source.apart` of a table)."""
     num = params.gains.shape[0]
-    off = jnp.asarray(apart(settings.same_source, num))
+    off = jnp.asarray(apart(settings.same_source, num)) if apart_mask is None else apart_mask
     colour = jnp.clip(params.colour, 0.0, None)
     mean = jnp.mean(colour, axis=-1)
     safe = jnp.where(mean > 0, mean, 1.0)
@@ -167,7 +170,9 @@ def project(params: BleedParams, settings: FitSettings) -> BleedParams:
 
 
 def initialise(
-    spectra: Complex[Array, "tracks bins frames"], settings: FitSettings
+    spectra: Complex[Array, "tracks bins frames"],
+    settings: FitSettings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> tuple[BleedParams, Float[Array, "tracks tracks"]]:
     """GCC-PHAT delays and spectral-subtraction λ gains (module docstring).
 
@@ -180,9 +185,9 @@ def initialise(
     lam_settings = spectral_subtraction.Settings(
         max_lambda=settings.max_gain, refinements=0, same_source=settings.same_source
     )
-    lam, _ = spectral_subtraction.estimate_lambda(jnp.abs(spectra), lam_settings)
+    lam, _ = spectral_subtraction.estimate_lambda(jnp.abs(spectra), lam_settings, apart_mask=apart_mask)
     params = bleed_model.flat(lam, delays, settings.bands)
-    return project(params, settings), peaks
+    return project(params, settings, apart_mask), peaks
 
 
 def pair_targets(params: BleedParams, stats: Statistics, settings: FitSettings) -> Complex[Array, "tracks tracks bins"]:
@@ -225,7 +230,12 @@ def pair_gains(
     return gains, 2.0 * gains * b - gains**2 * c
 
 
-def select_delays(params: BleedParams, stats: Statistics, settings: FitSettings) -> BleedParams:
+def select_delays(
+    params: BleedParams,
+    stats: Statistics,
+    settings: FitSettings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
+) -> BleedParams:
     """Each pair's delay and gain: the current delay or one of the ``candidates`` highest GCC-PHAT
     peaks of ``stats.cross``, whichever lowers the cost most, with its best gain (:func:`pair_gains`).
 
@@ -246,7 +256,7 @@ def select_delays(params: BleedParams, stats: Statistics, settings: FitSettings)
     best = jnp.argmax(decrease, axis=-1)[..., None]
     pick = lambda values: jnp.take_along_axis(values, best, axis=-1)[..., 0]
     off = _off_diagonal(num)
-    return project(params._replace(gains=pick(gains) * off + jnp.eye(num), delays=pick(delays)), settings)
+    return project(params._replace(gains=pick(gains) * off + jnp.eye(num), delays=pick(delays)), settings, apart_mask)
 
 
 def unmix_stft(
@@ -413,7 +423,9 @@ def optimiser(settings: FitSettings) -> optax.GradientTransformation:
 
 
 def fit(
-    spectra: Complex[Array, "tracks bins frames"], settings: FitSettings
+    spectra: Complex[Array, "tracks bins frames"],
+    settings: FitSettings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> FitResult:
     """Fits the model to one session's microphone STFTs (pure; ``jax.vmap`` it over sessions).
 
@@ -421,6 +433,9 @@ def fit(
         spectra: ``(J, bins, frames)`` microphone STFTs in :mod:`bleedjax.signal`'s layout, with
             any padding frames of a batched session zeroed.
         settings: hyperparameters.
+        apart_mask: ``(J, J)``, 1 where two different microphones may bleed into each other
+            (:func:`bleedjax.same_source.apart`), traced: it replaces ``settings.same_source``,
+            so fits of one session with different tables share one compilation.
 
     Returns:
         :class:`FitResult`: fitted and initial parameters, the cost after each round and the
@@ -430,7 +445,7 @@ def fit(
     # of faint bins then stay clear of float32 subnormals, which are ~10x slower on CPU.
     level = jnp.sqrt(jnp.mean(jnp.abs(spectra) ** 2))
     spectra = spectra / jnp.where(level > 0, level, 1.0)
-    initial, peaks = initialise(spectra, settings)
+    initial, peaks = initialise(spectra, settings, apart_mask)
     tx = optimiser(settings)
     value_and_grad = jax.value_and_grad(cost)
 
@@ -438,13 +453,14 @@ def fit(
         unmixed = jnp.where(index == 0, spectra, unmix_stft(params, spectra, settings))
         stats = statistics(spectra, jax.lax.stop_gradient(unmixed), settings)
         # in round 0 the regressors are microphones, whose common third sources bias the cost
-        params = jax.tree.map(lambda a, b: jnp.where(index == 0, a, b), params, select_delays(params, stats, settings))
+        params = jax.tree.map(lambda a, b: jnp.where(index == 0, a, b), params,
+                              select_delays(params, stats, settings, apart_mask))
 
         def step(carry, _):
             params, state = carry
             value, grads = value_and_grad(params, stats, settings)
             updates, state = tx.update(grads, state, params)
-            return (project(optax.apply_updates(params, updates), settings), state), value
+            return (project(optax.apply_updates(params, updates), settings, apart_mask), state), value
 
         (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=settings.steps)
         return params, cost(params, stats, settings)
@@ -454,5 +470,5 @@ def fit(
         return FitResult(params, initial, costs, peaks, jnp.full_like(params.gains, jnp.nan))
     errors = gain_standard_errors(params, spectra, settings)
     factors = shrinkage_factors(params.gains, errors, settings.shrinkage_scale)
-    params = project(params._replace(gains=params.gains * factors), settings)
+    params = project(params._replace(gains=params.gains * factors), settings, apart_mask)
     return FitResult(params, initial, costs, peaks, errors)

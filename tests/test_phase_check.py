@@ -235,7 +235,8 @@ def test_excerpts_pad_to_whole_seconds_and_keep_their_gains(monkeypatch):
     sources = rng.standard_normal((3, 3 * rate)).astype(np.float32)
     mics = (np.eye(3) + 0.3 * (1 - np.eye(3))) @ sources
     traced, fit = [], bleed_fit.fit
-    monkeypatch.setattr(bleed_fit, "fit", lambda spectra, settings: traced.append(spectra.shape) or fit(spectra, settings))
+    monkeypatch.setattr(bleed_fit, "fit", lambda spectra, settings, *mask: traced.append(spectra.shape)
+                        or fit(spectra, settings, *mask))
     short = phase_check.phase_gains(mics[:, : int(2.3 * rate)], 10 * rate, rate)
     compiled = len(traced)
     longer = phase_check.phase_gains(mics[:, : int(2.7 * rate)], 10 * rate, rate)

@@ -191,14 +191,26 @@ def masked_stft(
     return spectra * mask[None, None, :], mask
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
 def fit_session(
     audio: Float[Array, "tracks samples"],
     settings: Settings = Settings(),
     length: Int[Array, ""] | None = None,
 ) -> bleed_fit.FitResult:
-    """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`."""
-    return bleed_fit.fit(masked_stft(audio, settings, length)[0], settings)
+    """The fit alone (no cleaning): STFT, frames beyond ``length`` zeroed, :func:`bleed_fit.fit`.
+    ``settings.same_source`` goes in as a traced mask, so that the fits of one session with
+    different tables (:func:`one_source_table`'s confirmations) compile once."""
+    apart_mask = jnp.asarray(same_source.apart(settings.same_source, audio.shape[0]))
+    return _fit_masked(audio, dataclasses.replace(settings, same_source=()), length, apart_mask)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _fit_masked(
+    audio: Float[Array, "tracks samples"],
+    settings: Settings,
+    length: Int[Array, ""] | None,
+    apart_mask: Float[Array, "tracks tracks"],
+) -> bleed_fit.FitResult:
+    return bleed_fit.fit(masked_stft(audio, settings, length)[0], settings, apart_mask)
 
 
 def one_source_table(

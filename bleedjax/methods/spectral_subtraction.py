@@ -276,9 +276,15 @@ def _others(num_tracks: int, target: Int[Array, ""]) -> Float[Array, " tracks"]:
     return (jnp.arange(num_tracks) != target).astype(jnp.float32)
 
 
-def _regressors(num_tracks: int, target: Int[Array, ""], settings: Settings) -> Float[Array, " tracks"]:
+def _regressors(
+    num_tracks: int, target: Int[Array, ""], settings: Settings, apart_mask: Float[Array, "tracks tracks"] | None = None
+) -> Float[Array, " tracks"]:
     """1 for the tracks that Eq. (1) may regress target ``i`` on: every other track, less the
-    microphones of the target's own source (``settings.same_source``, :mod:`bleedjax.same_source`)."""
+    microphones of the target's own source (``settings.same_source``, :mod:`bleedjax.same_source`;
+    or, traced, ``apart_mask``: :func:`bleedjax.same_source.apart` of a table, which then
+    replaces ``settings.same_source``)."""
+    if apart_mask is not None:
+        return apart_mask[target]
     return jnp.asarray(apart(settings.same_source, num_tracks))[target]
 
 
@@ -327,7 +333,10 @@ def momentum_descent(settings: Settings) -> optax.GradientTransformation:
 
 
 def descend_row(
-    gram: Float[Array, "tracks tracks"], target: Int[Array, ""], settings: Settings
+    gram: Float[Array, "tracks tracks"],
+    target: Int[Array, ""],
+    settings: Settings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> RowEstimate:
     """Momentum gradient descent on Eq. (1) for one target track, as a ``lax.while_loop``.
 
@@ -335,6 +344,7 @@ def descend_row(
         gram: ``(J, J)`` magnitude Gram matrix (:func:`magnitude_gram`).
         target: index ``i`` of the target track.
         settings: hyperparameters.
+        apart_mask: the pairs that may regress each other (:func:`_regressors`), traced.
 
     Returns:
         :class:`RowEstimate`: λ_i (``(J,)``, zero at ``i``), the iterations used and the final
@@ -344,7 +354,7 @@ def descend_row(
     norms = jnp.sqrt(jnp.clip(jnp.diag(gram), 0.0, None))
     audible = norms > 0
     safe_norms = jnp.where(audible, norms, 1.0)
-    others = _regressors(num_tracks, target, settings) * audible
+    others = _regressors(num_tracks, target, settings, apart_mask) * audible
     unit_gram = gram / (safe_norms[:, None] * safe_norms[None, :])
     hessian_max = 2.0 * jnp.linalg.eigvalsh(unit_gram * others[:, None] * others[None, :])[-1]
     scale = settings.curvature / (settings.learning_rate * jnp.where(hessian_max > 0, hessian_max, 1.0))
@@ -379,7 +389,10 @@ def descend_row(
 
 
 def nnls_row(
-    gram: Float[Array, "tracks tracks"], target: Int[Array, ""], settings: Settings
+    gram: Float[Array, "tracks tracks"],
+    target: Int[Array, ""],
+    settings: Settings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> RowEstimate:
     """Exact minimiser of Eq. (1) with λ ≥ 0 by the Lawson–Hanson active set method ([2] Ch. 23).
 
@@ -387,7 +400,7 @@ def nnls_row(
     shapes stay static; at most ``3 J`` outer steps (the method terminates in finitely many).
     """
     num_tracks = gram.shape[0]
-    others = _regressors(num_tracks, target, settings) > 0
+    others = _regressors(num_tracks, target, settings, apart_mask) > 0
     hessian = jnp.where(others[:, None] & others[None, :], gram, 0.0)
     rhs = jnp.where(others, gram[:, target], 0.0)
     tol = 1e-6 * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hessian))), jnp.finfo(jnp.float32).tiny)
@@ -467,6 +480,7 @@ def refine_lambda(
     magnitudes: Float[Array, "tracks bins frames"],
     settings: Settings,
     mask: Float[Array, " frames"] | None = None,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> Refinement:
     """λ for all targets of one session: the Gram once, every row vmapped over targets, then
     ``settings.refinements`` rounds against the cleaned tracks.
@@ -494,6 +508,8 @@ def refine_lambda(
         magnitudes: ``(J, F, T)`` magnitude spectrograms (either order of the last two axes).
         settings: hyperparameters.
         mask: optional ``(T,)`` frame weights (0 for the padding of a batched session).
+        apart_mask: which tracks may regress each other, traced (:func:`_regressors`; ``None``:
+            ``settings.same_source``).
 
     Returns:
         :class:`Refinement`: ``(J, J)`` λ with a zero diagonal (λ_ij: how much of track j is
@@ -504,7 +520,7 @@ def refine_lambda(
         magnitudes = magnitudes * mask[None, None, :]
     stride = lattice_stride(settings, magnitudes.shape[0])
     points = magnitudes.reshape(magnitudes.shape[0], -1)[:, ::stride]
-    return refine_from_statistics(magnitude_gram(magnitudes), points, settings)
+    return refine_from_statistics(magnitude_gram(magnitudes), points, settings, apart_mask)
 
 
 def lattice_stride(settings: Settings, num_tracks: int) -> int:
@@ -513,21 +529,26 @@ def lattice_stride(settings: Settings, num_tracks: int) -> int:
 
 
 def refine_from_statistics(
-    gram: Float[Array, "tracks tracks"], points: Float[Array, "tracks points"], settings: Settings
+    gram: Float[Array, "tracks tracks"],
+    points: Float[Array, "tracks points"],
+    settings: Settings,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> Refinement:
     """:func:`refine_lambda` from its two statistics: the magnitude Gram matrix of every point
     (:func:`magnitude_gram`) and the magnitudes on the lattice of every
-    :func:`lattice_stride`-th point of the flattened spectrograms (``(J, P)``)."""
+    :func:`lattice_stride`-th point of the flattened spectrograms (``(J, P)``). ``apart_mask``:
+    which tracks may regress each other, traced (:func:`_regressors`)."""
     num_tracks = gram.shape[0]
     solve = descend_row if settings.solver == "descent" else nnls_row
     targets = jnp.arange(num_tracks)
-    rows = jax.vmap(solve, in_axes=(None, 0, None))(gram, targets, settings)
+    rows = jax.vmap(solve, in_axes=(None, 0, None, None))(gram, targets, settings, apart_mask)
     on_box = lambda x: jnp.sum(x >= settings.max_lambda * (1.0 - 1e-3))
 
     def refine(carry):
         lam, regressors, basis, rounds, iterations, _ = carry
         candidate = jnp.maximum(points - _dot(lam, regressors), 0.0)
-        rows = jax.vmap(solve, in_axes=(0, 0, None))(target_grams(points, candidate), targets, settings)
+        rows = jax.vmap(solve, in_axes=(0, 0, None, None))(target_grams(points, candidate), targets, settings,
+                                                            apart_mask)
         # A round that puts more of λ on the box is over-cleaned regressors feeding back
         # (strong bleed, about -6 dB): keep the previous round and stop.
         accepted = on_box(rows.lam) < jnp.maximum(on_box(lam), 1)
@@ -564,9 +585,10 @@ def estimate_lambda(
     magnitudes: Float[Array, "tracks bins frames"],
     settings: Settings,
     mask: Float[Array, " frames"] | None = None,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> tuple[Float[Array, "tracks tracks"], Int[Array, " tracks"]]:
     """λ (``(J, J)``, zero diagonal) and the ``(J,)`` descent iterations of :func:`refine_lambda`."""
-    refinement = refine_lambda(magnitudes, settings, mask)
+    refinement = refine_lambda(magnitudes, settings, mask, apart_mask)
     return refinement.lam, refinement.iterations
 
 
