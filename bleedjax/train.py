@@ -322,32 +322,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     manager = checkpointing.make_manager(workdir / checkpointing.CHECKPOINTS,
                                          save_every=training.checkpoint_every,
                                          keep=training.keep_checkpoints)
-    start = manager.latest_step() or 0
-    if start:
-        saved = checkpointing.saved_config(manager, start)
-        checkpointing.check_compatible(saved, config, str(manager.directory / str(start)))
-        if jax.process_index() == 0:
-            for difference in checkpointing.resume_differences(saved, config):
-                print(f"warning: {workdir}: resuming from step {start} with a changed setting, {difference}",
-                      file=sys.stderr)
-            for note in resume_schedule_notes(saved, config, start):
-                print(f"warning: {workdir}: {note}", file=sys.stderr)
-        if start >= training.num_train_steps:
-            manager.close()
-            return {"train": {}, "eval": {}, "start_step": start}
-    # Only once the checkpoint accepted the config: config.json describes the run's checkpoints.
-    _write_config(workdir, config)
-    state = init_state(config, mesh)
-    train_batches = make_iterator(config.data, seed=training.seed, split="train", num_epochs=None)
-    if start:
-        state.model_state, state.optimizer_state = checkpointing.restore(
-            manager, start, model_state=state.model_state, optimizer_state=state.optimizer_state,
-            iterator=train_batches, config=config, sharding=parallel.replicated(mesh))
-    writer = training_log.MetricsWriter(workdir, start_step=start)
-    train_step = make_train_step(state, config, mesh)
-    eval_step = make_eval_step(state, config, mesh)
-    last = {"train": {}, "eval": {}, "start_step": start}
+    # Closed on every way out, a refused checkpoint or a failed restore included (they once raised
+    # before the try and left the manager open: in a notebook, one more per failed call).
+    writer = None
     try:
+        start = manager.latest_step() or 0
+        if start:
+            saved = checkpointing.saved_config(manager, start)
+            checkpointing.check_compatible(saved, config, str(manager.directory / str(start)))
+            if jax.process_index() == 0:
+                for difference in checkpointing.resume_differences(saved, config):
+                    print(f"warning: {workdir}: resuming from step {start} with a changed setting, "
+                          f"{difference}", file=sys.stderr)
+                for note in resume_schedule_notes(saved, config, start):
+                    print(f"warning: {workdir}: {note}", file=sys.stderr)
+            if start >= training.num_train_steps:
+                return {"train": {}, "eval": {}, "start_step": start}
+        # Only once the checkpoint accepted the config: config.json describes the run's checkpoints.
+        _write_config(workdir, config)
+        state = init_state(config, mesh)
+        train_batches = make_iterator(config.data, seed=training.seed, split="train", num_epochs=None)
+        if start:
+            state.model_state, state.optimizer_state = checkpointing.restore(
+                manager, start, model_state=state.model_state, optimizer_state=state.optimizer_state,
+                iterator=train_batches, config=config, sharding=parallel.replicated(mesh))
+        writer = training_log.MetricsWriter(workdir, start_step=start)
+        train_step = make_train_step(state, config, mesh)
+        eval_step = make_eval_step(state, config, mesh)
+        last = {"train": {}, "eval": {}, "start_step": start}
         for step in range(start + 1, training.num_train_steps + 1):
             batch = pipeline.to_global(next(train_batches), mesh)
             state.model_state, state.optimizer_state, metrics = train_step(
@@ -366,9 +368,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                optimizer_state=state.optimizer_state, iterator=train_batches,
                                config=config, force=final)
     finally:
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
+        try:
+            manager.close()  # waits for the checkpoints still being written first
+        finally:
+            if writer is not None:
+                writer.close()
     return last
 
 

@@ -173,3 +173,53 @@ def test_a_damaged_step_is_one_line_naming_it(trained, tmp_path, monkeypatch, ca
     gc.collect()
     assert [repr(u.exc_value) for u in ignored] == []
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def _record_managers(monkeypatch) -> list[dict]:
+    """``{"manager": m, "closed": bool}`` for every manager :func:`checkpointing.make_manager`
+    makes from now on (``close`` still closes it)."""
+    made = []
+    make = checkpointing.make_manager
+
+    def recording(*args, **kwargs):
+        entry = {"manager": make(*args, **kwargs), "closed": False}
+        close = entry["manager"].close
+
+        def recorded_close():
+            close()
+            entry["closed"] = True
+
+        entry["manager"].close = recorded_close
+        made.append(entry)
+        return entry["manager"]
+
+    monkeypatch.setattr(checkpointing, "make_manager", recording)
+    return made
+
+
+def test_train_and_evaluate_closes_its_manager_on_every_way_out(trained, tmp_path, monkeypatch):
+    """train_and_evaluate made its CheckpointManager before the try that closes it: a checkpoint
+    of another model config (check_compatible's ValueError), or a failure before the first step,
+    left the manager open (its threads and async state stay: one more per failed call in a
+    notebook). A finished run closes it too, and still writes nothing."""
+    import copy
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["workdir"], run)
+    managers = _record_managers(monkeypatch)
+    other = copy.deepcopy(trained["config"])
+    other.model.channels = (4, 4, 8, 8, 32)
+    with pytest.raises(ValueError, match="different model config"):
+        train.train_and_evaluate(other, run, make_iterator=train_helpers.make_iterator)
+
+    def no_data(*args, **kwargs):
+        raise RuntimeError("no data")
+
+    with pytest.raises(RuntimeError, match="no data"):
+        train.train_and_evaluate(trained["config"], run, make_iterator=no_data)
+    finished = copy.deepcopy(trained["config"])
+    finished.training.num_train_steps = 3
+    assert train.train_and_evaluate(finished, run, make_iterator=train_helpers.make_iterator) == {
+        "train": {}, "eval": {}, "start_step": 3}
+    assert [entry["closed"] for entry in managers] == [True, True, True]
