@@ -177,14 +177,23 @@ def _abstract(state, sharding):
 
 
 @contextlib.contextmanager
-def _readable(where: str):
+def _readable(where: str, advice: str = "delete the step folder to resume from an earlier one"):
     """Turns whatever Orbax or TensorStore raise on a damaged step (a missing item, truncated
-    files) into one ``ValueError`` line naming the step folder."""
+    files) into one ``ValueError`` line naming the step folder, ending with ``advice``."""
     try:
         yield
     except Exception as error:  # noqa: BLE001 (they raise many kinds; one line says which)
-        raise ValueError(f"{where}: this checkpoint step cannot be read ({_briefly(error)}); "
-                         "delete the step folder to resume from an earlier one") from None
+        raise ValueError(f"{where}: this checkpoint step cannot be read ({_briefly(error)}); {advice}") from None
+
+
+def _resume_advice(manager: ocp.CheckpointManager, step: int) -> str:
+    """What to do when ``step``, the step a run resumes from, is damaged: delete its folder, and
+    the next run's manager, which lists the step folders afresh, resumes from the one before."""
+    earlier = [s for s in manager.all_steps() if s < step]
+    if earlier:
+        return (f"the step is damaged: delete this step folder and run again to resume from step "
+                f"{max(earlier)}, the previous checkpoint")
+    return "the step is damaged and is this run's only checkpoint: train again in a new workdir"
 
 
 def _briefly(error: BaseException, limit: int = 200) -> str:
@@ -229,10 +238,15 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
         sharding: where to put the restored arrays (replicated over the mesh in training).
 
     Raises:
-        ValueError: the checkpoint was written with a different model or loss config.
+        ValueError: the checkpoint was written with a different model or loss config, or the
+            step is damaged (the message says which earlier step deleting it resumes from).
     """
     where = str(manager.directory / str(step))
     check_compatible(saved_config(manager, step), config, where)
+    advice = _resume_advice(manager, step)
+    with _readable(where, advice):  # before Orbax's concurrent restore: see _read_arrays
+        for name in ("model", "optimizer"):
+            _read_arrays(manager.directory / str(step) / name)
     items = {
         "model": ocp.args.StandardRestore(_abstract(model_state, sharding)),
         "optimizer": ocp.args.StandardRestore(_abstract(optimizer_state, sharding)),
@@ -242,7 +256,7 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model_state: Any,
 
         check_process_count(manager.directory / str(step))
         items["data"] = grain.checkpoint.CheckpointRestore(iterator)
-    with _readable(where):
+    with _readable(where, advice):
         restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["model"], restored["optimizer"]
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from bleedjax import checkpointing, cli, parallel, train
+from bleedjax import checkpointing, cli, parallel, train, training_log
 from bleedjax.data import pipeline
 from tests import train_helpers
 
@@ -223,3 +223,68 @@ def test_train_and_evaluate_closes_its_manager_on_every_way_out(trained, tmp_pat
     assert train.train_and_evaluate(finished, run, make_iterator=train_helpers.make_iterator) == {
         "train": {}, "eval": {}, "start_step": 3}
     assert [entry["closed"] for entry in managers] == [True, True, True]
+
+
+def test_resuming_from_a_damaged_step_is_one_line_saying_what_to_do(trained, tmp_path, monkeypatch, caplog,
+                                                                      capfd):
+    """Resuming training from a step with truncated weights or array metadata (of the model or
+    the optimiser) went straight into Orbax's concurrent restore, which failed with a
+    multi-kilobyte TensorStore error after "Event loop is closed" from TensorStore's threads and
+    "Task exception was never retrieved". The step is now read first, as restore_model reads it:
+    one line naming the step folder, saying it is damaged and what to do, with nothing left
+    running and the manager closed. Deleting the step folder, as the message says, resumes from
+    the previous checkpoint; with no previous one, the message says so."""
+    import copy
+    import gc
+    import shutil
+    import sys
+    import time
+
+    ignored = []
+
+    def print_as_outside_pytest(unraisable):  # pytest's own hook would keep them off stderr
+        ignored.append(repr(unraisable.exc_value))
+        sys.__unraisablehook__(unraisable)
+
+    monkeypatch.setattr(sys, "unraisablehook", print_as_outside_pytest)
+    managers = _record_managers(monkeypatch)
+    config = copy.deepcopy(trained["config"])
+    config.training.num_train_steps, config.training.eval_batches, config.training.checkpoint_every = 4, 0, 1
+    for item in ("model", "optimizer"):
+        for part in ("d", "array_metadatas"):  # the arrays; their metadata
+            run = tmp_path / f"{item}_{part}"
+            shutil.copytree(trained["workdir"], run)
+            step = run / "checkpoints" / "3"
+            for file in (step / item / part).rglob("*"):
+                if file.is_file() and file.stat().st_size > 0:
+                    file.write_bytes(b"")
+            with pytest.raises(ValueError) as raised:
+                train.train_and_evaluate(config, run, make_iterator=train_helpers.make_iterator)
+            message = str(raised.value)
+            assert message.startswith(f"{step}: this checkpoint step cannot be read (") and message.endswith(
+                "); the step is damaged: delete this step folder and run again to resume from step 2, "
+                "the previous checkpoint"), message
+            assert len(message) < 600 and "\n" not in message, message
+    del raised
+    time.sleep(1.0)  # reads left in flight would end within milliseconds
+    gc.collect()
+    printed = capfd.readouterr().err
+    for noise in ("Event loop is closed", "Task exception was never retrieved", "Exception ignored", "Traceback"):
+        assert noise not in printed, printed[-3000:]
+    assert ignored == []
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert [entry["closed"] for entry in managers] == [True] * 4
+    # What the message says works: Orbax's next manager lists the step folders afresh.
+    shutil.rmtree(step)
+    assert train.train_and_evaluate(config, run, make_iterator=train_helpers.make_iterator)["start_step"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["3", "4"]
+    assert [(r["step"], r["split"]) for r in training_log.read_metrics(run)] == [(3, "train"), (4, "train")]
+    # Without an earlier step to resume from.
+    run = tmp_path / "alone"
+    shutil.copytree(trained["workdir"], run)
+    shutil.rmtree(run / "checkpoints" / "2")
+    for file in (run / "checkpoints" / "3" / "model" / "d").rglob("*"):
+        file.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"checkpoints/3: .*; the step is damaged and is this run's only "
+                                         r"checkpoint: train again in a new workdir$"):
+        train.train_and_evaluate(config, run, make_iterator=train_helpers.make_iterator)
