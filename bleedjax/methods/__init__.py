@@ -95,25 +95,41 @@ def _spectral_subtraction_config(preset: str | None = None) -> ml_collections.Co
 
 def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """Spectral subtraction on a batch; with ``phase_check`` the sessions that have a pair with
-    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again, in padded batches of one
-    same-source table each, with those pairs' λ set to the phase-aware gains
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda`` are cleaned again, together in one padded batch,
+    with those pairs' λ set to the phase-aware gains
     (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
     ``sample_rate`` sets the check's excerpt (``None``: the whole session). Where no channel map
     is given, the check's fit also looks for microphones of one source
     (:func:`bleedjax.same_source.detect`); λ is then estimated again without regressing them on
     each other, and ``one_source`` says which they are."""
+    from bleedjax import same_source
     from bleedjax.methods import phase_check, spectral_subtraction
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
-    result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
-    cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
     check = _settings(phase_check.CheckSettings, config)
     if not check.phase_check:
-        return BatchResult(cleaned, lam)
+        result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
+        return BatchResult(*(np.array(a) for a in jax.device_get((result.cleaned, result.lam))))
+    # With the check, every pass takes its λ weights and same-source table as arrays, so that the
+    # first pass and the checked sessions' passes share one compilation.
+    audio, lengths = np.asarray(audio), np.asarray(lengths)
+    tracks = audio.shape[1]
+    plain = dataclasses.replace(settings, same_source=())
+
+    def run(rows, weights, tables):
+        masks = np.stack([same_source.apart(table, tracks) for table in tables])
+        return spectral_subtraction.reduce_sessions(
+            jnp.asarray(audio[rows], jnp.float32), plain, jnp.asarray(lengths[rows]),
+            jnp.asarray(np.stack(weights), jnp.float32), jnp.asarray(masks))
+
+    everyone = list(range(len(audio)))
+    ones = [np.ones((tracks, tracks), np.float32)] * len(everyone)
+    result = run(everyone, ones, [settings.same_source] * len(everyone))
+    cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
     detection = _detection(config)
     before = lam.copy()
     found = {}
-    for row, length in enumerate(np.asarray(lengths).tolist()):
+    for row, length in enumerate(lengths.tolist()):
         session = np.asarray(audio[row, :, :length], np.float32)
         checked = phase_check.check_session(
             session, before[row], *phase_check.excerpt(check, sample_rate, length), check.phase_check_min_lambda,
@@ -121,16 +137,14 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
         )
         if checked is not None:
             found[row] = checked
-    for table in dict.fromkeys(checked.table for checked in found.values()):
-        rows = [row for row, checked in found.items() if checked.table == table]
-        again_settings = dataclasses.replace(settings, same_source=table)
-        batch, batch_lengths = jnp.asarray(np.asarray(audio)[rows], jnp.float32), jnp.asarray(np.asarray(lengths)[rows])
-        regressed = before[rows] if table == settings.same_source else np.asarray(
-            spectral_subtraction.reduce_sessions(batch, again_settings, batch_lengths).lam)
+    if found:
+        rows, tables = list(found), [found[row].table for row in found]
+        regressed = before[rows]
+        if any(table != settings.same_source for table in tables):
+            regressed = np.asarray(run(rows, ones[: len(rows)], tables).lam)
         weights = [phase_check.checked_weights(regressed[k], found[row].gains, check.phase_check_min_lambda,
                                                settings.max_lambda) for k, row in enumerate(rows)]
-        again = spectral_subtraction.reduce_sessions(batch, again_settings, batch_lengths,
-                                                     jnp.asarray(np.stack(weights), jnp.float32))
+        again = run(rows, weights, tables)
         cleaned[rows], lam[rows] = jax.device_get((again.cleaned, again.lam))
     searched = detection if sample_rate is not None else None
     return BatchResult(cleaned, lam, checked=before, one_source=_one_source({row: c.table for row, c in found.items()}, lam.shape, searched))
@@ -390,30 +404,38 @@ def _differentiable_arrays(result) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """The differentiable model on a batch. Where no channel map is given and the sample rate is
     known, the sessions in which the fit finds microphones of one source
-    (:func:`bleedjax.same_source.detect`) are fitted and cleaned again, in padded batches of one
-    table each, with no bleed between those microphones; ``one_source`` says which they are."""
+    (:func:`bleedjax.same_source.detect`) are fitted and cleaned again, together in one padded
+    batch, with no bleed between those microphones; ``one_source`` says which they are. Every
+    pass takes its same-source tables as arrays, so the passes share one compilation."""
+    from bleedjax import same_source
     from bleedjax.methods import differentiable
 
     settings = _mapped_settings(differentiable.Settings, track_names, config)
-    result = differentiable.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
+    audio, lengths = np.asarray(audio), np.asarray(lengths)
+    tracks = audio.shape[1]
+    plain = dataclasses.replace(settings, same_source=())
+
+    def run(rows, tables):
+        masks = np.stack([same_source.apart(table, tracks) for table in tables])
+        return differentiable.reduce_sessions(jnp.asarray(audio[rows], jnp.float32), plain,
+                                              jnp.asarray(lengths[rows]), jnp.asarray(masks))
+
+    result = run(list(range(len(audio))), [settings.same_source] * len(audio))
     cleaned = np.array(jax.device_get(result.cleaned))
     gains, arrays = _differentiable_arrays(result)
     detection = _detection(config)
     tables = {}
     if detection is not None and sample_rate is not None:
-        for row, length in enumerate(np.asarray(lengths).tolist()):
+        for row, length in enumerate(lengths.tolist()):
             table, _ = differentiable.one_source_table(
                 jnp.asarray(audio[row, :, :length], jnp.float32), settings, sample_rate, detection,
                 first=(gains[row], arrays["delays_samples"][row]),
             )
             if table:
                 tables[row] = table
-    for table in dict.fromkeys(tables.values()):
-        rows = [row for row, found in tables.items() if found == table]
-        again = differentiable.reduce_sessions(
-            jnp.asarray(np.asarray(audio)[rows], jnp.float32), dataclasses.replace(settings, same_source=table),
-            jnp.asarray(np.asarray(lengths)[rows]),
-        )
+    if tables:
+        rows = list(tables)
+        again = run(rows, [tables[row] for row in rows])
         cleaned[rows] = jax.device_get(again.cleaned)
         gains[rows], again_arrays = _differentiable_arrays(again)
         for name, value in again_arrays.items():

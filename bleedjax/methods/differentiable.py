@@ -242,6 +242,7 @@ def reduce_session(
     audio: Float[Array, "tracks samples"],
     settings: Settings = Settings(),
     length: Int[Array, ""] | None = None,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> Result:
     """Fits the model to one session and cleans it.
 
@@ -250,11 +251,18 @@ def reduce_session(
         settings: hyperparameters.
         length: the true length when ``audio`` is padded (the padding's frames are left out of
             the fit).
+        apart_mask: ``(J, J)``, 1 where two microphones may bleed into each other
+            (:func:`bleedjax.same_source.apart` of a table), traced: it replaces
+            ``settings.same_source`` (``None``: that table), so sessions with different tables
+            share one compilation.
 
     Returns:
         :class:`Result`.
     """
-    fitted = fit_session(audio, settings, length)
+    if apart_mask is None:
+        apart_mask = jnp.asarray(same_source.apart(settings.same_source, audio.shape[0]))
+    settings = dataclasses.replace(settings, same_source=())
+    fitted = _fit_masked(audio, settings, length, apart_mask)
     cleaned = clean(fitted.params, audio, settings, length)
     residual_lambda = coherent = jnp.zeros_like(fitted.params.gains)
     if settings.residual == "spectral-subtraction":
@@ -264,11 +272,10 @@ def reduce_session(
             weights = coherence.gate(coherent, settings.residual_gate_low, settings.residual_gate_high)
         residual = spectral_subtraction.reduce_session(
             cleaned,
-            spectral_subtraction.Settings(
-                max_lambda=settings.residual_max_lambda, refinements=0, same_source=settings.same_source
-            ),
+            spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0),
             length,
             weights,
+            apart_mask,
         )
         cleaned, residual_lambda = residual.cleaned, residual.lam
     return Result(cleaned, fitted.params, fitted.initial, fitted.costs, residual_lambda, coherent)
@@ -309,8 +316,11 @@ def reduce_sessions(
     audio: Float[Array, "sessions tracks samples"],
     settings: Settings = Settings(),
     lengths: Int[Array, " sessions"] | None = None,
+    apart_masks: Float[Array, "sessions tracks tracks"] | None = None,
 ) -> Result:
-    """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count."""
+    """:func:`reduce_session` vmapped over a batch of zero-padded sessions of equal track count,
+    each with its own ``apart_masks`` (``settings.same_source`` when ``None``)."""
     if lengths is None:
         lengths = jnp.full(audio.shape[0], audio.shape[-1])
-    return jax.vmap(reduce_session, in_axes=(0, None, 0))(audio, settings, lengths)
+    masks_axis = None if apart_masks is None else 0
+    return jax.vmap(reduce_session, in_axes=(0, None, 0, masks_axis))(audio, settings, lengths, apart_masks)

@@ -132,12 +132,13 @@ def reduce_long(
     rate = reader.sample_rate
     start, excerpt = streaming.busiest_seconds(reader, long.fit_seconds)
     audio = jnp.asarray(reader.read(start, start + excerpt))
-    fitted, table = differentiable.reduce_session(audio, settings), ()
+    mask = lambda table: jnp.asarray(same_source.apart(table, reader.num_tracks))
+    fitted, table = differentiable.reduce_session(audio, settings, None, mask(settings.same_source)), ()
     if detection is not None and detection.detect_same_source and not settings.same_source:
         first = np.asarray(fitted.params.gains), np.asarray(fitted.params.delays)
         table, _ = differentiable.one_source_table(audio, settings, rate, detection, first=first)
         if table:
-            fitted = differentiable.reduce_session(audio, dataclasses.replace(settings, same_source=table))
+            fitted = differentiable.reduce_session(audio, settings, None, mask(table))
     grid = frame_grid(settings)
     block, margin = max(1, round(long.block_seconds * rate / grid)) * grid, margin_samples(settings)
     writer = streaming.TrackWriter(reader, pathlib.Path(out_dir), reader.offsets)
