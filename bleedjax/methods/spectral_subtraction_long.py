@@ -139,7 +139,10 @@ def reduce_long(
     """
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     gram, points = (jnp.asarray(a) for a in statistics(reader, settings, long, progress=progress))
-    refinement = _refine(gram, points, settings)
+    # the table goes in as an array, so that refining λ again with a found one reuses the program
+    plain = dataclasses.replace(settings, same_source=())
+    apart_mask = lambda table: jnp.asarray(same_source.apart(table, reader.num_tracks))
+    refinement = _refine(gram, points, plain, apart_mask(settings.same_source))
     check = phase_check.CheckSettings() if check is None else check
     before, table = (np.asarray(refinement.lam) if check.phase_check else None), settings.same_source
     if check.phase_check and phase_check.mutual_pairs(before, check.phase_check_min_lambda).any():
@@ -148,7 +151,7 @@ def reduce_long(
                                           check.phase_check_min_lambda, table, reader.sample_rate, detection)
         if found.table != table:
             table = found.table
-            refinement = _refine(gram, points, dataclasses.replace(settings, same_source=table))
+            refinement = _refine(gram, points, plain, apart_mask(table))
         weights = phase_check.checked_weights(np.asarray(refinement.lam), found.gains, check.phase_check_min_lambda,
                                               settings.max_lambda)
         refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
