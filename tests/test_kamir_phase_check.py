@@ -254,5 +254,8 @@ def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, ca
     # Off: no check, no lambda_before_phase_check.
     assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "off"), *args, "--set", "phase_check=False"]) == 0
     assert "lambda_before_phase_check" not in json.loads((tmp_path / "off" / "bleed.json").read_text())
-    assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "bad"), *args, "--set", "phase_check_headroom=0.5"]) == 2
-    assert "phase_check_headroom" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    monkeypatch.setattr(kamir, "reduce_sessions", lambda *args: pytest.fail("ran with a bad setting"))
+    for bad in ["phase_check_headroom=0.5", "same_source_min_gain=0", "same_source_max_delay_ms=nan"]:  # refused first
+        assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "bad"), "--no-streaming", *args, "--set",
+                         bad]) == 2
+        assert bad.partition("=")[0] in capsys.readouterr().err and not (tmp_path / "bad").exists()
