@@ -49,6 +49,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.update(dataclasses.asdict(CheckSettings(phase_check=preset == "auto")))
     # Where no channel_map is given, the phase check's fit also looks for microphones of one source
     # (bleedjax.same_source.detect: a gain >= same_source_min_gain at a delay <= same_source_max_delay_ms)
-    # and leaves such pairs apart, as a channel map would.
+    # and leaves such pairs apart, as a channel map would. The presets without the check run that fit
+    # for the search alone, on sessions with a pair of sqrt(λ_ij λ_ji) >= phase_check_min_lambda;
+    # detect_same_source=false keeps the paper's λ as it is.
     config.update(dataclasses.asdict(Detection()))
     return config

@@ -233,6 +233,15 @@ def test_streamed_reduce_the_off_switch_and_analyze_agree(two_microphones_on_one
     saved, streamed = (json.loads((tmp_path / out / "bleed.json").read_text()) for out in ("o", "s"))
     assert streamed["one_source"] == saved["one_source"] == [["close.wav", "room.wav"]]
     np.testing.assert_allclose(streamed["lambda"], saved["lambda"], atol=1e-5)
+    # the paper's presets (no phase check) search too, streamed as in memory
+    for out, streaming in (("q", "--no-streaming"), ("r", "--streaming")):
+        assert cli.main(["reduce", str(session), "--out", str(tmp_path / out), "--set", "phase_check=false",
+                         streaming]) == 0
+    unchecked = [json.loads((tmp_path / out / "bleed.json").read_text()) for out in ("q", "r")]
+    assert unchecked[0]["one_source"] == unchecked[1]["one_source"] == [["close.wav", "room.wav"]]
+    np.testing.assert_allclose(unchecked[1]["lambda"], unchecked[0]["lambda"], atol=1e-5)
+    assert "lambda_before_phase_check" not in unchecked[1]
+    assert "room.wav: taken for two microphones of one source" in capsys.readouterr().err
     assert cli.main(["reduce", str(session), "--out", str(tmp_path / "p"), "--set", "detect_same_source=false"]) == 0
     assert "taken for two microphones of one source" not in capsys.readouterr().err
     assert "one_source" not in json.loads((tmp_path / "p" / "bleed.json").read_text())

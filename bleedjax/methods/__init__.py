@@ -99,19 +99,23 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     with those pairs' λ set to the phase-aware gains
     (:mod:`bleedjax.methods.phase_check`), and ``checked`` holds the λ before the check.
     ``sample_rate`` sets the check's excerpt (``None``: the whole session). Where no channel map
-    is given, the check's fit also looks for microphones of one source
-    (:func:`bleedjax.same_source.detect`); λ is then estimated again without regressing them on
-    each other, and ``one_source`` says which they are."""
+    is given and the sample rate is known, the check's fit also looks for microphones of one
+    source (:func:`bleedjax.same_source.detect`); λ is then estimated again without regressing
+    them on each other, and ``one_source`` says which they are. The presets without the check
+    fit the same model for that search alone, on the sessions with such a pair, and estimate λ
+    again where it finds microphones of one source (``detect_same_source=false``: the paper's
+    λ as it is)."""
     from bleedjax import same_source
     from bleedjax.methods import phase_check, spectral_subtraction
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     check = _settings(phase_check.CheckSettings, config)
-    if not check.phase_check:
+    detection = _detection(config) if sample_rate is not None else None
+    if not check.phase_check and detection is None:
         result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
         return BatchResult(*(np.array(a) for a in jax.device_get((result.cleaned, result.lam))))
-    # With the check, every pass takes its λ weights and same-source table as arrays, so that the
-    # first pass and the checked sessions' passes share one compilation.
+    # Every pass takes its λ weights and same-source table as arrays, so that the first pass and
+    # the checked sessions' passes share one compilation.
     audio, lengths = np.asarray(audio), np.asarray(lengths)
     tracks = audio.shape[1]
     plain = dataclasses.replace(settings, same_source=())
@@ -126,7 +130,6 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
     ones = [np.ones((tracks, tracks), np.float32)] * len(everyone)
     result = run(everyone, ones, [settings.same_source] * len(everyone))
     cleaned, lam = (np.array(a) for a in jax.device_get((result.cleaned, result.lam)))
-    detection = _detection(config)
     before = lam.copy()
     found = {}
     for row, length in enumerate(lengths.tolist()):
@@ -135,19 +138,22 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
             session, before[row], *phase_check.excerpt(check, sample_rate, length), check.phase_check_min_lambda,
             settings.same_source, sample_rate, detection,
         )
-        if checked is not None:
+        if checked is not None and (check.phase_check or checked.table):
             found[row] = checked
     if found:
         rows, tables = list(found), [found[row].table for row in found]
-        regressed = before[rows]
-        if any(table != settings.same_source for table in tables):
-            regressed = np.asarray(run(rows, ones[: len(rows)], tables).lam)
-        weights = [phase_check.checked_weights(regressed[k], found[row].gains, check.phase_check_min_lambda,
-                                               settings.max_lambda) for k, row in enumerate(rows)]
-        again = run(rows, weights, tables)
+        if not check.phase_check:  # the search alone: λ estimated again with the tables found
+            again = run(rows, ones[: len(rows)], tables)
+        else:
+            regressed = before[rows]
+            if any(table != settings.same_source for table in tables):
+                regressed = np.asarray(run(rows, ones[: len(rows)], tables).lam)
+            weights = [phase_check.checked_weights(regressed[k], found[row].gains, check.phase_check_min_lambda,
+                                                   settings.max_lambda) for k, row in enumerate(rows)]
+            again = run(rows, weights, tables)
         cleaned[rows], lam[rows] = jax.device_get((again.cleaned, again.lam))
-    searched = detection if sample_rate is not None else None
-    return BatchResult(cleaned, lam, checked=before, one_source=_one_source({row: c.table for row, c in found.items()}, lam.shape, searched))
+    one_source = _one_source({row: c.table for row, c in found.items()}, lam.shape, detection)
+    return BatchResult(cleaned, lam, checked=before if check.phase_check else None, one_source=one_source)
 
 
 def _detection(config):
@@ -214,8 +220,7 @@ def _spectral_subtraction_run_long(
         detection=detection,
     )
     return BatchResult(None, lam[None], checked=None if before is None else before[None],
-                       one_source=_one_source({0: table}, (1, *lam.shape), detection if check.phase_check else None),
-                       clipped=clipped)
+                       one_source=_one_source({0: table}, (1, *lam.shape), detection), clipped=clipped)
 
 
 def _kamir_config(preset: str | None = None) -> ml_collections.ConfigDict:

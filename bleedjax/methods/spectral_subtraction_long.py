@@ -130,7 +130,9 @@ def reduce_long(
     ``phase_check_seconds`` (:func:`bleedjax.streaming.busiest_seconds`, one more read); with
     ``detection`` (and no ``settings.same_source``) that fit also looks for microphones of one
     source (:func:`bleedjax.methods.phase_check.check_session`), and λ is then estimated again,
-    from the same statistics, without regressing them on each other.
+    from the same statistics, without regressing them on each other. Without the check (the
+    paper's presets) the same fit runs for that search alone, where a pair has
+    ``√(λ_ij λ_ji) ≥ phase_check_min_lambda``.
 
     ``offsets`` (``(tracks,)`` DC offsets, from
     :meth:`~bleedjax.streaming.SessionReader.scan_offsets`) are taken out before and put back on
@@ -144,17 +146,20 @@ def reduce_long(
     apart_mask = lambda table: jnp.asarray(same_source.apart(table, reader.num_tracks))
     refinement = _refine(gram, points, plain, apart_mask(settings.same_source))
     check = phase_check.CheckSettings() if check is None else check
-    before, table = (np.asarray(refinement.lam) if check.phase_check else None), settings.same_source
-    if check.phase_check and phase_check.mutual_pairs(before, check.phase_check_min_lambda).any():
+    first, table = np.asarray(refinement.lam), settings.same_source
+    searching = detection is not None and detection.detect_same_source and not table
+    if (check.phase_check or searching) and phase_check.mutual_pairs(first, check.phase_check_min_lambda).any():
         start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-        found = phase_check.check_session(reader.read(start, start + samples), before, samples, reader.sample_rate,
+        found = phase_check.check_session(reader.read(start, start + samples), first, samples, reader.sample_rate,
                                           check.phase_check_min_lambda, table, reader.sample_rate, detection)
         if found.table != table:
             table = found.table
             refinement = _refine(gram, points, plain, apart_mask(table))
-        weights = phase_check.checked_weights(np.asarray(refinement.lam), found.gains, check.phase_check_min_lambda,
-                                              settings.max_lambda)
-        refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
+        if check.phase_check:
+            weights = phase_check.checked_weights(np.asarray(refinement.lam), found.gains,
+                                                  check.phase_check_min_lambda, settings.max_lambda)
+            refinement = refinement._replace(lam=refinement.lam * jnp.asarray(weights))
+    before = first if check.phase_check else None
     del points
     total = streaming.num_frames(reader.length, settings.n_fft, settings.hop)
     writer = streaming.OverlapAddWriter(reader, pathlib.Path(out_dir), total, n_fft=settings.n_fft,
