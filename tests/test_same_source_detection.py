@@ -118,6 +118,44 @@ def test_sessions_with_a_pair_are_fitted_again_with_their_table(monkeypatch):
     assert not result.one_source[0].any()
 
 
+def test_presets_without_the_check_estimate_lambda_again_where_the_search_finds_a_pair(monkeypatch):
+    """Spectral subtraction's paper presets (no phase check), the search faked: a session with a
+    found pair is cleaned again with λ estimated without regressing the pair on each other, and no
+    phase weights; the other session keeps its λ; nothing says a check ran. End to end (the
+    search on the rendered close and room microphones, in memory and streamed): the heavy
+    ``test_streamed_reduce_the_off_switch_and_analyze_agree``."""
+    from bleedjax.methods import phase_check, spectral_subtraction
+
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((2, 3, 8000)).astype(np.float32)
+    audio = np.einsum("ij,sjn->sin", np.eye(3) + 0.5 * (1 - np.eye(3)), sources).astype(np.float32)
+    pair = same_source.from_pairs([(0, 1)], 3)
+    asked = []
+
+    def fake_check(session, lam, samples, step, threshold, table, sample_rate, detection):
+        asked.append((table, sample_rate, detection))
+        return phase_check.Checked(np.full((3, 3), 0.01), pair if session[0, 0] == audio[1, 0, 0] else ())
+
+    monkeypatch.setattr(phase_check, "check_session", fake_check)
+    method = methods.get_method("spectral-subtraction")
+    config = method.default_config("floor")
+    result = method.run(audio, np.array([8000, 8000]), config, ["a", "b", "c"], sample_rate=8000)
+    assert asked == [((), 8000, same_source.Detection())] * 2 and result.checked is None
+    np.testing.assert_array_equal(result.one_source[1], np.asarray(pair) & ~np.eye(3, dtype=bool))
+    assert not result.one_source[0].any()
+    settings = methods._settings(spectral_subtraction.Settings, config)
+    apart = spectral_subtraction.reduce_session(jnp.asarray(audio[1]), dataclasses.replace(settings, same_source=pair))
+    # the table's λ, unweighted (batched with the table as a mask: float32 rounding apart)
+    np.testing.assert_allclose(result.matrices[1], np.asarray(apart.lam), rtol=1e-4, atol=1e-6)
+    assert result.matrices[1][0, 1] == 0.0 and result.matrices[0][0, 1] > 0.1
+    plain = spectral_subtraction.reduce_session(jnp.asarray(audio[0]), settings)
+    np.testing.assert_allclose(result.matrices[0], np.asarray(plain.lam), rtol=1e-4, atol=1e-6)
+    config.detect_same_source = False
+    asked.clear()
+    method.run(audio, np.array([8000, 8000]), config, ["a", "b", "c"], sample_rate=8000)
+    assert asked == []  # the paper's λ as it is
+
+
 @pytest.mark.heavy
 def test_without_a_map_the_pair_is_found_and_every_track_gains(two_microphones_on_one_source):  # noqa: F811
     """The differentiable model end to end (spectral subtraction: :func:`test_reduce_names_the_pair`)."""
