@@ -110,7 +110,7 @@ def _spectral_subtraction_run(audio, lengths, config, track_names, *, sample_rat
 
     settings = _mapped_settings(spectral_subtraction.Settings, track_names, config)
     check = _settings(phase_check.CheckSettings, config)
-    detection = _detection(config) if sample_rate is not None else None
+    detection = _searched(config, sample_rate)
     if not check.phase_check and detection is None:
         result = spectral_subtraction.reduce_sessions(jnp.asarray(audio, jnp.float32), settings, jnp.asarray(lengths))
         return BatchResult(*(np.array(a) for a in jax.device_get((result.cleaned, result.lam))))
@@ -166,6 +166,13 @@ def _detection(config):
         return None
     detection = _settings(Detection, config)
     return detection if detection.detect_same_source else None
+
+
+def _searched(config, sample_rate: int | None):
+    """:func:`_detection` (its values checked in any case), where the sample rate is known: the
+    search's delays are in milliseconds; ``None`` otherwise."""
+    detection = _detection(config)
+    return detection if sample_rate is not None else None
 
 
 def _one_source(tables: dict, shape: tuple[int, ...], detection) -> np.ndarray | None:
@@ -428,9 +435,9 @@ def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None
     result = run(list(range(len(audio))), [settings.same_source] * len(audio))
     cleaned = np.array(jax.device_get(result.cleaned))
     gains, arrays = _differentiable_arrays(result)
-    detection = _detection(config)
+    detection = _searched(config, sample_rate)
     tables = {}
-    if detection is not None and sample_rate is not None:
+    if detection is not None:
         for row, length in enumerate(lengths.tolist()):
             table, _ = differentiable.one_source_table(
                 jnp.asarray(audio[row, :, :length], jnp.float32), settings, sample_rate, detection,
@@ -445,8 +452,7 @@ def _differentiable_run(audio, lengths, config, track_names, *, sample_rate=None
         gains[rows], again_arrays = _differentiable_arrays(again)
         for name, value in again_arrays.items():
             arrays[name][rows] = value
-    searched = detection if sample_rate is not None else None
-    return BatchResult(cleaned, gains, None, arrays, one_source=_one_source(tables, gains.shape, searched))
+    return BatchResult(cleaned, gains, None, arrays, one_source=_one_source(tables, gains.shape, detection))
 
 
 def _differentiable_run_long(
