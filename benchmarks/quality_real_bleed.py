@@ -26,9 +26,10 @@ A third session holds all seven close microphones (two per singer, one for S1), 
 by the default methods, with and without a channel map that puts each singer's microphones on one
 source (``--set channel_map=FILE``; :mod:`bleedjax.same_source`). Its outputs are scored as the
 two sessions above: the dynamic microphones against the four larynx signals, the headsets against
-three.
+three. ``--parts together-presets`` does the same for every other preset of spectral subtraction
+and KAMIR.
 
-    .venv/bin/python benchmarks/quality_real_bleed.py [--json out.json] [--parts presets together]
+    .venv/bin/python benchmarks/quality_real_bleed.py [--json out.json] [--parts presets together together-presets]
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ import numpy as np
 import soundfile as sf
 from _common import write_json
 from _quality import clean_with, cross_check
+from bleedjax.configs import kamir as kamir_config
+from bleedjax.configs import spectral_subtraction as spectral_subtraction_config
 
 from bleedjax import evaluate, methods
 
@@ -84,11 +87,11 @@ def outputs(mics: np.ndarray, names: list[str]):
     yield f"control: + {CONTROL_BLEED:g} × other mics", with_more_bleed(mics)
 
 
-def together(map_file: pathlib.Path) -> dict:
-    """The seven close microphones as one session, each default method with the channel map,
-    without it, and without it and with the search for microphones of one source turned off
-    (``detect_same_source=false``): ΔSDR / ΔSIR of the dynamic and the headset microphones, scored
-    separately."""
+def together(map_file: pathlib.Path, runs: list[tuple[str, str | None]] = DEFAULTS) -> dict:
+    """The seven close microphones as one session, each of the ``runs`` (method, preset) with the
+    channel map, without it, and without it and with the search for microphones of one source
+    turned off (``detect_same_source=false``): ΔSDR / ΔSIR of the dynamic and the headset
+    microphones, scored separately."""
     read = lambda singer, kind: sf.read(CHOIR / f"{TAKE}_{singer}_{kind}.wav", dtype="float32")[0]
     mics = np.stack([read(s, k) for s, k in TOGETHER])
     names = [f"{s}_{k}" for s, k in TOGETHER]
@@ -102,7 +105,7 @@ def together(map_file: pathlib.Path) -> dict:
           f"{'HSM ΔSDR mean':>13} {'worst':>6} {'ΔSIR mean':>9} {'worst':>6}")
     rows = {}
     variants = {"no map, search off": {"detect_same_source": False}, "no map": {}, "map": {"channel_map": str(map_file)}}
-    for method, preset in DEFAULTS:
+    for method, preset in runs:
         for variant, overrides in variants.items():
             cleaned = clean_with(method, preset, mics, names, overrides, sample_rate=22050)[0]
             row = {}
@@ -124,9 +127,11 @@ def together(map_file: pathlib.Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="write every figure to this JSON file")
-    parser.add_argument("--parts", nargs="+", choices=["presets", "together"], default=["presets", "together"],
+    parser.add_argument("--parts", nargs="+", choices=["presets", "together", "together-presets"],
+                        default=["presets", "together"],
                         help="presets: every preset on the DYN and HSM sessions; together: the seven microphones "
-                             "in one session, with and without a channel map")
+                             "in one session, with and without a channel map, for the default methods; "
+                             "together-presets: the same for every other preset")
     args = parser.parse_args(argv)
     if not CHOIR.is_dir():
         parser.error(f"{CHOIR} not found: this benchmark needs ../shared/data beside the repository")
@@ -135,6 +140,12 @@ def main(argv=None) -> int:
     if "together" in args.parts:
         with tempfile.TemporaryDirectory() as scratch:
             figures["together"] = together(pathlib.Path(scratch) / "map.json")
+    if "together-presets" in args.parts:
+        defaults = {"spectral-subtraction": spectral_subtraction_config.DEFAULT_PRESET,
+                    "kamir": kamir_config.DEFAULT_PRESET}
+        others = [(m, p) for m, p in METHODS if p is not None and p != defaults[m]]
+        with tempfile.TemporaryDirectory() as scratch:
+            figures["together_presets"] = together(pathlib.Path(scratch) / "map.json", others)
     for microphone, singers in SESSIONS.items() if "presets" in args.parts else ():
         references, mics, names = load(microphone, singers)
         before = evaluate.score(references, mics)

@@ -156,6 +156,52 @@ def test_presets_without_the_check_estimate_lambda_again_where_the_search_finds_
     assert asked == []  # the paper's λ as it is
 
 
+def test_kamir_presets_that_keep_lambda_at_rho_only_search(monkeypatch):
+    """KAMIR's presets with Λ fixed at ρ (here K2), the search faked: the check gets K4's gains
+    and bounds nothing; the session where it finds a pair is cleaned with the pair at KAMIR's floor
+    both ways and ρ elsewhere, the other as the preset alone, and nothing says a bound ran. On the
+    choir: :func:`test_real_choir_microphones_cleaned_together_without_a_map`."""
+    from bleedjax.methods import kamir, phase_check
+
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((2, 3, 8000)).astype(np.float32)
+    audio = np.einsum("ij,sjn->sin", np.eye(3) + 0.5 * (1 - np.eye(3)), sources).astype(np.float32)
+    pair = same_source.from_pairs([(0, 1)], 3)
+    apart = np.asarray(pair) & ~np.eye(3, dtype=bool)
+    asked = []
+
+    def fake_check(session, gains, sample_rate, check, detection=None, session_samples=None, bound=True):
+        asked.append((np.asarray(gains), bound, detection))
+        if session[0, 0] != audio[1, 0, 0]:
+            return None
+        return phase_check.KamirChecked(np.where(apart, 0.0, np.inf).astype(np.float32), pair)
+
+    monkeypatch.setattr(phase_check, "kamir_check", fake_check)
+    method = methods.get_method("kamir")
+    config = method.default_config("K2")
+    settings = methods._settings(kamir.Settings, config)
+    result = method.run(audio, np.array([8000, 8000]), config, list("abc"), sample_rate=8000)
+    phi = jnp.asarray(kamir.identity_phi(3))
+    k4 = kamir.reduce_sessions(jnp.asarray(audio), phi, phase_check.trigger_settings(settings),
+                               jnp.array([8000, 8000]), jnp.full((2, 3, 3), jnp.inf))
+    assert [(bound, detection) for _, bound, detection in asked] == [(False, same_source.Detection())] * 2
+    for (gains, _, _), expected in zip(asked, np.asarray(k4.gains), strict=True):
+        np.testing.assert_array_equal(gains, expected)
+    assert result.checked is None
+    np.testing.assert_array_equal(result.one_source[1], apart)
+    assert not result.one_source[0].any()
+    np.testing.assert_allclose(result.matrices[1][apart], np.sqrt(settings.min_leakage), rtol=1e-5)
+    np.testing.assert_allclose(result.matrices[1][~apart & ~np.eye(3, dtype=bool)], np.sqrt(settings.rho), rtol=1e-5)
+
+    config.detect_same_source = False
+    asked.clear()
+    alone = method.run(audio, np.array([8000, 8000]), config, list("abc"), sample_rate=8000)
+    assert asked == [] and alone.one_source is None
+    np.testing.assert_allclose(result.cleaned[0], alone.cleaned[0], atol=1e-6)
+    np.testing.assert_allclose(result.matrices[0], alone.matrices[0], rtol=1e-6)
+    assert np.abs(result.cleaned[1] - alone.cleaned[1]).max() > 0.1
+
+
 @pytest.mark.heavy
 def test_without_a_map_the_pair_is_found_and_every_track_gains(two_microphones_on_one_source):  # noqa: F811
     """The differentiable model end to end (spectral subtraction: :func:`test_reduce_names_the_pair`)."""
@@ -199,28 +245,44 @@ def test_real_choir_microphones_cleaned_together_without_a_map(shared_data, monk
 
     monkeypatch.setattr(spectral_subtraction, "refine_from_statistics", counted)
     mics, names, read = choir_microphones(shared_data)
-    for name in ["spectral-subtraction", "kamir"]:
+    for name, preset in [("spectral-subtraction", None), ("kamir", None), ("kamir", "K1")]:
         method = methods.get_method(name)
-        result = method.run_session(mics, method.default_config(None), names, sample_rate=22050)
+        result = method.run_session(mics, method.default_config(preset), names, sample_rate=22050)
         if name == "spectral-subtraction":
             assert len(traced) <= 2, traced  # traced once each (none where this process compiled them already)
         found = [(names[i], names[k]) for i, k in np.argwhere(np.triu(result.one_source[0], 1))]
-        assert found == CHOIR_SINGERS, name
+        assert found == CHOIR_SINGERS, (name, preset)
+        if preset == "K1":
+            # Λ at ρ = 1: each singer's second microphone took the first's voice for bleed (worst
+            # dynamic microphone −4.34 dB without the search; measured with it: −0.80 dB)
+            rows = [names.index(f"{s}_DYN.wav") for s in ["S1", "A2", "T2", "B2"]]
+            references = np.stack([read(s, "LRX") for s in ["S1", "A2", "T2", "B2"]])
+            cleaned = np.asarray(result.cleaned[0])[rows]
+            gains = evaluate.score(references, cleaned)["sdr"] - evaluate.score(references, mics[rows])["sdr"]
+            assert gains.min() > -1.5, gains
+            continue
         # measured, dynamic microphones: worst ΔSDR −0.02 / +0.00 dB, mean ΔSIR 0.56 / 0.62 dB;
         # headsets: worst ΔSDR 0.21 / 0.25 dB, worst ΔSIR 2.84 / 3.12 dB (spectral subtraction / KAMIR)
         assert_choir_kept_and_cleaned(mics, np.asarray(result.cleaned[0]), names, read)
 
 
 @pytest.mark.heavy
-def test_streamed_kamir_finds_the_choirs_pairs(shared_data, tmp_path, capsys):
+@pytest.mark.parametrize("preset", ["K4", "K1"])
+def test_streamed_kamir_finds_the_choirs_pairs(shared_data, tmp_path, capsys, preset):
     """KAMIR streamed (its own compilation for seven tracks: 21 s) finds the pairs in memory found,
-    and its check's warnings leave them to the one-source warnings."""
+    and its check's warnings leave them to the one-source warnings; K1 (Λ at ρ) from K4's Λ
+    learned on the same summary, with its pairs at the floor and no bound."""
     mics, names, _ = choir_microphones(shared_data)
     _write(mics, names, tmp_path / "choir", 22050)
     assert cli.main(["reduce", str(tmp_path / "choir"), "--out", str(tmp_path / "o"), "--method", "kamir",
-                     "--streaming"]) == 0
-    saved = json.loads((tmp_path / "o" / "bleed.json").read_text())["one_source"]
-    assert sorted(map(tuple, saved)) == sorted(CHOIR_SINGERS)
+                     "--preset", preset, "--streaming"]) == 0
+    saved = json.loads((tmp_path / "o" / "bleed.json").read_text())
+    assert sorted(map(tuple, saved["one_source"])) == sorted(CHOIR_SINGERS)
+    assert ("lambda_before_phase_check" in saved) == (preset == "K4")
+    lam = np.asarray(saved["lambda"])
+    for first, second in CHOIR_SINGERS:
+        i, k = saved["tracks"].index(first), saved["tracks"].index(second)
+        assert lam[i, k] < 0.05 and lam[k, i] < 0.05, (first, second, lam)
     err = capsys.readouterr().err
     assert all(f"{first} and {second}: taken for two microphones of one source" in err for first, second in CHOIR_SINGERS)
     assert "bounded to" not in err, err  # the session is under 2 s: the check bounds nothing else

@@ -246,44 +246,49 @@ def _kamir_phi(track_names, config) -> tuple[np.ndarray, list[str]]:
 
 def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> BatchResult:
     """KAMIR on a batch; with the phase check (:func:`bleedjax.methods.phase_check.kamir_check`:
-    presets that update Λ, identity channel selection, a known ``sample_rate``) the sessions with
-    a pair of ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again, together in one padded
-    batch, with those pairs' Λ bounded by the phase-aware gains, and ``checked`` holds the gains
-    before the check. Where no channel map is given, the check's fit also looks for microphones
-    of one source (:func:`bleedjax.same_source.detect`), whose Λ stays at KAMIR's floor;
-    ``one_source`` says which they are."""
+    identity channel selection, a known ``sample_rate``) the sessions with a pair of
+    ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again, together in one padded batch:
+    with those pairs' Λ bounded by the phase-aware gains (presets that update Λ), and where no
+    channel map is given, with the microphones of one source that the check's fit finds
+    (:func:`bleedjax.same_source.detect`) held at KAMIR's floor; ``one_source`` says which they
+    are. ``checked`` holds the gains before the check. The presets that keep Λ at ρ only search,
+    on the sessions where K4's gains have such a pair (:func:`~bleedjax.methods.phase_check.trigger_settings`),
+    and are cleaned once, after the search."""
     from bleedjax.methods import kamir, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
     settings = _settings(kamir.Settings, config)
     check = _settings(phase_check.KamirCheckSettings, config)
-    applies = phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate)
-    # with the check, the first pass is bounded by nothing (inf), so that a batch cleaned again
-    # whole (a single session) reuses its compiled program
-    unbounded = jnp.full((len(audio), *phi.shape), jnp.inf, jnp.float32) if applies else None
-    result = kamir.reduce_sessions(
-        jnp.asarray(audio, jnp.float32), jnp.asarray(phi), settings, jnp.asarray(lengths), unbounded
-    )
-    cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
-    if not applies:
-        return BatchResult(cleaned, gains, sources, {"lambda": lam})
     detection = _detection(config)
+    audio, lengths = jnp.asarray(audio, jnp.float32), jnp.asarray(lengths)
+    if not phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate, detection):
+        result = kamir.reduce_sessions(audio, jnp.asarray(phi), settings, lengths)
+        cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
+        return BatchResult(cleaned, gains, sources, {"lambda": lam})
+    # the first pass is bounded by nothing (inf), so that a batch cleaned again whole (a single
+    # session) reuses its compiled program
+    unbounded = jnp.full((len(audio), *phi.shape), jnp.inf, jnp.float32)
+    first = kamir.reduce_sessions(audio, jnp.asarray(phi), phase_check.trigger_settings(settings), lengths, unbounded)
+    cleaned, lam, gains = (np.array(a) for a in jax.device_get((first.cleaned, first.lam, first.gains)))
     before = gains.copy()
     found = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
-        checked = phase_check.kamir_check(np.asarray(audio[row, :, :length], np.float32), before[row], sample_rate,
-                                          check, detection)
+        checked = phase_check.kamir_check(np.asarray(audio[row, :, :length]), before[row], sample_rate, check,
+                                          detection, bound=settings.update_lambda)
         if checked is not None:
             found[row] = checked
-    if found:
-        rows = list(found)
-        again = kamir.reduce_sessions(
-            jnp.asarray(np.asarray(audio)[rows], jnp.float32), jnp.asarray(phi), settings,
-            jnp.asarray(np.asarray(lengths)[rows]), jnp.asarray(np.stack([found[row].cap for row in rows]), jnp.float32),
-        )
+    rows = list(found) if settings.update_lambda else list(range(len(audio)))
+    if rows:
+        caps = np.asarray(unbounded)[rows]
+        for index, row in enumerate(rows):
+            if row in found:
+                caps[index] = found[row].cap
+        again = kamir.reduce_sessions(audio[np.asarray(rows)], jnp.asarray(phi), settings, lengths[np.asarray(rows)],
+                                      jnp.asarray(caps))
         cleaned[rows], lam[rows], gains[rows] = jax.device_get((again.cleaned, again.lam, again.gains))
     one_source = _one_source({row: checked.table for row, checked in found.items()}, gains.shape, detection)
-    return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before, one_source=one_source)
+    return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before if settings.update_lambda else None,
+                       one_source=one_source)
 
 
 def _kamir_run_long(

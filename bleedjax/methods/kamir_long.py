@@ -280,20 +280,29 @@ def reduce_long(
     (one more read, :func:`bleedjax.streaming.busiest_seconds`; with ``detection``, it also
     looks for microphones of one source: :func:`bleedjax.methods.phase_check.kamir_check`); a
     bounded Λ is learned again from the same summary (with ``learn="exact"``, ``iterations``
-    more passes)."""
+    more passes). The presets that keep Λ at ρ only search, on the sessions where K4's Λ, learned
+    from the same summary (:func:`~bleedjax.methods.phase_check.trigger_settings`), has a pair to
+    check."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     summarised = summarise(reader, settings, long, progress=progress)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)
     gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     before = checked = table = None
-    if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate):
+    if check is not None and phase_check.kamir_applies(check, settings.update_lambda, phi, reader.sample_rate,
+                                                       detection):
         table = ()
-        if phase_check.mutual_pairs(gains, check.phase_check_min_gain).any():
+        trigger = gains
+        if not settings.update_lambda:
+            trigger_history, _, trigger_psd = learn_lambda(
+                reader, phi, phase_check.trigger_settings(settings), long, progress=progress, summarised=summarised,
+            )
+            trigger = np.asarray(kamir.average_gains(jnp.asarray(trigger_history[-1]), trigger_psd))
+        if phase_check.mutual_pairs(trigger, check.phase_check_min_gain).any():
             start, samples = streaming.busiest_seconds(reader, check.phase_check_seconds)
-            checked = phase_check.kamir_check(reader.read(start, start + samples), gains, reader.sample_rate, check,
-                                              detection, session_samples=reader.length)
+            checked = phase_check.kamir_check(reader.read(start, start + samples), trigger, reader.sample_rate, check,
+                                              detection, session_samples=reader.length, bound=settings.update_lambda)
     if checked is not None:
-        before, table = gains, checked.table
+        before, table = (gains if settings.update_lambda else None), checked.table
         history, peak, summary_psd = learn_lambda(
             reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=checked.cap,
         )

@@ -42,7 +42,10 @@ bleed that a room adds and one delayed copy does not explain, about 1 where the 
 inversion leaves no bleed to allow for (:func:`kamir_cap`). The bound runs only on sessions of at
 least 2 s, where the fitted delays hold (on the 1 s PHENICX stems it cost up to 19 dB on a track).
 Without a channel map the same fit also looks for microphones of one source, on sessions of any
-length, and holds their Λ at KAMIR's floor (:mod:`bleedjax.same_source`).
+length, and holds their Λ at KAMIR's floor (:mod:`bleedjax.same_source`). The presets that keep
+Λ at ρ (K1–K3, K5) have nothing to bound, but a microphone of the same source at ρ took the
+choir's dynamic microphones up to 4.3 dB down under K1: they search too, on the sessions where
+K4's Λ has such a pair (:func:`trigger_settings`), and hold the pairs they find at the floor.
 """
 
 from __future__ import annotations
@@ -294,13 +297,30 @@ def kamir_cap(
     return np.where(np.asarray(mutual), bound, np.inf).astype(np.float32)
 
 
-def kamir_applies(check: KamirCheckSettings, update_lambda: bool, phi: np.ndarray, sample_rate: int | None) -> bool:
-    """Whether KAMIR's check can run: it is on, the preset estimates Λ (``update_lambda``; the
-    others keep Λ at ρ), every microphone is its own source (the fit's gains are between tracks)
-    and the sample rate is known (for the excerpt and the shortest session)."""
+def kamir_applies(
+    check: KamirCheckSettings,
+    update_lambda: bool,
+    phi: np.ndarray,
+    sample_rate: int | None,
+    detection: same_source.Detection | None = None,
+) -> bool:
+    """Whether KAMIR's check can run: it is on, it has something to do (a preset that estimates
+    Λ, ``update_lambda``, is bounded; the others, which keep Λ at ρ, only search for microphones
+    of one source, with ``detection``), every microphone is its own source (the fit's gains are
+    between tracks) and the sample rate is known (for the excerpt and the shortest session)."""
     phi = np.asarray(phi)
     identity = phi.ndim == 2 and phi.shape[0] == phi.shape[1] and np.array_equal(phi, np.eye(len(phi), dtype=bool))
-    return check.phase_check and update_lambda and identity and sample_rate is not None
+    searching = detection is not None and detection.detect_same_source
+    return check.phase_check and (update_lambda or searching) and identity and sample_rate is not None
+
+
+def trigger_settings(settings):
+    """The :class:`~bleedjax.methods.kamir.Settings` whose Λ picks the pairs that the check looks
+    at: ``settings`` where the preset estimates Λ, else K4's (its iterations, ρ and update, the
+    rest as given), since Λ at ρ says nothing about which tracks bleed into each other."""
+    from bleedjax.methods import kamir
+
+    return settings if settings.update_lambda else dataclasses.replace(settings, **kamir.PRESETS["K4"])
 
 
 class KamirChecked(NamedTuple):
@@ -321,10 +341,11 @@ def kamir_check(
     check: KamirCheckSettings,
     detection: same_source.Detection | None = None,
     session_samples: int | None = None,
+    bound: bool = True,
 ) -> KamirChecked | None:
     """KAMIR's check of one session from its ``(J, n)`` tracks (or, streamed, their busiest
     excerpt; ``session_samples``: the whole session's length, ``n`` when ``None``) and KAMIR's
-    ``(J, J)`` amplitude gains. ``None`` when it bounds nothing.
+    ``(J, J)`` amplitude gains (of :func:`trigger_settings`). ``None`` when it bounds nothing.
 
     It looks at the pairs with ``√(g_ij g_ji) ≥ phase_check_min_gain`` (:func:`mutual_pairs`;
     none: nothing is fitted) and fits the differentiable model on the busiest excerpt of at most
@@ -337,10 +358,11 @@ def kamir_check(
     ``phase_check_gate``), on sessions of at least ``phase_check_min_seconds`` (2 s, where the fitted
     delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
     stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB). The search also runs on
-    shorter sessions: on the choir's 1 s it finds exactly the three singers' pairs."""
+    shorter sessions: on the choir's 1 s it finds exactly the three singers' pairs. With ``bound``
+    false (the presets that keep Λ at ρ) it only searches."""
     mutual = mutual_pairs(gains, check.phase_check_min_gain)
     session_samples = audio.shape[-1] if session_samples is None else session_samples
-    bounded = session_samples >= check.phase_check_min_seconds * sample_rate
+    bounded = bound and session_samples >= check.phase_check_min_seconds * sample_rate
     if not mutual.any() or not (bounded or detection is not None):
         return None
     from bleedjax.methods import differentiable
