@@ -56,6 +56,15 @@ def test_cap_settings_and_when_the_check_runs():
     identity = kamir.identity_phi(3)
     assert phase_check.kamir_applies(check, True, identity, 22050)
     assert not phase_check.kamir_applies(check, False, identity, 22050)  # K1-K3, K5: Λ is not estimated
+    search = same_source.Detection()
+    assert phase_check.kamir_applies(check, False, identity, 22050, search)  # ... but they search
+    assert not phase_check.kamir_applies(check, False, identity, 22050,
+                                         dataclasses.replace(search, detect_same_source=False))
+    assert not phase_check.kamir_applies(dataclasses.replace(check, phase_check=False), False, identity, 22050, search)
+    assert not phase_check.kamir_applies(check, False, identity, None, search)
+    fixed = kamir.Settings(**kamir.PRESETS["K1"], n_fft=1024)
+    assert phase_check.trigger_settings(fixed) == kamir.Settings(**kamir.PRESETS["K4"], n_fft=1024)
+    assert phase_check.trigger_settings(kamir.Settings(n_fft=512)) == kamir.Settings(n_fft=512)
     assert not phase_check.kamir_applies(check, True, np.ones((3, 2), bool), 22050)  # a channel map
     assert not phase_check.kamir_applies(check, True, identity, None)
     assert not phase_check.kamir_applies(dataclasses.replace(check, phase_check=False), True, identity, 22050)
@@ -119,6 +128,13 @@ def test_when_the_check_fits_what_it_bounds_and_the_microphones_of_one_source(mo
     expected[0, 1] = expected[1, 0] = 0.0
     np.testing.assert_allclose(on_long.cap, expected)
     assert np.isfinite(on_long.cap[1, 2]) and on_long.table == pair
+    fitted.clear()
+    searched_only = phase_check.kamir_check(long, two_pairs, rate, check, detection, bound=False)  # Λ at ρ
+    assert fitted == [(2000, rate)] and searched_only.table == pair  # no fit with the table, no gate
+    np.testing.assert_array_equal(searched_only.cap, on_short.cap)
+    found["table"] = ()
+    assert phase_check.kamir_check(long, two_pairs, rate, check, detection, bound=False) is None
+    assert phase_check.kamir_check(long, two_pairs, rate, check, bound=False) is None  # nothing to do
 
 
 @pytest.fixture(scope="module")
