@@ -45,7 +45,8 @@ def get_config(preset: str = DEFAULT_PRESET) -> ml_collections.ConfigDict:
     config.update(dataclasses.asdict(KamirCheckSettings()))
     # Where no channel_map is given, the check's fit also looks for microphones of one source, on
     # sessions of any length (bleedjax.same_source.detect: a gain >= same_source_min_gain at a delay
-    # <= same_source_max_delay_ms), and holds their Λ at min_leakage both ways. The presets that keep
-    # Λ at ρ (K1-K3, K5) bound nothing but search too, where K4's gains have such a pair.
+    # <= same_source_max_delay_ms), and puts each group on one source, as a channel_map would
+    # (bleedjax.methods.kamir.pooled_phi). The presets that keep Λ at ρ (K1-K3, K5) bound nothing
+    # but search too, where K4's gains have such a pair.
     config.update(dataclasses.asdict(Detection()))
     return config

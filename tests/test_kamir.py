@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bleedjax import cli, demo, evaluate, ratio_floor, sessions, signal, simulation
+from bleedjax import cli, demo, evaluate, ratio_floor, same_source, sessions, signal, simulation
 from bleedjax.methods import kamir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -299,3 +299,39 @@ def test_cli_kamir_bad_input(tmp_path, capsys):
                      "--set", "bound_quantile=1.5"]) == 2
     assert "bound_quantile must be in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_microphones_of_one_source_are_pooled_as_a_channel_map_pools_them():
+    """:func:`kamir.pooled_phi` is a channel map's selection in the identity's shape: KAMIR cleans
+    with it as with the map, in a batch whose sessions have different selections, and
+    :func:`kamir.spread_pooled` reports it one column per microphone."""
+    table = same_source.from_pairs([(0, 2), (2, 3)], 5)  # 0 and 3 through 2
+    assert kamir.source_groups(table) == [[0, 2, 3]] and kamir.source_groups(()) == []
+    expected = np.eye(5, dtype=bool)
+    expected[:, [2, 3]] = False
+    expected[[0, 2, 3], 0] = True
+    np.testing.assert_array_equal(kamir.pooled_phi(table, 5), expected)
+    np.testing.assert_array_equal(kamir.pooled_phi((), 3), np.eye(3, dtype=bool))
+    matrix = np.arange(25.0).reshape(5, 5) + 1.0
+    spread = kamir.spread_pooled(matrix, table)
+    np.testing.assert_array_equal(spread[[1, 4]][:, [0, 2, 3]], matrix[[1, 4]][:, [0, 0, 0]])  # the source's bleed
+    np.testing.assert_array_equal(np.diag(spread)[[0, 2, 3]], matrix[[0, 2, 3], 0])  # each member's own entry
+    group = np.ix_([0, 2, 3], [0, 2, 3])
+    assert np.count_nonzero(spread[group]) == 3  # nothing between the members
+    np.testing.assert_array_equal(spread[:, [1, 4]], matrix[:, [1, 4]])
+
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((2, 3, 8000)).astype(np.float32)
+    audio = jnp.asarray(np.einsum("ij,sjn->sin", np.eye(3) + 0.3 * (1 - np.eye(3)), sources), jnp.float32)
+    settings = kamir.Settings(n_fft=512, hop=128)
+    pair = same_source.from_pairs([(0, 1)], 3)
+    phis = jnp.asarray(np.stack([kamir.pooled_phi(pair, 3), kamir.identity_phi(3)]))
+    batch = kamir.reduce_sessions(audio, phis, settings)
+    mapped = kamir.reduce_session(audio[0], jnp.asarray([[True, False], [True, False], [False, True]]), settings)
+    np.testing.assert_allclose(batch.cleaned[0], mapped.cleaned, atol=1e-6)
+    gains = kamir.spread_pooled(np.asarray(batch.gains[0]), pair)
+    np.testing.assert_allclose(gains[2, :2], np.asarray(mapped.gains)[2, [0, 0]], rtol=1e-5)
+    assert gains[0, 1] == gains[1, 0] == 0.0
+    alone = kamir.reduce_session(audio[1], jnp.asarray(kamir.identity_phi(3)), settings)
+    np.testing.assert_allclose(batch.cleaned[1], alone.cleaned, atol=1e-6)
+    np.testing.assert_allclose(batch.gains[1], alone.gains, rtol=1e-5)

@@ -117,7 +117,7 @@ def test_when_the_check_fits_what_it_bounds_and_the_microphones_of_one_source(mo
     found["table"] = pair
     on_short = phase_check.kamir_check(short, k4_gains, rate, check, detection)
     assert on_short.table == pair
-    np.testing.assert_array_equal(on_short.cap, [[np.inf, 0.0, np.inf], [0.0, np.inf, np.inf], [np.inf] * 3])
+    np.testing.assert_array_equal(on_short.cap, np.full((3, 3), np.inf))  # the caller pools the pair
     two_pairs = k4_gains.copy()
     two_pairs[1, 2] = two_pairs[2, 1] = 0.3
     fitted.clear()
@@ -125,9 +125,15 @@ def test_when_the_check_fits_what_it_bounds_and_the_microphones_of_one_source(mo
     assert fitted == [(2000, rate), pair, "gate"]  # (1, 2) is bounded by the fit with (0, 1) apart
     expected = phase_check.kamir_cap(phase_check.mutual_pairs(two_pairs, 0.2) & ~np.asarray(pair), apart_gains, 2.0,
                                      gate)
-    expected[0, 1] = expected[1, 0] = 0.0
     np.testing.assert_allclose(on_long.cap, expected)
     assert np.isfinite(on_long.cap[1, 2]) and on_long.table == pair
+    fitted.clear()
+    found["table"] = chain = same_source.from_pairs([(0, 1), (1, 2)], 3)  # 0 and 2 one source through 1
+    all_mutual = np.full((3, 3), 0.3)
+    through = phase_check.kamir_check(long, all_mutual, rate, check, detection)
+    assert fitted == [(2000, rate)] and through.table == chain  # (0, 2) is not bounded either
+    np.testing.assert_array_equal(through.cap, np.full((3, 3), np.inf))
+    found["table"] = pair
     fitted.clear()
     searched_only = phase_check.kamir_check(long, two_pairs, rate, check, detection, bound=False)  # Λ at ρ
     assert fitted == [(2000, rate)] and searched_only.table == pair  # no fit with the table, no gate
@@ -246,15 +252,14 @@ def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, ca
         wav = name.replace(".flac", ".wav")
         np.testing.assert_allclose(sf.read(tmp_path / "streamed" / wav)[0], sf.read(tmp_path / "memory" / wav)[0],
                                    atol=2e-5)
-    # A pair that the check takes for one source (faked: the desks have none) is held at the floor,
-    # named, listed in bleed.json and left out of the check's warnings.
+    # A pair that the check takes for one source (faked: the desks have none) is put on one source
+    # (0 between the two in bleed.json), named, listed in bleed.json and left out of the check's
+    # warnings.
     real_check = phase_check.kamir_check
 
     def with_violins_on_one_source(audio, gains, *args, **kwargs):
-        checked = real_check(audio, gains, *args, **kwargs)
-        table = same_source.from_pairs([violins], len(gains))
-        return phase_check.KamirChecked(np.where(np.asarray(table) & ~np.eye(len(gains), dtype=bool), 0.0, checked.cap),
-                                        table)
+        checked, table = real_check(audio, gains, *args, **kwargs), same_source.from_pairs([violins], len(gains))
+        return phase_check.KamirChecked(np.where(np.asarray(table), np.inf, checked.cap), table)  # the pair unbounded
 
     violins = names.index("violin1_a.flac"), names.index("violin1_b.flac")
     monkeypatch.setattr(phase_check, "kamir_check", with_violins_on_one_source)
@@ -264,8 +269,10 @@ def test_cli_warns_and_streams_the_same_check(desks_at_minus_18_db, tmp_path, ca
     assert "between violin1_a.wav and violin1_b.wav bounded" not in err and "bounded to" in err, err
     saved = json.loads((tmp_path / "pair" / "bleed.json").read_text())
     assert saved["one_source"] == [["violin1_a.wav", "violin1_b.wav"]]
-    floor = np.sqrt(kamir.Settings().min_leakage)
-    np.testing.assert_allclose(np.asarray(saved["lambda"])[[*violins], [*violins[::-1]]], floor, rtol=1e-3)
+    lam = np.asarray(saved["lambda"])
+    assert np.all(lam[[*violins], [*violins[::-1]]] == 0.0) and np.all(lam[[*violins], [*violins]] > 0.5), lam
+    others = [k for k in range(len(names)) if k not in violins]
+    np.testing.assert_array_equal(lam[others, violins[0]], lam[others, violins[1]])  # one source's bleed
     monkeypatch.setattr(phase_check, "kamir_check", real_check)
     # Off: no check, no lambda_before_phase_check.
     assert cli.main(["reduce", str(folder), "--out", str(tmp_path / "off"), *args, "--set", "phase_check=False"]) == 0

@@ -250,10 +250,12 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     ``√(g_ij g_ji) ≥ phase_check_min_gain`` are cleaned again, together in one padded batch:
     with those pairs' Λ bounded by the phase-aware gains (presets that update Λ), and where no
     channel map is given, with the microphones of one source that the check's fit finds
-    (:func:`bleedjax.same_source.detect`) held at KAMIR's floor; ``one_source`` says which they
-    are. ``checked`` holds the gains before the check. The presets that keep Λ at ρ only search,
-    on the sessions where K4's gains have such a pair (:func:`~bleedjax.methods.phase_check.trigger_settings`),
-    and are cleaned once, after the search."""
+    (:func:`bleedjax.same_source.detect`) put on one source, as a map would
+    (:func:`~bleedjax.methods.kamir.pooled_phi`; reported one column per microphone,
+    :func:`~bleedjax.methods.kamir.spread_pooled`); ``one_source`` says which they are.
+    ``checked`` holds the gains before the check. The presets that keep Λ at ρ only search, on
+    the sessions where K4's gains have such a pair
+    (:func:`~bleedjax.methods.phase_check.trigger_settings`), and are cleaned once, after it."""
     from bleedjax.methods import kamir, phase_check
 
     phi, sources = _kamir_phi(track_names, config)
@@ -265,10 +267,12 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
         result = kamir.reduce_sessions(audio, jnp.asarray(phi), settings, lengths)
         cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
         return BatchResult(cleaned, gains, sources, {"lambda": lam})
-    # the first pass is bounded by nothing (inf), so that a batch cleaned again whole (a single
-    # session) reuses its compiled program
-    unbounded = jnp.full((len(audio), *phi.shape), jnp.inf, jnp.float32)
-    first = kamir.reduce_sessions(audio, jnp.asarray(phi), phase_check.trigger_settings(settings), lengths, unbounded)
+    # every pass takes one channel selection and one bound per session (the first: the identity,
+    # and inf), so that a batch cleaned again whole (a single session) reuses its compiled program
+    phis = np.broadcast_to(phi, (len(audio), *phi.shape))
+    unbounded = np.full((len(audio), *phi.shape), np.inf, np.float32)
+    first = kamir.reduce_sessions(audio, jnp.asarray(phis), phase_check.trigger_settings(settings), lengths,
+                                  jnp.asarray(unbounded))
     cleaned, lam, gains = (np.array(a) for a in jax.device_get((first.cleaned, first.lam, first.gains)))
     before = gains.copy()
     found = {}
@@ -279,13 +283,19 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
             found[row] = checked
     rows = list(found) if settings.update_lambda else list(range(len(audio)))
     if rows:
-        caps = np.asarray(unbounded)[rows]
-        for index, row in enumerate(rows):
-            if row in found:
-                caps[index] = found[row].cap
-        again = kamir.reduce_sessions(audio[np.asarray(rows)], jnp.asarray(phi), settings, lengths[np.asarray(rows)],
-                                      jnp.asarray(caps))
-        cleaned[rows], lam[rows], gains[rows] = jax.device_get((again.cleaned, again.lam, again.gains))
+        tables = [found[row].table if row in found else () for row in rows]
+        again = kamir.reduce_sessions(
+            audio[np.asarray(rows)],
+            jnp.asarray(np.stack([kamir.pooled_phi(table, len(phi)) for table in tables])),
+            settings,
+            lengths[np.asarray(rows)],
+            jnp.asarray(np.stack([found[row].cap if row in found else unbounded[row] for row in rows])),
+        )
+        again_lam, again_gains = jax.device_get((again.lam, again.gains))
+        cleaned[rows] = jax.device_get(again.cleaned)
+        for index, (row, table) in enumerate(zip(rows, tables, strict=True)):
+            lam[row] = kamir.spread_pooled(again_lam[index], table)
+            gains[row] = kamir.spread_pooled(again_gains[index], table)
     one_source = _one_source({row: checked.table for row, checked in found.items()}, gains.shape, detection)
     return BatchResult(cleaned, gains, sources, {"lambda": lam}, checked=before if settings.update_lambda else None,
                        one_source=one_source)

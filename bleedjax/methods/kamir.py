@@ -178,6 +178,57 @@ def identity_phi(num_tracks: int) -> np.ndarray:
     return np.eye(num_tracks, dtype=bool)
 
 
+def source_groups(table: tuple[tuple[bool, ...], ...]) -> list[list[int]]:
+    """The microphones that a same-source table (:mod:`bleedjax.same_source`) joins, directly or
+    through others, as sorted groups of at least two."""
+    joined = np.asarray(table, bool) if table else np.zeros((0, 0), bool)
+    groups, seen = [], set()
+    for first in range(len(joined)):
+        if first in seen:
+            continue
+        group, frontier = {first}, [first]
+        while frontier:
+            for other in np.flatnonzero(joined[frontier.pop()]).tolist():
+                if other not in group:
+                    group.add(other)
+                    frontier.append(other)
+        seen |= group
+        if len(group) > 1:
+            groups.append(sorted(group))
+    return groups
+
+
+def pooled_phi(table: tuple[tuple[bool, ...], ...], num_tracks: int) -> np.ndarray:
+    """``(I, I)`` channel selection that puts each group of microphones of one source
+    (:func:`source_groups` of ``table``) on one source, in the column of its first microphone;
+    the other members' columns hold no microphone, so their ``P_j`` is 0 and they add nothing to
+    any model. That is a channel map's selection ([1] φ) in the identity's shape, so sessions with
+    different tables batch together (:func:`reduce_sessions`); ``()``: the identity."""
+    phi = identity_phi(num_tracks)
+    for group in source_groups(table):
+        phi[:, group] = False
+        phi[group, group[0]] = True
+    return phi
+
+
+def spread_pooled(
+    matrix: Float[np.ndarray, "*rest mics sources"], table: tuple[tuple[bool, ...], ...]
+) -> Float[np.ndarray, "*rest mics sources"]:
+    """A Λ or gain matrix of :func:`pooled_phi` as one column per microphone again: each member
+    of a group takes its source's column (the bleed of that source into every other microphone)
+    and its own entry from it; between the members of one group it is 0 (one source, not bleed),
+    as spectral subtraction and the differentiable model report a channel map's pairs."""
+    spread = np.array(matrix, copy=True)
+    for group in source_groups(table):
+        source = np.asarray(matrix)[..., :, group[0]]
+        for member in group:
+            spread[..., :, member] = source
+        for member in group:
+            spread[..., member, group] = 0.0
+            spread[..., member, member] = source[..., member]
+    return spread
+
+
 def _mix(
     weights: Float[Array, "bins mics sources"], psd: Float[Array, "sources bins frames"]
 ) -> Float[Array, "mics bins frames"]:
@@ -587,15 +638,19 @@ def reduce_session(
 @functools.partial(jax.jit, static_argnames=("settings",))
 def reduce_sessions(
     audio: Float[Array, "sessions mics samples"],
-    phi: Bool[Array, "mics sources"],
+    phi: Bool[Array, "*each mics sources"],
     settings: Settings = Settings(),
     lengths: Int[Array, " sessions"] | None = None,
     lambda_caps: Float[Array, "sessions mics sources"] | None = None,
 ) -> Result:
-    """:func:`reduce_session` vmapped over zero-padded sessions sharing one channel selection,
-    each masked to its own ``lengths`` (all full when ``None``) and with its own ``lambda_caps``
-    (none when ``None``)."""
+    """:func:`reduce_session` vmapped over zero-padded sessions, with one ``(I, J)`` channel
+    selection for all or one each (``(sessions, I, J)``, e.g. :func:`pooled_phi`), each session
+    masked to its own ``lengths`` (all full when ``None``) and with its own ``lambda_caps`` (none
+    when ``None``)."""
     if lengths is None:
         lengths = jnp.full(audio.shape[0], audio.shape[-1])
+    phi_axis = 0 if phi.ndim == 3 else None
     caps_axis = None if lambda_caps is None else 0
-    return jax.vmap(reduce_session, in_axes=(0, None, None, 0, caps_axis))(audio, phi, settings, lengths, lambda_caps)
+    return jax.vmap(reduce_session, in_axes=(0, phi_axis, None, 0, caps_axis))(
+        audio, phi, settings, lengths, lambda_caps
+    )

@@ -280,7 +280,9 @@ def reduce_long(
     (one more read, :func:`bleedjax.streaming.busiest_seconds`; with ``detection``, it also
     looks for microphones of one source: :func:`bleedjax.methods.phase_check.kamir_check`); a
     bounded Λ is learned again from the same summary (with ``learn="exact"``, ``iterations``
-    more passes). The presets that keep Λ at ρ only search, on the sessions where K4's Λ, learned
+    more passes), with the microphones of one source that it finds put on one source
+    (:func:`kamir.pooled_phi`; ``lam`` and ``gains`` one column per microphone again,
+    :func:`kamir.spread_pooled`). The presets that keep Λ at ρ only search, on the sessions where K4's Λ, learned
     from the same summary (:func:`~bleedjax.methods.phase_check.trigger_settings`), has a pair to
     check."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
@@ -303,9 +305,13 @@ def reduce_long(
                                               detection, session_samples=reader.length, bound=settings.update_lambda)
     if checked is not None:
         before, table = (gains if settings.update_lambda else None), checked.table
+        phi = kamir.pooled_phi(table, len(phi))
         history, peak, summary_psd = learn_lambda(
             reader, phi, settings, long, progress=progress, summarised=summarised, lambda_cap=checked.cap,
         )
         gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     clipped = separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
+    if table:
+        return LongResult(kamir.spread_pooled(history[-1], table), kamir.spread_pooled(gains, table), before, table,
+                          clipped)
     return LongResult(history[-1], gains, before, table, clipped)

@@ -42,10 +42,11 @@ bleed that a room adds and one delayed copy does not explain, about 1 where the 
 inversion leaves no bleed to allow for (:func:`kamir_cap`). The bound runs only on sessions of at
 least 2 s, where the fitted delays hold (on the 1 s PHENICX stems it cost up to 19 dB on a track).
 Without a channel map the same fit also looks for microphones of one source, on sessions of any
-length, and holds their Λ at KAMIR's floor (:mod:`bleedjax.same_source`). The presets that keep
-Λ at ρ (K1–K3, K5) have nothing to bound, but a microphone of the same source at ρ took the
-choir's dynamic microphones up to 4.3 dB down under K1: they search too, on the sessions where
-K4's Λ has such a pair (:func:`trigger_settings`), and hold the pairs they find at the floor.
+length, and KAMIR then puts each such group on one source, as a channel map would
+(:func:`bleedjax.methods.kamir.pooled_phi`). The presets that keep Λ at ρ (K1–K3, K5) have
+nothing to bound, but a microphone of the same source at ρ took the choir's dynamic microphones
+up to 4.3 dB down under K1: they search too, on the sessions where K4's Λ has such a pair
+(:func:`trigger_settings`).
 """
 
 from __future__ import annotations
@@ -328,10 +329,10 @@ class KamirChecked(NamedTuple):
 
     cap: Float[np.ndarray, "tracks tracks"]
     """``(J, J)`` bound on Λ (power, :func:`bleedjax.methods.kamir.cap_lambda`): :func:`kamir_cap`
-    on the checked pairs, 0 (KAMIR's floor ``min_leakage``) between microphones of one source,
-    ``inf`` elsewhere."""
+    on the checked pairs, ``inf`` elsewhere."""
     table: same_source.Table
-    """The microphones that the check's fit took for one source (``()``: none, or not looked for)."""
+    """The microphones that the check's fit took for one source (``()``: none, or not looked for),
+    for KAMIR's channel selection (:func:`bleedjax.methods.kamir.pooled_phi`)."""
 
 
 def kamir_check(
@@ -345,15 +346,16 @@ def kamir_check(
 ) -> KamirChecked | None:
     """KAMIR's check of one session from its ``(J, n)`` tracks (or, streamed, their busiest
     excerpt; ``session_samples``: the whole session's length, ``n`` when ``None``) and KAMIR's
-    ``(J, J)`` amplitude gains (of :func:`trigger_settings`). ``None`` when it bounds nothing.
+    ``(J, J)`` amplitude gains (of :func:`trigger_settings`). ``None`` when it neither bounds nor
+    finds anything.
 
     It looks at the pairs with ``√(g_ij g_ji) ≥ phase_check_min_gain`` (:func:`mutual_pairs`;
     none: nothing is fitted) and fits the differentiable model on the busiest excerpt of at most
     ``phase_check_seconds`` (:func:`phase_gains`). With ``detection`` (no channel map), the fit
-    also looks for microphones of one source (:func:`bleedjax.same_source.detect`), and their Λ is
-    held at KAMIR's floor both ways: the Dagstuhl choir's seven close microphones, where a
-    singer's headset and dynamic microphones gave each other Λ of about 0.3 and K4 made a headset
-    1.24 dB worse (README, "Real bleed"). The other pairs are bounded by :func:`kamir_cap` (with
+    also looks for microphones of one source (:func:`bleedjax.same_source.detect`), which the
+    caller puts on one source (:func:`bleedjax.methods.kamir.pooled_phi`): the Dagstuhl choir's
+    seven close microphones, where a singer's headset and dynamic microphones gave each other Λ
+    of about 0.3 and K4 made a headset 1.24 dB worse (README, "Real bleed"). The other pairs are bounded by :func:`kamir_cap` (with
     the model fitted with those microphones apart, and its residual gate when
     ``phase_check_gate``), on sessions of at least ``phase_check_min_seconds`` (2 s, where the fitted
     delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
@@ -365,7 +367,7 @@ def kamir_check(
     bounded = bound and session_samples >= check.phase_check_min_seconds * sample_rate
     if not mutual.any() or not (bounded or detection is not None):
         return None
-    from bleedjax.methods import differentiable
+    from bleedjax.methods import differentiable, kamir
 
     samples, step = excerpt(check, sample_rate, audio.shape[-1])
     fitted, excerpt_audio, length, settings = _fit_excerpt(audio, samples, step)
@@ -373,7 +375,10 @@ def kamir_check(
     if detection is not None and detection.detect_same_source:
         first = np.asarray(fitted.params.gains), np.asarray(fitted.params.delays)
         table, _ = differentiable.one_source_table(excerpt_audio, settings, sample_rate, detection, length, first)
-    one = np.asarray(table, bool) & ~np.eye(len(mutual), dtype=bool) if table else np.zeros_like(mutual)
+    one = np.zeros_like(mutual)
+    for group in kamir.source_groups(table):  # one source, directly or through a partner: never bounded
+        one[np.ix_(group, group)] = True
+    one &= ~np.eye(len(mutual), dtype=bool)
     checked = mutual & ~one if bounded else np.zeros_like(mutual)
     if not (checked.any() or one.any()):
         return None
@@ -385,4 +390,4 @@ def kamir_check(
         gate = _residual_gate(fitted.params, excerpt_audio, length, settings) if check.phase_check_gate else None
         cap = kamir_cap(checked, np.asarray(fitted.params.gains), check.phase_check_headroom,
                         None if gate is None else np.asarray(gate))
-    return KamirChecked(np.where(one, 0.0, cap).astype(np.float32), table)
+    return KamirChecked(cap, table)
