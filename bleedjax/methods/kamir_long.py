@@ -282,9 +282,9 @@ def reduce_long(
     bounded Λ is learned again from the same summary (with ``learn="exact"``, ``iterations``
     more passes), with the microphones of one source that it finds put on one source
     (:func:`kamir.pooled_phi`; ``lam`` and ``gains`` one column per microphone again,
-    :func:`kamir.spread_pooled`). The presets that keep Λ at ρ only search, on the sessions where K4's Λ, learned
-    from the same summary (:func:`~bleedjax.methods.phase_check.trigger_settings`), has a pair to
-    check."""
+    :func:`kamir.spread_pooled`). The presets that keep Λ at ρ only search, on the sessions where
+    K4's Λ, learned from the same summary (:func:`~bleedjax.methods.phase_check.trigger_settings`),
+    has a pair to check."""
     reader = streaming.SessionReader(folder, pad=pad, offsets=offsets, leave_out=leave_out)
     summarised = summarise(reader, settings, long, progress=progress)
     history, peak, summary_psd = learn_lambda(reader, phi, settings, long, progress=progress, summarised=summarised)

@@ -355,9 +355,9 @@ def kamir_check(
     also looks for microphones of one source (:func:`bleedjax.same_source.detect`), which the
     caller puts on one source (:func:`bleedjax.methods.kamir.pooled_phi`): the Dagstuhl choir's
     seven close microphones, where a singer's headset and dynamic microphones gave each other Λ
-    of about 0.3 and K4 made a headset 1.24 dB worse (README, "Real bleed"). The other pairs are bounded by :func:`kamir_cap` (with
-    the model fitted with those microphones apart, and its residual gate when
-    ``phase_check_gate``), on sessions of at least ``phase_check_min_seconds`` (2 s, where the fitted
+    of about 0.3 and K4 made a headset 1.24 dB worse (README, "Real bleed"). The other pairs are
+    bounded by :func:`kamir_cap` (with the model fitted with those microphones apart, and its
+    residual gate when ``phase_check_gate``), on sessions of at least ``phase_check_min_seconds`` (2 s, where the fitted
     delays become reliable: :data:`bleedjax.analyze.MIN_SECONDS_FOR_DELAYS`; on the 1 s PHENICX
     stems at −12 dB the bound took the worst track from 22.4 to 3.2 dB). The search also runs on
     shorter sessions: on the choir's 1 s it finds exactly the three singers' pairs. With ``bound``
