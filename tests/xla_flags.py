@@ -7,8 +7,8 @@ model's ``fit_session`` on 4 tracks × 2 s: 2.24 s → 1.33 s; spectral subtract
 ``reduce_session``: 0.69 s → 0.37 s). Users run XLA's default (the new emitters): they run 2-15 %
 faster once compiled. :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that
 compare bleedjax with other code at float32 precision; ``tests/test_default_codegen.py`` runs
-``bleedjax reduce`` with the default emitters for four methods and compares its files with the
-suite's.
+``bleedjax reduce`` with the default emitters for four methods (two in the heavy run) and
+compares its files with the suite's.
 """
 
 from __future__ import annotations
