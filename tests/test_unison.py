@@ -49,6 +49,9 @@ def test_differentiable_default_keeps_unison_targets(desks_at_minus_18_db):
     assert gains.min() > -4.0, gains
 
 
+# About 10 s with a cold compile cache; the shrinkage itself stays in the default run in
+# tests/test_bleed_fit.py (the block jackknife, and the fit without it).
+@pytest.mark.heavy
 def test_differentiable_default_keeps_ten_seconds_of_rendered_desks():
     """The rendered desks (10 s, two humanised players per part), −18 dB, seed 0: the violins'
     true gains are 0.003 both ways, but the fit's least-squares gains were 0.053 / 0.061, chance
