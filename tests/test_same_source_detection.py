@@ -219,8 +219,8 @@ def test_without_a_map_the_pair_is_found_and_every_track_gains(two_microphones_o
     assert np.all(gains > 5.0), gains  # measured: at least 9.1 dB
 
 
-# About 11 s with a cold compile cache; the off switch stays in the default run through the faked
-# searches of spectral subtraction's and KAMIR's presets.
+# About 11 s with a cold compile cache. The differentiable model reads the switch through
+# methods._searched, as spectral subtraction does, whose off switch the default run tests (faked search).
 @pytest.mark.heavy
 def test_detection_can_be_turned_off(two_microphones_on_one_source):  # noqa: F811
     mics, references, names = two_microphones_on_one_source

@@ -217,7 +217,8 @@ def spread_pooled(
     """A Λ or gain matrix of :func:`pooled_phi` as one column per microphone again: each member
     of a group takes its source's column (the bleed of that source into every other microphone)
     and its own entry from it; between the members of one group it is 0 (one source, not bleed),
-    as spectral subtraction and the differentiable model report a channel map's pairs."""
+    as spectral subtraction and the differentiable model report a channel map's pairs. No table
+    (``()``): a copy of ``matrix``."""
     spread = np.array(matrix, copy=True)
     for group in source_groups(table):
         source = np.asarray(matrix)[..., :, group[0]]

@@ -311,7 +311,6 @@ def reduce_long(
         )
         gains = np.asarray(kamir.average_gains(jnp.asarray(history[-1]), summary_psd))
     clipped = separate(reader, pathlib.Path(out_dir), phi, history, peak, settings, long, progress=progress)
-    if table:
-        return LongResult(kamir.spread_pooled(history[-1], table), kamir.spread_pooled(gains, table), before, table,
-                          clipped)
-    return LongResult(history[-1], gains, before, table, clipped)
+    pooled = table or ()
+    return LongResult(kamir.spread_pooled(history[-1], pooled), kamir.spread_pooled(gains, pooled), before, table,
+                      clipped)
