@@ -18,6 +18,7 @@ from tests import train_helpers, xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 5
+RESUME_AT = 3
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,10 +36,9 @@ def _losses(workdir) -> list[float]:
     return [r["loss"] for r in training_log.read_metrics(workdir) if r["split"] == "train"]
 
 
-def test_two_processes_match_one_process(tmp_path):
-    """2 processes × 4 CPU devices (coordinator on localhost, BLEEDJAX_DISTRIBUTED=1), each
-    feeding its half of every global batch, against this process's 8 devices: the same loss at
-    every one of 5 steps, and a data-iterator state saved per process."""
+def _train_two_processes(workdir, steps: int, export=None) -> list[dict]:
+    """2 processes × 4 CPU devices (coordinator on localhost, BLEEDJAX_DISTRIBUTED=1) train
+    ``workdir`` to ``steps`` (resuming from its latest checkpoint); each one's printed result."""
     port = _free_port()
     procs = []
     for index in range(2):
@@ -47,10 +47,9 @@ def test_two_processes_match_one_process(tmp_path):
             "BLEEDJAX_NUM_PROCESSES": "2", "BLEEDJAX_PROCESS_ID": str(index),
             "XLA_FLAGS": xla_flags.with_devices(4), "JAX_PLATFORMS": "cpu",
         }
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.train_helpers", str(tmp_path / "two"), "--steps", str(STEPS),
-             "--export", str(tmp_path / "export")],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        command = [sys.executable, "-m", "tests.train_helpers", str(workdir), "--steps", str(steps)]
+        procs.append(subprocess.Popen(command + (["--export", str(export)] if export else []),
+                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for proc in procs:
         try:
@@ -59,6 +58,19 @@ def test_two_processes_match_one_process(tmp_path):
             proc.kill()
         assert proc.returncode == 0, stderr[-3000:]
         outputs.append(json.loads(stdout.splitlines()[-1]))
+    return outputs
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """2 processes × 4 CPU devices, each feeding its half of every global batch, against this
+    process's 8 devices: the same loss at every one of 5 steps, and a data-iterator state saved
+    per process. The two processes stop after step 3 and resume from its checkpoint (the model,
+    the optimiser and each process's data state, read first by ``checkpointing._read_arrays``),
+    as a preempted pod job does, so steps 4 and 5 match only if every part was restored."""
+    first = _train_two_processes(tmp_path / "two", RESUME_AT)
+    assert [o["start_step"] for o in first] == [0, 0]
+    outputs = _train_two_processes(tmp_path / "two", STEPS, export=tmp_path / "export")
+    assert [o["start_step"] for o in outputs] == [RESUME_AT, RESUME_AT]
 
     assert jax.process_count() == 1 and jax.device_count() == 8
     config = train.load_config("configs/tunet.py:runlocal")
