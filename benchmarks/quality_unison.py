@@ -37,11 +37,13 @@ pairs that the default's phase check (:mod:`bleedjax.methods.phase_check`) fits
 (√(λ_ij λ_ji) ≥ ``phase_check_min_lambda``), their true gains, and whether the check capped
 them (``bleedjax reduce`` warns about those) or kept them.
 
-``--methods`` keeps the rows of some methods only, and each ``--kamir-variant "key=value ..."``
-adds a row of KAMIR's K4 (with its check) with those ``--set`` overrides.
+``--methods`` keeps the rows of some methods only, each ``--kamir-variant "key=value ..."``
+adds a row of KAMIR's K4 (with its check) with those ``--set`` overrides, and ``--seconds S`` cuts
+every session to its first S seconds (a short excerpt is where the phase-based tests see least).
 
     .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--desks phenicx rendered louder]
-        [--parts methods warnings] [--methods kamir ...] [--kamir-variant "key=value ..."] [--json out.json]
+        [--parts methods warnings] [--methods kamir ...] [--kamir-variant "key=value ..."] [--seconds S]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ VARIANTS += [("kamir", "K4", {"phase_check": False})]
 VARIANTS += [
     ("differentiable", None, {}),
     ("differentiable", None, {"residual_max_lambda": 1.0}),
+    ("differentiable", None, {"residual_significance": False}),
     ("differentiable", None, {"residual": "none"}),
 ]
 
@@ -199,8 +202,12 @@ def main(argv=None) -> int:
                         default=sorted({v[0] for v in VARIANTS}), help="the methods whose rows to run")
     parser.add_argument("--kamir-variant", action="append", default=[],
                         help='"key=value ..." overrides of KAMIR\'s K4, one row each')
+    parser.add_argument("--seconds", type=float,
+                        help="cut every session to its first SECONDS (default: whole; the PHENICX desks have 1 s)")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
+    if args.seconds is not None and not args.seconds > 0:
+        parser.error(f"--seconds must be > 0, got {args.seconds}")
     variants = [v for v in VARIANTS if v[0] in args.methods]
     variants += [("kamir", "K4", parse_variant("kamir", "K4", text)) for text in args.kamir_variant]
     if "phenicx" in args.desks and not PHENICX.is_dir():
@@ -208,7 +215,11 @@ def main(argv=None) -> int:
     start, figures, sessions_by_name = time.perf_counter(), {}, {}
     for key in args.desks:
         name, load, desks = DESKS[key]
-        session = sessions_by_name[name] = load()
+        session = load()
+        if args.seconds is not None:
+            session = dataclasses.replace(session, audio=session.audio[:, : round(args.seconds * session.sample_rate)])
+            name = f"{name}, first {session.audio.shape[-1] / session.sample_rate:g} s"
+        sessions_by_name[name] = session
         correlations = partner_correlations(session, desks)
         print(f"{name}: magnitude correlation of the stems: " + ", ".join(f"{k} {v:.2f}" for k, v in correlations.items()))
         figures.setdefault("correlations", {})[name] = correlations

@@ -143,6 +143,10 @@ class FitResult(NamedTuple):
     standard_errors: Float[Array, "tracks tracks"]
     """The gains' block-jackknife standard errors before the shrinkage (:func:`gain_standard_errors`);
     ``nan`` with ``shrinkage=False``, which does not need them."""
+    shrinkage_factors: Float[Array, "tracks tracks"]
+    """The factors the shrinkage multiplied the gains by (:func:`shrinkage_factors`; ones with
+    ``shrinkage=False``): near 1 for a pair whose bleed is significant, 0 for one that the
+    spread between blocks puts at chance level."""
 
 
 def _off_diagonal(num: int) -> Float[Array, "tracks tracks"]:
@@ -467,8 +471,8 @@ def fit(
 
     params, costs = jax.lax.scan(round_, initial, jnp.arange(settings.rounds))
     if not settings.shrinkage:
-        return FitResult(params, initial, costs, peaks, jnp.full_like(params.gains, jnp.nan))
+        return FitResult(params, initial, costs, peaks, jnp.full_like(params.gains, jnp.nan), jnp.ones_like(params.gains))
     errors = gain_standard_errors(params, spectra, settings)
     factors = shrinkage_factors(params.gains, errors, settings.shrinkage_scale)
     params = project(params._replace(gains=params.gains * factors), settings, apart_mask)
-    return FitResult(params, initial, costs, peaks, errors)
+    return FitResult(params, initial, costs, peaks, errors, factors)

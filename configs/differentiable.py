@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.residual_gate_low = 0.08  # mutual coherent fraction min(E_ij, E_ji) at or below which the residual is off
     config.residual_gate_high = 0.2  # ... and from which it is fully on
     config.residual_gate_lags = 3  # previous frames in the coherence test's filters
+    config.residual_significance = True  # also scale it by the lesser shrinkage factor of the pair's two gains
+    config.residual_significance_min_frames = 86  # ... on sessions of this many frames or more (2 s at 44.1 kHz)
     # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
     # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
     config.update(dataclasses.asdict(LongSettings()))
