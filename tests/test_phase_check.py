@@ -197,8 +197,11 @@ def test_checked_sessions_of_a_batch_are_cleaned_again_together(desks_at_minus_1
     for row, single in enumerate(alone):
         length = single.cleaned.shape[-1]
         assert phase_check.mutual_pairs(single.checked[0], CHECKED_FROM).any()
-        np.testing.assert_allclose(together.checked[row], single.checked[0], rtol=1e-4)
-        np.testing.assert_allclose(together.matrices[row], single.matrices[0], rtol=1e-4)
+        # rtol alone failed on an AVX2-only AMD EPYC for small λ: 0.0029942 against 0.0029938 and,
+        # from the check's fit, 0.013577 against 0.013580 (padded and unpadded sums round
+        # differently, and the fit's Adam steps carry it on): λ near 0 gets an absolute floor.
+        np.testing.assert_allclose(together.checked[row], single.checked[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(together.matrices[row], single.matrices[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(together.cleaned[row, :, :length], single.cleaned[0], atol=1e-5)
 
 

@@ -61,7 +61,9 @@ def test_capped_lattice_is_the_in_memory_path_with_a_coarser_stride(session, tmp
     lam = ss_long.reduce_long(folder, tmp_path / "out", settings, long).lam
     memory = ss.reduce_session(jnp.asarray(mics), dataclasses.replace(settings, refinement_stride=coarse))
     np.testing.assert_allclose(lam, np.asarray(memory.lam), atol=1e-5)
-    np.testing.assert_allclose(read_all(tmp_path / "out", len(mics)), np.asarray(memory.cleaned), atol=2e-6)
+    # Blocks and the whole array round differently: up to 2.06e-6 (2 samples of 529 200 above
+    # 2e-6, near a peak of 0.44) on an AVX2-only AMD EPYC, below 2e-6 where AVX-512 is used.
+    np.testing.assert_allclose(read_all(tmp_path / "out", len(mics)), np.asarray(memory.cleaned), atol=2e-6, rtol=1e-5)
 
 
 def test_failure_leaves_no_output(session, tmp_path):
