@@ -177,7 +177,8 @@ def test_projection_keeps_parameters_in_range():
 
 def test_without_shrinkage_the_fit_is_the_one_before_the_shrinkage():
     """``shrinkage=False`` skips the standard errors (``nan``) and returns the gains that the
-    default then shrinks by :func:`bleed_fit.shrinkage_factors`."""
+    default then shrinks by :func:`bleed_fit.shrinkage_factors`, which the result reports (ones
+    without the shrinkage)."""
     mics, _, _ = delayed_mixture(0, seconds=1.0)
     small = dataclasses.replace(SETTINGS, rounds=1, steps=10)
     shrunk = differentiable.fit_session(jnp.asarray(mics), small)
@@ -187,6 +188,9 @@ def test_without_shrinkage_the_fit_is_the_one_before_the_shrinkage():
     factors = bleed_fit.shrinkage_factors(plain.params.gains, shrunk.standard_errors, small.shrinkage_scale)
     expected = bleed_fit.project(plain.params._replace(gains=plain.params.gains * factors), small)
     np.testing.assert_allclose(np.asarray(shrunk.params.gains), np.asarray(expected.gains), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(shrunk.shrinkage_factors), np.asarray(factors), atol=1e-6)
+    assert np.asarray(factors)[~np.eye(3, dtype=bool)].max() < 1.0  # every gain is shrunk a little here (0.996-0.9996)
+    np.testing.assert_array_equal(np.asarray(plain.shrinkage_factors), 1.0)
 
 
 def test_fit_recovers_delays_and_gains_and_cleans():
