@@ -15,6 +15,19 @@ import soundfile as sf
 from bleedjax import cli, reduce, sessions
 
 RATE = 16000
+PLUMBING = ("--set", "phase_check=false", "--set", "detect_same_source=false")
+"""Overrides for tests of the command line's plumbing (folders, batches, failures, files): the
+paper's spectral subtraction, without the phase check and the search for microphones of one
+source. On every :func:`write_session` both fit the differentiable model (2.8 s a session, against
+0.02 s without them, compiled); ``tests/test_phase_check.py`` and
+``tests/test_same_source_detection.py`` test them, through the command line too."""
+
+
+def plumbing_config():
+    """Spectral subtraction's default config with :data:`PLUMBING`, for ``reduce.reduce_folders``."""
+    from bleedjax import methods
+
+    return reduce.apply_overrides(methods.get_method("spectral-subtraction").default_config(None), PLUMBING[1::2])
 
 
 def write_session(folder: pathlib.Path, tracks: int = 3, samples: int = RATE, seed: int = 0, **kwargs):
@@ -59,8 +72,8 @@ def test_reduce_writes_layout_and_bleed_json(tmp_path):
 def test_several_sessions_batch_into_named_folders(tmp_path):
     first = write_session(tmp_path / "in" / "a", seed=1)
     second = write_session(tmp_path / "in" / "b", seed=2, samples=RATE // 2)
-    assert run("reduce", first, second, "--out", tmp_path / "out") == 0
-    assert run("reduce", second, "--out", tmp_path / "alone") == 0
+    assert run("reduce", first, second, "--out", tmp_path / "out", *PLUMBING) == 0
+    assert run("reduce", second, "--out", tmp_path / "alone", *PLUMBING) == 0
     together = sf.read(tmp_path / "out" / "b" / "mic1.wav")[0]
     alone = sf.read(tmp_path / "alone" / "mic1.wav")[0]
     assert together.shape == (RATE // 2,)
@@ -78,7 +91,7 @@ def test_set_overrides_and_config_file(tmp_path, capsys):
     bleed = json.loads((tmp_path / "o" / "bleed.json").read_text())
     assert bleed["config"]["solver"] == "nnls" and bleed["config"]["lambda_scale"] == 0.0
     assert bleed["config"]["max_lambda"] == "inf"
-    assert run("reduce", session, "--out", tmp_path / "q", "--set", "max_lambda=0.5") == 0
+    assert run("reduce", session, "--out", tmp_path / "q", "--set", "max_lambda=0.5", *PLUMBING) == 0
     assert np.asarray(json.loads((tmp_path / "q" / "bleed.json").read_text())["lambda"]).max() <= 0.5
     cleaned = sf.read(tmp_path / "o" / "mic0.wav")[0]
     np.testing.assert_allclose(cleaned, sf.read(session / "mic0.wav")[0], atol=2 / 32768)
@@ -180,13 +193,13 @@ def test_a_failure_in_a_later_batch_leaves_nothing_behind(tmp_path, capsys):
     bad = write_session(tmp_path / "bad", tracks=2)
     nan_samples(bad)
     (bad / "mic2.wav").rename(bad / "mic1.wav")
-    assert run("reduce", good, bad, "--out", tmp_path / "out") == 2
+    assert run("reduce", good, bad, "--out", tmp_path / "out", *PLUMBING) == 2
     assert "mic1.wav: contains NaN" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
     (tmp_path / "out").mkdir()
-    assert run("reduce", good, bad, "--out", tmp_path / "out") == 2
+    assert run("reduce", good, bad, "--out", tmp_path / "out", *PLUMBING) == 2
     assert not list((tmp_path / "out").iterdir())
-    assert run("reduce", good, "--out", tmp_path / "out" / "deeper" / "still") == 0
+    assert run("reduce", good, "--out", tmp_path / "out" / "deeper" / "still", *PLUMBING) == 0
     assert sorted(p.name for p in (tmp_path / "out" / "deeper" / "still").iterdir()) == [
         "bleed.json", "mic0.wav", "mic1.wav", "mic2.wav"]
     assert not list(tmp_path.rglob(".bleedjax-staging-*"))
@@ -196,8 +209,8 @@ def test_library_results_without_audio(tmp_path):
     from bleedjax import reduce, streaming
 
     sessions = [write_session(tmp_path / name, seed=seed) for name, seed in (("a", 1), ("b", 2))]
-    kept = reduce.reduce_folders(sessions, tmp_path / "kept")
-    light = reduce.reduce_folders(sessions, tmp_path / "light", keep_audio=False)
+    kept = reduce.reduce_folders(sessions, tmp_path / "kept", config=plumbing_config())
+    light = reduce.reduce_folders(sessions, tmp_path / "light", config=plumbing_config(), keep_audio=False)
     for full, header in zip(kept, light):
         assert header.cleaned is None and isinstance(header.session, streaming.SessionReader)
         assert full.cleaned.shape == (3, RATE)
@@ -224,7 +237,7 @@ def test_a_batch_holds_no_more_than_the_methods_streaming_threshold(tmp_path, mo
     monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
                         dataclasses.replace(chosen, run=run_recording, long_samples=7000))
     assert reduce.batch_limit(methods.METHODS["spectral-subtraction"]) == 7000
-    reduce.reduce_folders(folders, tmp_path / "out", keep_audio=False)
+    reduce.reduce_folders(folders, tmp_path / "out", config=plumbing_config(), keep_audio=False)
     assert sizes == [2, 1]
     assert reduce.batch_limit(methods.get_method("differentiable")) == methods.DIFFERENTIABLE_LONG_SAMPLES
     assert reduce.batch_limit(methods.get_method("kamir")) == reduce.MAX_BATCH_SAMPLES
@@ -261,12 +274,12 @@ def test_sessions_of_different_lengths_share_padded_batch_shapes(tmp_path, monke
     folders = [write_session(tmp_path / f"s{k}", samples=n, seed=k) for k, n in enumerate(lengths)]
     monkeypatch.setitem(methods.METHODS, "spectral-subtraction",
                         dataclasses.replace(chosen, run=run_recording, long_samples=2 * 3 * 4096))
-    reduce.reduce_folders(folders, tmp_path / "out", keep_audio=False)
+    reduce.reduce_folders(folders, tmp_path / "out", config=plumbing_config(), keep_audio=False)
     assert sorted(shapes) == [(1, 3, 3757), (2, 3, 3757), (2, 3, 3757)], shapes
     monkeypatch.setitem(methods.METHODS, "spectral-subtraction", chosen)
     for k, n in enumerate(lengths):
         if n in (min(lengths), max(lengths)):
-            reduce.reduce_folders([folders[k]], tmp_path / f"alone{k}", keep_audio=False)
+            reduce.reduce_folders([folders[k]], tmp_path / f"alone{k}", config=plumbing_config(), keep_audio=False)
         for i in range(3):
             batched = sf.read(tmp_path / "out" / f"s{k}" / f"mic{i}.wav")[0]
             assert batched.shape == (n,)
@@ -343,7 +356,7 @@ def test_cleaned_tracks_clipped_in_a_pcm_file_are_named(tmp_path, capsys, monkey
     floats = write_session(tmp_path / "f", subtype="FLOAT")
     for flag in ("--no-streaming", "--streaming"):
         out = tmp_path / flag
-        assert run("reduce", session, floats, "--out", out, flag) == 0
+        assert run("reduce", session, floats, "--out", out, flag, *PLUMBING) == 0
         err = capsys.readouterr().err
         assert f"{out / 's' / 'mic1.wav'}: 100 samples of the cleaned track exceed full scale" in err, err
         assert err.count("exceed full scale") == 1
@@ -367,10 +380,10 @@ def test_a_failure_in_a_later_streamed_session_leaves_nothing_behind(tmp_path, c
 
     monkeypatch.setitem(methods.METHODS, "spectral-subtraction", dataclasses.replace(chosen, run_long=failing_second))
     first, second = write_session(tmp_path / "first", seed=1), write_session(tmp_path / "second", seed=2)
-    assert run("reduce", first, second, "--out", tmp_path / "out", "--streaming", "--removed") == 2
+    assert run("reduce", first, second, "--out", tmp_path / "out", "--streaming", "--removed", *PLUMBING) == 2
     assert "second: failed on purpose" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".bleedjax-staging-*"))
-    assert run("reduce", first, "--out", tmp_path / "out", "--streaming", "--removed") == 0
+    assert run("reduce", first, "--out", tmp_path / "out", "--streaming", "--removed", *PLUMBING) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bleed.json", "mic0.wav", "mic1.wav", "mic2.wav",
                                                                     "removed"]
 
@@ -394,7 +407,7 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path):
     session = write_session(tmp_path / "s")
     previous = os.umask(0o022)
     try:
-        assert run("reduce", session, "--out", tmp_path / "o") == 0
+        assert run("reduce", session, "--out", tmp_path / "o", *PLUMBING) == 0
     finally:
         os.umask(previous)
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()} == {
@@ -411,7 +424,7 @@ def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
     out.mkdir()
     (out / "bleed.npz").write_bytes(b"an earlier kamir run")
     (out / "mic9.wav").write_bytes(b"a track of an earlier session")
-    assert run("reduce", session, "--out", out) == 0
+    assert run("reduce", session, "--out", out, *PLUMBING) == 0
     err = capsys.readouterr().err
     assert "overhead.aiff: not WAV or FLAC, left out of the session" in err
     assert "take2/: a folder of audio inside the session, left out" in err and "notes/" not in err
@@ -451,7 +464,7 @@ def test_existing_outputs_are_not_overwritten(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert (out / "mic1.wav").read_bytes() == b"precious"
     assert sorted(p.name for p in out.iterdir()) == ["mic1.wav"]
-    assert run("reduce", session, "--out", out, "--overwrite") == 0
+    assert run("reduce", session, "--out", out, "--overwrite", *PLUMBING) == 0
     assert sf.info(out / "mic1.wav").frames == RATE
 
 

@@ -61,17 +61,10 @@ def _train_two_processes(workdir, steps: int, export=None) -> list[dict]:
     return outputs
 
 
-def test_two_processes_match_one_process(tmp_path):
-    """2 processes × 4 CPU devices, each feeding its half of every global batch, against this
-    process's 8 devices: the same loss at every one of 5 steps, and a data-iterator state saved
-    per process. The two processes stop after step 3 and resume from its checkpoint (the model,
-    the optimiser and each process's data state, read first by ``checkpointing._read_arrays``),
-    as a preempted pod job does, so steps 4 and 5 match only if every part was restored."""
-    first = _train_two_processes(tmp_path / "two", RESUME_AT)
-    assert [o["start_step"] for o in first] == [0, 0]
-    outputs = _train_two_processes(tmp_path / "two", STEPS, export=tmp_path / "export")
-    assert [o["start_step"] for o in outputs] == [RESUME_AT, RESUME_AT]
-
+def _check_against_one_process(tmp_path, outputs) -> None:
+    """The two processes' ``outputs`` (trained in ``tmp_path / "two"`` to :data:`STEPS`, exported
+    to ``tmp_path / "export"``) against this process's 8 devices: the same loss at every step,
+    a data-iterator state saved per process, and process 0 alone exporting."""
     assert jax.process_count() == 1 and jax.device_count() == 8
     config = train.load_config("configs/tunet.py:runlocal")
     config.training.num_train_steps, config.training.eval_batches = STEPS, 0
@@ -92,3 +85,25 @@ def test_two_processes_match_one_process(tmp_path):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     with pytest.raises(ValueError, match="saved by 2 processes, and this run has 1"):
         checkpointing.check_process_count(epath.Path(tmp_path / "two" / "checkpoints" / str(STEPS)))
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """2 processes × 4 CPU devices, each feeding its half of every global batch, against this
+    process's 8 devices: the same loss at every one of 5 steps (the issue's test)."""
+    outputs = _train_two_processes(tmp_path / "two", STEPS, export=tmp_path / "export")
+    assert [o["start_step"] for o in outputs] == [0, 0]
+    _check_against_one_process(tmp_path, outputs)
+
+
+@pytest.mark.heavy
+def test_two_processes_resume_as_one_process_trains(tmp_path):
+    """As :func:`test_two_processes_match_one_process`, but the two processes stop after step 3
+    and resume from its checkpoint (the model, the optimiser and each process's data state, read
+    first by ``checkpointing._read_arrays``), as a preempted pod job does, so steps 4 and 5 match
+    only if every part was restored. Heavy (a second pair of processes: 17 s); one process's
+    resume is in the default run (``tests/test_train.py``)."""
+    first = _train_two_processes(tmp_path / "two", RESUME_AT)
+    assert [o["start_step"] for o in first] == [0, 0]
+    outputs = _train_two_processes(tmp_path / "two", STEPS, export=tmp_path / "export")
+    assert [o["start_step"] for o in outputs] == [RESUME_AT, RESUME_AT]
+    _check_against_one_process(tmp_path, outputs)

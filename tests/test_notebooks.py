@@ -1,6 +1,7 @@
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
@@ -15,9 +16,11 @@ def test_quickstart_runs(tmp_path):
     assert any("text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"] for o in outputs if "data" in o)
 
 
+@pytest.mark.heavy
 def test_training_notebook_trains_plots_and_cleans(tmp_path, monkeypatch):
-    """Compiles, trains and evaluates a small t-UNet (22 s with a cold compile cache), then removes
-    its temporary folder: nothing is left in the kernel's TMPDIR."""
+    """Compiles, trains and evaluates a small t-UNet (22-34 s with a cold compile cache: heavy, as
+    the same training runs from the command line in ``tests/test_train.py``), then removes its
+    temporary folder: nothing is left in the kernel's TMPDIR."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))

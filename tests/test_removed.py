@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from bleedjax import cli, reduce, removed, sessions, streaming
+from tests.test_cli import PLUMBING, plumbing_config
 
 RATE = 16000
 LSB = {"PCM_16": 2.0**-15, "PCM_24": 2.0**-23, "FLOAT": 1e-7}
@@ -58,7 +59,8 @@ def test_removed_plus_cleaned_gives_the_input_in_its_layout(tmp_path, capsys):
 def test_streamed_sessions_write_the_same_removed_tracks(tmp_path):
     session = write_bleeding_session(tmp_path / "take")
     results = {
-        path: reduce.reduce_folders([session], tmp_path / path, pad=True, streaming_path=streamed, write_removed=True)[0]
+        path: reduce.reduce_folders([session], tmp_path / path, config=plumbing_config(), pad=True,
+                                    streaming_path=streamed, write_removed=True)[0]
         for path, streamed in [("memory", False), ("streamed", True)]
     }
     for name in ["mic0.wav", "mic1.wav", "mic2.wav", "pair.flac"]:
@@ -121,7 +123,7 @@ def test_an_existing_removed_folder_is_refused_or_reported(tmp_path, capsys):
     assert cli.main(["reduce", str(session), "--out", str(out), "--pad", "--removed"]) == 2
     assert "removed: exists already" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [removed.FOLDER]
-    assert cli.main(["reduce", str(session), "--out", str(out), "--pad"]) == 0
+    assert cli.main(["reduce", str(session), "--out", str(out), "--pad", *PLUMBING]) == 0
     err = capsys.readouterr().err
     assert f"{out / removed.FOLDER}: from an earlier run (this one was without --removed); left in place" in err
     assert [p.name for p in (out / removed.FOLDER).iterdir()] == ["mine.txt"]

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from bleedjax import cli, wav_chunks
+from tests.test_cli import PLUMBING
 
 RATE = 16000
 TIME_REFERENCE = 158_760_000
@@ -58,7 +59,7 @@ def test_cleaned_and_removed_files_keep_the_inputs_timecode_and_ixml(session, tm
     """soundfile drops these chunks: a DAW put the cleaned tracks at zero instead of at their
     recorded time."""
     out = tmp_path / "out"
-    assert cli.main(["reduce", str(session), "--out", str(out), "--removed", path]) == 0
+    assert cli.main(["reduce", str(session), "--out", str(out), "--removed", path, *PLUMBING]) == 0
     for folder in (out, out / "removed"):
         for i in range(3):
             name = f"mic{i}.wav"
@@ -175,7 +176,7 @@ def test_cleaned_and_removed_files_keep_the_inputs_tags_and_markers(tmp_path, pa
     session.mkdir()
     bodies = [write_with_markers(session / f"mic{i}.wav", mic) for i, mic in enumerate(mics)]
     out = tmp_path / "out"
-    assert cli.main(["reduce", str(session), "--out", str(out), "--removed", path]) == 0
+    assert cli.main(["reduce", str(session), "--out", str(out), "--removed", path, *PLUMBING]) == 0
     for folder in (out, out / "removed"):
         for i in range(3):
             assert kept(folder / f"mic{i}.wav") == {kind: [body] for kind, body in bodies[i].items()}
