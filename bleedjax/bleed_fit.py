@@ -298,6 +298,23 @@ def _whitening(power: Float[Array, "tracks bins"], settings: FitSettings) -> Flo
     return (power + settings.floor * level + 1e-30) ** (-settings.whitening)
 
 
+BROADCAST_TRACKS = 8
+"""Up to this many tracks :func:`_quadratic_form` multiplies elementwise (``J³ · bins`` values: 8 MB
+at 8 tracks and ``n_fft`` 4096); above, it contracts with ``einsum``."""
+
+
+def _quadratic_form(
+    bleed: Complex[Array, "tracks tracks bins"], gram: Complex[Array, "tracks tracks bins"]
+) -> Complex[Array, "tracks bins"]:
+    """``Σ_jk B_ij conj(B_ik) Γ_jk`` per bin, the quadratic term of :func:`cost`. XLA's CPU
+    backend runs it as ``einsum`` as one small product per bin, whose gradient took 776 µs against
+    58 µs elementwise (3 tracks, 2049 bins, 2026-12-07), and a fit on 3 tracks × 1 s 0.97 s
+    against 0.26 s (gains within 2.2e-8 of each other, 5 tracks × 4 s: 2.45 s against 1.98 s)."""
+    if bleed.shape[0] > BROADCAST_TRACKS:
+        return jnp.einsum("ijf,ikf,jkf->if", bleed, jnp.conj(bleed), gram, precision=HIGHEST)
+    return jnp.sum(bleed[:, :, None, :] * jnp.conj(bleed)[:, None, :, :] * gram[None], axis=(1, 2))
+
+
 def cost(params: BleedParams, stats: Statistics, settings: FitSettings) -> Float[Array, ""]:
     """``C(θ)`` of the module docstring from the statistics of one round (a sum over targets,
     each normalised by its cost without subtraction)."""
@@ -305,7 +322,7 @@ def cost(params: BleedParams, stats: Statistics, settings: FitSettings) -> Float
     bleed = bleed_model.stft_transfer(params, n_fft=settings.n_fft, window_name=settings.window)
     bleed = bleed * _off_diagonal(num)[..., None]
     linear = jnp.real(jnp.sum(bleed * jnp.conj(stats.cross), axis=1))
-    quadratic = jnp.real(jnp.einsum("ijf,ikf,jkf->if", bleed, jnp.conj(bleed), stats.gram, precision=HIGHEST))
+    quadratic = jnp.real(_quadratic_form(bleed, stats.gram))
     residual = stats.power - 2.0 * linear + quadratic
     norm = jnp.sum(stats.weights * stats.power, axis=-1)
     per_target = jnp.sum(stats.weights * residual, axis=-1) / jnp.where(norm > 0, norm, 1.0)

@@ -248,3 +248,16 @@ def test_silent_track_stays_finite():
 def test_bad_settings(change):
     with pytest.raises(ValueError):
         differentiable.Settings(**{"n_fft": 1024, "hop": 256, "max_delay": 256} | change)
+
+
+@pytest.mark.parametrize("tracks", [3, bleed_fit.BROADCAST_TRACKS + 1])
+def test_quadratic_form_is_the_einsum_either_way(tracks):
+    """The cost's quadratic term, elementwise up to ``BROADCAST_TRACKS`` tracks and by ``einsum``
+    above, against NumPy's ``einsum`` in float64."""
+    rng = np.random.default_rng(tracks)
+    draw = lambda: (rng.standard_normal((tracks, tracks, 33)) + 1j * rng.standard_normal((tracks, tracks, 33)))
+    bleed, gram = draw(), draw()
+    expected = np.einsum("ijf,ikf,jkf->if", bleed, np.conj(bleed), gram)
+    got = bleed_fit._quadratic_form(jnp.asarray(bleed, jnp.complex64), jnp.asarray(gram, jnp.complex64))
+    assert got.shape == (tracks, 33)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
