@@ -306,10 +306,11 @@ at 8 tracks and ``n_fft`` 4096); above, it contracts with ``einsum``."""
 def _quadratic_form(
     bleed: Complex[Array, "tracks tracks bins"], gram: Complex[Array, "tracks tracks bins"]
 ) -> Complex[Array, "tracks bins"]:
-    """``Σ_jk B_ij conj(B_ik) Γ_jk`` per bin, the quadratic term of :func:`cost`. XLA's CPU
-    backend runs it as ``einsum`` as one small product per bin, whose gradient took 776 µs against
-    58 µs elementwise (3 tracks, 2049 bins, 2026-12-07), and a fit on 3 tracks × 1 s 0.97 s
-    against 0.26 s (gains within 2.2e-8 of each other, 5 tracks × 4 s: 2.45 s against 1.98 s)."""
+    """``(J, bins)`` ``Σ_jk B_ij conj(B_ik) Γ_jk`` per bin, the quadratic term of :func:`cost`, from
+    ``(J, J, bins)`` ``B`` and ``Γ``. XLA's CPU backend runs the ``einsum`` as one small product per
+    bin: its gradient took 776 µs against 58 µs elementwise (3 tracks, 2049 bins, 2026-12-07), and
+    a fit on 3 tracks × 1 s 0.97 s against 0.26 s (gains within 2.2e-8 of each other; 5 tracks ×
+    4 s: 2.45 s against 1.98 s)."""
     if bleed.shape[0] > BROADCAST_TRACKS:
         return jnp.einsum("ijf,ikf,jkf->if", bleed, jnp.conj(bleed), gram, precision=HIGHEST)
     return jnp.sum(bleed[:, :, None, :] * jnp.conj(bleed)[:, None, :, :] * gram[None], axis=(1, 2))
