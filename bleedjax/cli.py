@@ -10,6 +10,7 @@ import pathlib
 import signal
 import sys
 import threading
+import time
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -25,17 +26,48 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+SIGNAL_OF = {KeyboardInterrupt: signal.SIGINT, Terminated: signal.SIGTERM}
+
+
+def _signal_again(previous_hook):
+    """A ``sys.unraisablehook`` that sends this process the signal of a :class:`Terminated` or
+    ``KeyboardInterrupt`` that Python could not raise, and passes anything else to ``previous_hook``.
+
+    A signal's handler runs wherever the main thread is, also inside a garbage-collector callback
+    (JAX registers one), where Python prints the exception as ignored and goes on: a SIGTERM there
+    once let ``reduce`` finish and commit its outputs with status 0. Sent again 10 ms later from
+    another thread (sent at once, its handler ran inside the hook, where it is ignored too), the
+    signal is handled after the callback; should it land in one again, this hook sends it again."""
+
+    def send_later(signum):
+        time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    def hook(unraisable):
+        for exception, signum in SIGNAL_OF.items():
+            if isinstance(unraisable.exc_value, exception):
+                threading.Thread(target=send_later, args=(signum,), daemon=True).start()
+                return
+        previous_hook(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def _terminate_as_exception():
-    """SIGTERM raises :class:`Terminated` inside the block (main thread only; elsewhere a no-op)."""
+    """SIGTERM raises :class:`Terminated` inside the block, and a SIGTERM or Ctrl-C that arrives in
+    a garbage-collector callback is raised after it (:func:`_signal_again`); main thread only,
+    elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous, previous_hook = signal.signal(signal.SIGTERM, _raise_terminated), sys.unraisablehook
+    sys.unraisablehook = _signal_again(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _enable_compilation_cache() -> None:

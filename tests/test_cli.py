@@ -733,3 +733,36 @@ def test_interrupted_or_terminated_reduce_leaves_nothing_and_says_so_in_one_line
         assert (ended[sent][0].strip(), ended[sent][1]) == (f"bleedjax reduce: {word}", status), ended
     left = sorted(p.name for p in tmp_path.iterdir() if p.name != "s")
     assert left == [], (left, ended)
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_inside_a_garbage_collector_callback_is_not_lost(signum):
+    """A SIGTERM or Ctrl-C whose handler runs inside a garbage-collector callback (JAX registers
+    one): Python prints the exception as ignored, and a fresh clone's full run once saw
+    ``bleedjax reduce`` then finish with status 0. Inside ``cli._terminate_as_exception`` it is
+    raised after the callback."""
+    import gc
+    import signal
+    import time
+
+    expected = {"SIGTERM": cli.Terminated, "SIGINT": KeyboardInterrupt}[signum]
+    sent = []
+
+    def signal_during_collection(phase, info):
+        if phase == "start" and not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), getattr(signal, signum))
+            for _ in range(1000):  # the handler runs here, inside the callback
+                pass
+
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.callbacks.append(signal_during_collection)
+    try:
+        with pytest.raises(expected), cli._terminate_as_exception():
+            gc.collect()
+            for _ in range(500):
+                time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(signal_during_collection)
+        signal.signal(signal.SIGINT, previous_int)
+    assert sent
