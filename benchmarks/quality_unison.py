@@ -25,7 +25,9 @@ dB, free-field delays, and a shoebox room; ``_quality.simulate``), and every met
   and its phase check of pairs with √(g_ij g_ji) ≥ 0.2 on sessions of at least 2 s, and without
   the check);
 * the differentiable model: its default (inversion, then a residual magnitude subtraction with
-  λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), and the inversion alone.
+  λ ≤ 0.25), the residual's box at 1 (the default before it was lowered), the residual without
+  the fit's significance, without the ratio floor and the unison guard of short sessions (the
+  default until 2026-12-07, late), and the inversion alone.
 
 In unison, a microphone's own source and the bleed of its desk partner have almost the same
 magnitude spectrogram, so a magnitude method cannot tell them apart: at weak bleed it finds a
@@ -82,6 +84,7 @@ VARIANTS += [
     ("differentiable", None, {}),
     ("differentiable", None, {"residual_max_lambda": 1.0}),
     ("differentiable", None, {"residual_significance": False}),
+    ("differentiable", None, {"residual_bound_quantile": 0.0, "residual_unison_gain": 0.0}),
     ("differentiable", None, {"residual": "none"}),
 ]
 

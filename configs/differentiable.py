@@ -40,6 +40,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.residual_gate_lags = 3  # previous frames in the coherence test's filters
     config.residual_significance = True  # also scale it by the lesser shrinkage factor of the pair's two gains
     config.residual_significance_min_frames = 86  # ... on sessions of this many frames or more (2 s at 44.1 kHz)
+    # On shorter sessions: the residual's λ capped by the ratio floor (bleedjax.ratio_floor; 0: no cap) ...
+    config.residual_bound_quantile = 0.3
+    # ... and no residual between two tracks at the box both ways whose fitted gain is below this in one
+    # direction (taken for players of one part; 0: off)
+    config.residual_unison_gain = 0.1
     # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
     # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
     config.update(dataclasses.asdict(LongSettings()))

@@ -6,7 +6,7 @@ and the residual stage's λ hold for all of it. This path fits them once, with t
 ``fit_seconds`` (:func:`bleedjax.streaming.busiest_excerpt`: where every track plays most), then
 cleans the whole session block by block with them fixed: each block of ``block_seconds``, read with
 a margin on both sides, is unmixed on its own whole-signal DFT, masked (``cleaning="wiener"``) and
-passed through the residual magnitude subtraction with the excerpt's λ (gate and significance included); only its
+passed through the residual magnitude subtraction with the excerpt's λ (gate, significance, ratio floor and unison guard included); only its
 core is written. The margin (:func:`margin_samples`) covers the inverse filter's ringing (echoes
 at sums of delays, 16 times the longest delay) and the STFT frames of the mask and the residual
 stage, and blocks and margins lie on the STFTs' frame grid, so the blocks join without seams
@@ -72,7 +72,7 @@ def clean_block(
     settings: differentiable.Settings,
 ) -> Float[Array, "tracks samples"]:
     """The cleaning of :func:`~bleedjax.methods.differentiable.reduce_session` with the model and
-    the residual λ (gate and significance included) fixed, on one block."""
+    the residual λ (gate, significance, ratio floor and unison guard included) fixed, on one block."""
     cleaned = differentiable.clean(params, audio, settings)
     if settings.residual == "spectral-subtraction":
         transform = {"n_fft": RESIDUAL_SETTINGS.n_fft, "hop": RESIDUAL_SETTINGS.hop,
