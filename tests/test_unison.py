@@ -132,8 +132,8 @@ def test_residual_stage_leaves_out_unison_pairs_of_short_sessions_only():
 def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short_sessions_only():
     """On a session shorter than ``residual_significance_min_frames`` the factors are the ratio
     floor's ``min(1, u / λ)`` (spectral subtraction's ``bound_quantile`` as a factor) times
-    :func:`unison_weights` of the λ before the floor; on a longer one (or a padded session whose
-    true length is longer) they are ones, so longer sessions are cleaned as before."""
+    :func:`unison_weights` of the λ before the floor, also when the session is padded to a longer
+    length (its true length counts); on a longer session they are ones, so it is cleaned as before."""
     from bleedjax.methods import spectral_subtraction as ss
 
     settings = differentiable.Settings(n_fft=256, hop=64, max_delay=32, residual_significance_min_frames=1200)
@@ -183,7 +183,7 @@ def test_differentiable_residual_floor_keeps_a_second_of_two_violins():
     ``benchmarks/quality_differentiable.py``). On one second the fitted delays are partly wrong,
     the inversion leaves bleed, and the residual stage's regression took the two violins and the
     cello for each other's bleed (λ 0.10–0.24): without its ratio floor the worst tracks were 5.98
-    and 7.66 dB worse (seeds 0, 1). The floor keeps λ ≤ 0.05, and no track loses more than 0.18 dB."""
+    and 7.66 dB worse (seeds 0, 1). The floor keeps λ at 0.051 or less, and no track loses more than 0.18 dB."""
     session = sessions.read_session(REPO / "benchmarks" / "audio" / "string_quartet")
     sources = session.audio[:, : session.sample_rate]
     num = len(sources)
