@@ -45,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
     # ... and no residual between two tracks at the box both ways whose fitted gain is below this in one
     # direction (taken for players of one part; 0: off)
     config.residual_unison_gain = 0.1
+    # ... unless their mutual coherent fraction reaches this (reverberant bleed of a room; above 1: no exception)
+    config.residual_unison_coherence = 0.65
     # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
     # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
     config.update(dataclasses.asdict(LongSettings()))
