@@ -39,12 +39,16 @@ pairs that the default's phase check (:mod:`bleedjax.methods.phase_check`) fits
 (√(λ_ij λ_ji) ≥ ``phase_check_min_lambda``), their true gains, and whether the check capped
 them (``bleedjax reduce`` warns about those) or kept them.
 
-``--methods`` keeps the rows of some methods only, each ``--kamir-variant "key=value ..."``
+``--crosstalk-db -24 -30`` runs linear bleed at those maximum crosstalks instead of the four
+conditions (weak bleed: below the partners' own likeness, no method can tell bleed from the
+part), ``--defaults`` keeps each method's default row and the differentiable model's inversion
+alone, ``--methods`` keeps the rows of some methods only, each ``--kamir-variant "key=value ..."``
 adds a row of KAMIR's K4 (with its check) with those ``--set`` overrides, and ``--seconds S`` cuts
 every session to its first S seconds (a short excerpt is where the phase-based tests see least).
 
     .venv/bin/python benchmarks/quality_unison.py [--seeds 2] [--desks phenicx rendered louder]
         [--parts methods warnings] [--methods kamir ...] [--kamir-variant "key=value ..."] [--seconds S]
+        [--crosstalk-db DB ...] [--defaults]
         [--json out.json]
 """
 
@@ -72,6 +76,7 @@ from _quality import (
     score_gains,
     simulate,
 )
+from bleedjax.configs import kamir as kamir_config
 from bleedjax.configs import spectral_subtraction as spectral_subtraction_config
 
 from bleedjax import methods, reduce, sessions, signal
@@ -116,6 +121,15 @@ DESKS = {
 """``{key: (label, session loader, desk partners by file stem)}``."""
 
 
+def is_default(method: str, preset: str | None, overrides: dict) -> bool:
+    """Whether a row is what ``bleedjax reduce --method METHOD`` runs (or the differentiable
+    model's inversion alone)."""
+    if method == "differentiable":
+        return overrides in ({}, {"residual": "none"})
+    default = {"spectral-subtraction": spectral_subtraction_config, "kamir": kamir_config}[method].DEFAULT_PRESET
+    return not overrides and preset == default
+
+
 def label(method: str, preset: str | None, overrides: dict) -> str:
     return " ".join([method, preset or ""] + [f"{k}={v}" for k, v in overrides.items()]).replace("  ", " ").strip()
 
@@ -141,11 +155,13 @@ def partner_correlations(session: sessions.Session, desks: list[tuple[str, str]]
 
 
 def compare_methods(session: sessions.Session, desks: list[tuple[str, str]], seeds: int,
-                    variants: list[tuple[str, str | None, dict]] = VARIANTS) -> dict:
-    """Every variant on one session of desks: ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
+                    variants: list[tuple[str, str | None, dict]] = VARIANTS,
+                    conditions: list[tuple[str, float | None]] = CONDITIONS) -> dict:
+    """Every variant on one session of desks under each ``(bleed, dB)`` condition:
+    ``{condition: {variant: {"sdr": [...], "sir": [...]}}}``."""
     figures, checked = {}, 0.0
     print(f"{'bleed':<8} {'method':<58} {'ΔSDR mean':>9} {'worst':>7} {'ΔSIR mean':>9} {'worst':>7}")
-    for bleed, db in CONDITIONS:
+    for bleed, db in conditions:
         scores = {}
         for seed in range(seeds):
             mics, references, mixing = simulate(session, bleed, db, seed)
@@ -205,13 +221,20 @@ def main(argv=None) -> int:
                         default=sorted({v[0] for v in VARIANTS}), help="the methods whose rows to run")
     parser.add_argument("--kamir-variant", action="append", default=[],
                         help='"key=value ..." overrides of KAMIR\'s K4, one row each')
+    parser.add_argument("--crosstalk-db", type=float, nargs="+",
+                        help="linear bleed at these maximum crosstalks only (e.g. -24 -30: weak bleed), no room")
+    parser.add_argument("--defaults", action="store_true",
+                        help="each method's default row only, and the differentiable model's inversion alone")
     parser.add_argument("--seconds", type=float,
                         help="cut every session to its first SECONDS (default: whole; the PHENICX desks have 1 s)")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.seconds is not None and not args.seconds > 0:
         parser.error(f"--seconds must be > 0, got {args.seconds}")
-    variants = [v for v in VARIANTS if v[0] in args.methods]
+    if args.crosstalk_db is not None and not all(db < 0 for db in args.crosstalk_db):
+        parser.error(f"--crosstalk-db takes negative dB, got {args.crosstalk_db}")
+    conditions = CONDITIONS if args.crosstalk_db is None else [("linear", db) for db in args.crosstalk_db]
+    variants = [v for v in VARIANTS if v[0] in args.methods and (not args.defaults or is_default(*v))]
     variants += [("kamir", "K4", parse_variant("kamir", "K4", text)) for text in args.kamir_variant]
     if "phenicx" in args.desks and not PHENICX.is_dir():
         parser.error(f"{PHENICX} not found: --desks phenicx needs ../shared/data beside the repository")
@@ -227,7 +250,7 @@ def main(argv=None) -> int:
         print(f"{name}: magnitude correlation of the stems: " + ", ".join(f"{k} {v:.2f}" for k, v in correlations.items()))
         figures.setdefault("correlations", {})[name] = correlations
         if "methods" in args.parts:
-            figures.setdefault("methods", {})[name] = compare_methods(session, desks, args.seeds, variants)
+            figures.setdefault("methods", {})[name] = compare_methods(session, desks, args.seeds, variants, conditions)
     if "warnings" in args.parts:
         figures["warnings"] = named_pairs(args.seeds, sessions_by_name)
     print(f"total {time.perf_counter() - start:.0f} s")
