@@ -66,8 +66,9 @@ two players of one part and left out of the stage (:func:`unison_weights`): reve
 unreliable for that test alone, and a pair whose outputs are coherent both ways (mutual coherent
 fraction at least ``residual_unison_coherence``, 0.65) is taken for reverberant bleed and kept:
 on the real PHENICX stems' 1 s rooms the pairs the guard dropped had 0.70–0.89, partners on the
-desks' 1–3 s excerpts at most 0.58 (0.63 between the true viola stems). Both cost some of the rooms' residual on these
-excerpts (up to 3.65 dB of mean ΔSDR; the worst track of those rooms −0.35 dB, −0.27 before;
+desks' 1–3 s excerpts at most 0.58 (0.63 between the true viola stems). Both guards cost some
+of the residual on these excerpts (up to 1.68 dB of mean ΔSDR, the PHENICX stems' delayed bleed
+at −12 dB, and 1.11 dB in a room; the worst track of 46 conditions −0.27 dB, as without them;
 README "The residual stage on short sessions"); longer sessions are unchanged.
 ``residual = "none"`` keeps the model's output.
 
