@@ -10,8 +10,8 @@ Rows, each as ``bleedjax reduce --method differentiable`` runs it (its config, w
 * ``differentiable``: the default;
 * ``residual_bound_quantile=0.0 residual_unison_gain=0.0``: without either (the default until
   2026-12-07, late);
-* ``residual_unison_coherence=2.0``: the unison guard without its exception for coherent pairs
-  (a393f2b's default);
+* ``residual_unison_coherence=2.0 residual_floor_coherence=2.0``: both guards without their
+  exceptions for pairs coherent both ways (a393f2b's default), and the floor without its exception;
 * each guard alone, and ``residual=none`` (the inversion alone).
 
 Sessions (``--part short``): the desks of ``benchmarks/quality_unison.py`` (PHENICX, 1 s; the
@@ -42,7 +42,8 @@ GUARDS_OFF = {"residual_bound_quantile": 0.0, "residual_unison_gain": 0.0}
 VARIANTS = [
     ("differentiable", None, {}),
     ("differentiable", None, GUARDS_OFF),
-    ("differentiable", None, {"residual_unison_coherence": 2.0}),
+    ("differentiable", None, {"residual_unison_coherence": 2.0, "residual_floor_coherence": 2.0}),
+    ("differentiable", None, {"residual_floor_coherence": 2.0}),
     ("differentiable", None, {"residual_unison_gain": 0.0}),
     ("differentiable", None, {"residual_bound_quantile": 0.0}),
     ("differentiable", None, {"residual": "none"}),

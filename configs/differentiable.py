@@ -47,6 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.residual_unison_gain = 0.1
     # ... unless their mutual coherent fraction reaches this (reverberant bleed of a room; above 1: no exception)
     config.residual_unison_coherence = 0.65
+    # ... and the ratio floor caps no pair whose mutual coherent fraction reaches this (above 1: every pair)
+    config.residual_floor_coherence = 0.65
     # Long sessions (bleedjax.methods.differentiable_long): the model is fitted on the busiest
     # excerpt of fit_seconds, then the session is cleaned in blocks of block_seconds.
     config.update(dataclasses.asdict(LongSettings()))

@@ -245,7 +245,8 @@ def test_silent_track_stays_finite():
                {"shrinkage_scale": -1.0}, {"shrinkage_blocks": 1}, {"regularisation": -1.0}, {"upsample": 0},
                {"floor": -1e-3}, {"phat_beta": -0.5}, {"learning_rate_gain": float("nan")}, {"residual_bound_quantile": 1.0},
                {"residual_bound_quantile": -0.1}, {"residual_unison_gain": -0.1}, {"residual_unison_gain": float("nan")},
-               {"residual_unison_coherence": 0.0}, {"residual_unison_coherence": float("nan")}]
+               {"residual_unison_coherence": 0.0}, {"residual_unison_coherence": float("nan")},
+               {"residual_floor_coherence": -0.5}, {"residual_floor_coherence": float("nan")}]
 )
 def test_bad_settings(change):
     with pytest.raises(ValueError):

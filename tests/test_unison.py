@@ -136,9 +136,10 @@ def test_residual_stage_leaves_out_unison_pairs_of_short_sessions_only():
 
 def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short_sessions_only():
     """On a session shorter than ``residual_significance_min_frames`` the factors are the ratio
-    floor's ``min(1, u / λ)`` (spectral subtraction's ``bound_quantile`` as a factor) times
-    :func:`unison_weights` of the λ before the floor, also when the session is padded to a longer
-    length (its true length counts); on a longer session they are ones, so it is cleaned as before."""
+    floor's ``min(1, u / λ)`` (spectral subtraction's ``bound_quantile`` as a factor; 1 for a pair
+    coherent both ways) times :func:`unison_weights` of the λ before the floor, also when the
+    session is padded to a longer length (its true length counts); on a longer session they are
+    ones, so it is cleaned as before."""
     from bleedjax.methods import spectral_subtraction as ss
 
     settings = differentiable.Settings(n_fft=256, hop=64, max_delay=32, residual_significance_min_frames=1200)
@@ -163,6 +164,18 @@ def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short
     np.testing.assert_allclose(
         differentiable.short_session_weights(padded, gains, coherent, settings, jnp.asarray(short.shape[-1])), expected,
         rtol=1e-5)
+    # a pair coherent both ways (min(E_ij, E_ji) >= residual_floor_coherence) is not capped by the floor
+    i, j = np.unravel_index(np.argmax(np.where(unison == 1.0, lam - floored, -1.0)), lam.shape)
+    assert floored[i, j] < lam[i, j] - 1e-3 and unison[i, j] == 1.0, (i, j, lam, floored)
+    pair = np.zeros((3, 3), bool)
+    pair[i, j] = pair[j, i] = True
+    one_way = jnp.asarray(np.where(pair, np.where(np.arange(3)[:, None] == i, 0.9, 0.6), 0.3))
+    both_ways = jnp.asarray(np.where(pair, 0.9, 0.3))
+    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, one_way, settings), expected, rtol=1e-5)
+    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, both_ways, settings),
+                               np.where(pair, unison, expected), rtol=1e-5)
+    always = dataclasses.replace(settings, residual_floor_coherence=1.01)
+    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, both_ways, always), expected, rtol=1e-5)
 
 
 def test_differentiable_default_keeps_four_seconds_of_rendered_desks():
@@ -212,9 +225,10 @@ def test_differentiable_unison_guard_spares_reverberant_bleed_of_a_second(shared
     """Six different PHENICX instruments, their first second in a shoebox room of RT60 0.4 s (seed
     1, as ``benchmarks/quality_differentiable.py``). Their reverberant bleed puts the residual λ at
     the box both ways in most pairs, and the fit, on 45 frames, finds no direct path for several:
-    without the coherence exception the unison guard left three pairs out (mutual coherent
-    fractions 0.78–0.87) and the mean ΔSDR was 6.03 dB, against 9.11 for spectral subtraction
-    (``refined``). Partners in unison stay below 0.65 (0.58 at most on the desks' short excerpts)."""
+    without the guards' coherence exceptions (a393f2b) the unison guard left three pairs out
+    (mutual coherent fractions 0.78–0.87) and the mean ΔSDR was 6.03 dB, against 9.11 for spectral
+    subtraction (``refined``) and 10.90 now. Partners in unison stay below 0.65 (0.58 at most on
+    the desks' short excerpts)."""
     for name in ["cello", "clarinet1", "horn1", "oboe1", "viola1", "violin1"]:
         (tmp_path / f"{name}.wav").symlink_to(shared_data / "phenicx-anechoic-excerpt" / f"{name}.wav")
     session = sessions.read_session(tmp_path)

@@ -66,9 +66,12 @@ two players of one part and left out of the stage (:func:`unison_weights`): reve
 unreliable for that test alone, and a pair whose outputs are coherent both ways (mutual coherent
 fraction at least ``residual_unison_coherence``, 0.65) is taken for reverberant bleed and kept:
 on the real PHENICX stems' 1 s rooms the pairs the guard dropped had 0.70–0.89, partners on the
-desks' 1–3 s excerpts at most 0.58 (0.63 between the true viola stems). Both guards cost some
-of the residual on these excerpts (up to 1.68 dB of mean ΔSDR, the PHENICX stems' delayed bleed
-at −12 dB, and 1.11 dB in a room; the worst track of 46 conditions −0.27 dB, as without them;
+desks' 1–3 s excerpts at most 0.58 (0.63 between the true viola stems). For the same reason
+the floor caps no pair coherent both ways (``residual_floor_coherence``, 0.65): a delayed copy
+that wrong delays left is bleed, however much it varies from frame to frame (the PHENICX stems'
+1 s at −12 dB: worst track 5.55 dB with the floor on every pair, 14.40 without it on those).
+Both guards cost some of the residual on these excerpts (up to 1.11 dB of mean ΔSDR, the quartet
+cut to 2 s in a room of RT60 0.4 s; the worst track of 46 conditions −0.27 dB, as without them;
 README "The residual stage on short sessions"); longer sessions are unchanged.
 ``residual = "none"`` keeps the model's output.
 
@@ -112,6 +115,7 @@ class Settings(bleed_fit.FitSettings):
     residual_bound_quantile: float = 0.3
     residual_unison_gain: float = 0.1
     residual_unison_coherence: float = 0.65
+    residual_floor_coherence: float = 0.65
 
     def __post_init__(self):
         super().__post_init__()
@@ -122,6 +126,10 @@ class Settings(bleed_fit.FitSettings):
         if not self.residual_unison_coherence > 0.0:
             raise ValueError(
                 f"residual_unison_coherence must be > 0 (above 1: no exception), got {self.residual_unison_coherence}"
+            )
+        if not self.residual_floor_coherence > 0.0:
+            raise ValueError(
+                f"residual_floor_coherence must be > 0 (above 1: the floor caps every pair), got {self.residual_floor_coherence}"
             )
         if self.residual_significance_min_frames < 0:
             raise ValueError(
@@ -361,8 +369,9 @@ def short_session_weights(
 ) -> Float[Array, "tracks tracks"]:
     """The residual stage's guards for sessions shorter than ``residual_significance_min_frames``
     (module docstring), as ``(J, J)`` factors on its λ: the ratio floor's ``min(1, u_ij / λ_ij)``
-    (``residual_bound_quantile``, as spectral subtraction's ``bound_quantile`` caps λ by ``u``)
-    times :func:`unison_weights` of the λ before the floor, which can take a unison pair just
+    (``residual_bound_quantile``, as spectral subtraction's ``bound_quantile`` caps λ by ``u``;
+    1 for a pair whose mutual coherent fraction reaches ``residual_floor_coherence``) times
+    :func:`unison_weights` of the λ before the floor, which can take a unison pair just
     under the box. ``cleaned``: the ``(J, samples)`` output of the inversion; ``gains``: the
     fitted ``(J, J)`` gains; ``coherent``: the ``(J, J)`` coherent fractions of ``cleaned``
     (:func:`output_coherence`). Ones on longer sessions."""
@@ -372,7 +381,9 @@ def short_session_weights(
     if settings.residual_bound_quantile:
         bounded = dataclasses.replace(residual, bound_quantile=settings.residual_bound_quantile)
         floored = spectral_subtraction.reduce_session(cleaned, bounded, length, None, apart_mask).lam
-        factors = factors * jnp.where(floored < lam, floored / jnp.where(lam > 0, lam, 1.0), 1.0)
+        capped = jnp.where(floored < lam, floored / jnp.where(lam > 0, lam, 1.0), 1.0)
+        coherent_pair = jnp.minimum(coherent, coherent.T) >= settings.residual_floor_coherence
+        factors = factors * jnp.where(coherent_pair, 1.0, capped)
     return jnp.where(_long_enough(cleaned.shape[-1], settings, length), 1.0, factors)
 
 
