@@ -28,7 +28,6 @@ the guards off, where the two must be equal. ΔSDR mean / worst track (and ΔSIR
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -97,8 +96,7 @@ def main(argv=None) -> int:
         name, load, pairs = qu.DESKS[key]
         session = load()
         if seconds is not None:
-            session = dataclasses.replace(session, audio=session.audio[:, : round(seconds * session.sample_rate)])
-            name = f"{name}, first {seconds:g} s"
+            session, name = qu.first_seconds(session, name, seconds)
         print(f"== {name}")
         figures[name] = qu.compare_methods(session, pairs, args.seeds, variants)
     figures |= pieces(cases, args.seeds, variants)

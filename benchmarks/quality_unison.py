@@ -130,6 +130,13 @@ def is_default(method: str, preset: str | None, overrides: dict) -> bool:
     return not overrides and preset == default
 
 
+def first_seconds(session: sessions.Session, name: str, seconds: float) -> tuple[sessions.Session, str]:
+    """The session cut to its first ``seconds`` (all of it when shorter), and ``name`` with the
+    length it has."""
+    session = dataclasses.replace(session, audio=session.audio[:, : round(seconds * session.sample_rate)])
+    return session, f"{name}, first {session.audio.shape[-1] / session.sample_rate:g} s"
+
+
 def label(method: str, preset: str | None, overrides: dict) -> str:
     return " ".join([method, preset or ""] + [f"{k}={v}" for k, v in overrides.items()]).replace("  ", " ").strip()
 
@@ -243,8 +250,7 @@ def main(argv=None) -> int:
         name, load, desks = DESKS[key]
         session = load()
         if args.seconds is not None:
-            session = dataclasses.replace(session, audio=session.audio[:, : round(args.seconds * session.sample_rate)])
-            name = f"{name}, first {session.audio.shape[-1] / session.sample_rate:g} s"
+            session, name = first_seconds(session, name, args.seconds)
         sessions_by_name[name] = session
         correlations = partner_correlations(session, desks)
         print(f"{name}: magnitude correlation of the stems: " + ", ".join(f"{k} {v:.2f}" for k, v in correlations.items()))

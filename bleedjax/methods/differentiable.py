@@ -331,8 +331,8 @@ def reduce_session(
             significant = significance_weights(fitted.shrinkage_factors, audio.shape[-1], settings, length)
             weights = significant if weights is None else weights * significant
         if settings.residual_bound_quantile or settings.residual_unison_gain:
-            mutual = coherent if settings.residual_gate else output_coherence(cleaned, settings, length)
-            short = short_session_weights(cleaned, fitted.params.gains, mutual, settings, length, apart_mask)
+            fractions = coherent if settings.residual_gate else output_coherence(cleaned, settings, length)
+            short = short_session_weights(cleaned, fitted.params.gains, fractions, settings, length, apart_mask)
             weights = short if weights is None else weights * short
         residual = spectral_subtraction.reduce_session(
             cleaned,
