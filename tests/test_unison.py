@@ -154,16 +154,24 @@ def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short
     lam = np.asarray(ss.reduce_session(short, residual).lam)
     floored = np.asarray(ss.reduce_session(short, dataclasses.replace(residual, bound_quantile=0.3)).lam)
     assert np.any(floored < lam - 1e-3), (lam, floored)
+    # one descent gives both λ, as spectral subtraction's reduce_session with and without the floor
+    # (to float32 rounding: here op by op, there one jitted program)
+    lambdas = differentiable.residual_estimate(short, settings)[2]
+    np.testing.assert_allclose(lambdas.lam, lam, rtol=1e-6)
+    np.testing.assert_allclose(lambdas.floored, floored, rtol=1e-6)
+
+    def weights(audio, coherent, settings=settings, length=None):
+        lambdas = differentiable.residual_estimate(audio, settings, length)[2]
+        return differentiable.short_session_weights(lambdas, gains, coherent, audio.shape[-1], settings, length)
+
     coherent = jnp.full((3, 3), 0.3)
     unison = np.asarray(differentiable.unison_weights(jnp.asarray(lam), gains, coherent, short.shape[-1], settings))
     assert unison[0, 1] == unison[1, 0] == 0.0 and unison.sum() == 7, (lam, unison)
     expected = np.where(floored < lam, floored / np.where(lam > 0, lam, 1.0), 1.0) * unison
-    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, coherent, settings), expected, rtol=1e-5)
-    np.testing.assert_array_equal(differentiable.short_session_weights(cleaned, gains, coherent, settings), 1.0)
+    np.testing.assert_allclose(weights(short, coherent), expected, rtol=1e-5)
+    np.testing.assert_array_equal(weights(cleaned, coherent), 1.0)
     padded = jnp.pad(short, ((0, 0), (0, cleaned.shape[-1] - short.shape[-1])))
-    np.testing.assert_allclose(
-        differentiable.short_session_weights(padded, gains, coherent, settings, jnp.asarray(short.shape[-1])), expected,
-        rtol=1e-5)
+    np.testing.assert_allclose(weights(padded, coherent, length=jnp.asarray(short.shape[-1])), expected, rtol=1e-5)
     # a pair coherent both ways (min(E_ij, E_ji) >= residual_floor_coherence) is not capped by the floor
     i, j = np.unravel_index(np.argmax(np.where(unison == 1.0, lam - floored, -1.0)), lam.shape)
     assert floored[i, j] < lam[i, j] - 1e-3 and unison[i, j] == 1.0, (i, j, lam, floored)
@@ -171,11 +179,10 @@ def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short
     pair[i, j] = pair[j, i] = True
     one_way = jnp.asarray(np.where(pair, np.where(np.arange(3)[:, None] == i, 0.9, 0.6), 0.3))
     both_ways = jnp.asarray(np.where(pair, 0.9, 0.3))
-    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, one_way, settings), expected, rtol=1e-5)
-    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, both_ways, settings),
-                               np.where(pair, unison, expected), rtol=1e-5)
+    np.testing.assert_allclose(weights(short, one_way), expected, rtol=1e-5)
+    np.testing.assert_allclose(weights(short, both_ways), np.where(pair, unison, expected), rtol=1e-5)
     always = dataclasses.replace(settings, residual_floor_coherence=1.01)
-    np.testing.assert_allclose(differentiable.short_session_weights(short, gains, both_ways, always), expected, rtol=1e-5)
+    np.testing.assert_allclose(weights(short, both_ways, always), expected, rtol=1e-5)
 
 
 def test_differentiable_default_keeps_four_seconds_of_rendered_desks():

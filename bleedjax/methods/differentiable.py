@@ -330,19 +330,49 @@ def reduce_session(
         if settings.residual_significance:
             significant = significance_weights(fitted.shrinkage_factors, audio.shape[-1], settings, length)
             weights = significant if weights is None else weights * significant
+        analysis, refinement, lambdas = residual_estimate(cleaned, settings, length, apart_mask)
         if settings.residual_bound_quantile or settings.residual_unison_gain:
             fractions = coherent if settings.residual_gate else output_coherence(cleaned, settings, length)
-            short = short_session_weights(cleaned, fitted.params.gains, fractions, settings, length, apart_mask)
+            short = short_session_weights(lambdas, fitted.params.gains, fractions, cleaned.shape[-1], settings, length)
             weights = short if weights is None else weights * short
-        residual = spectral_subtraction.reduce_session(
-            cleaned,
-            spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0),
-            length,
-            weights,
-            apart_mask,
-        )
-        cleaned, residual_lambda = residual.cleaned, residual.lam
+        residual_lambda = lambdas.lam if weights is None else lambdas.lam * weights
+        cleaned = spectral_subtraction.resynthesise(analysis.spectrogram, refinement._replace(lam=residual_lambda),
+                                                    residual_settings(settings), cleaned.shape[-1], length)
     return Result(cleaned, fitted.params, fitted.initial, fitted.costs, residual_lambda, coherent)
+
+
+def residual_settings(settings: Settings) -> spectral_subtraction.Settings:
+    """Spectral subtraction's settings of the residual stage: the paper's Eq. (1)–(7) with the box
+    ``residual_max_lambda`` and no refinement rounds."""
+    return spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0)
+
+
+class ResidualLambdas(NamedTuple):
+    """The residual stage's ``(J, J)`` λ before any weights, and the same capped by the ratio
+    floor (``residual_bound_quantile``; equal to ``lam`` when it is 0)."""
+
+    lam: Float[Array, "tracks tracks"]
+    floored: Float[Array, "tracks tracks"]
+
+
+def residual_estimate(
+    cleaned: Float[Array, "tracks samples"],
+    settings: Settings,
+    length: Int[Array, ""] | None = None,
+    apart_mask: Float[Array, "tracks tracks"] | None = None,
+) -> tuple[spectral_subtraction.Analysis, spectral_subtraction.Refinement, ResidualLambdas]:
+    """The residual stage's estimate on the inversion's ``(J, samples)`` output (``length``,
+    ``apart_mask`` as for :func:`reduce_session`): spectral subtraction's
+    :func:`~bleedjax.methods.spectral_subtraction.analyse` with :func:`residual_settings`, its
+    λ (one descent) and :class:`ResidualLambdas`, whose floor caps that λ as spectral
+    subtraction's ``bound_quantile`` does."""
+    residual = residual_settings(settings)
+    analysis = spectral_subtraction.analyse(cleaned, residual, length)
+    refinement = spectral_subtraction.refine_from_statistics(analysis.gram, analysis.points, residual, apart_mask)
+    floored = refinement.lam
+    if settings.residual_bound_quantile:
+        floored = spectral_subtraction.floor_lambda(refinement.lam, analysis.points, settings.residual_bound_quantile)
+    return analysis, refinement, ResidualLambdas(refinement.lam, floored)
 
 
 def significance_weights(
@@ -360,31 +390,29 @@ def significance_weights(
 
 
 def short_session_weights(
-    cleaned: Float[Array, "tracks samples"],
+    lambdas: ResidualLambdas,
     gains: Float[Array, "tracks tracks"],
     coherent: Float[Array, "tracks tracks"],
+    samples: int,
     settings: Settings,
     length: Int[Array, ""] | None = None,
-    apart_mask: Float[Array, "tracks tracks"] | None = None,
 ) -> Float[Array, "tracks tracks"]:
     """The residual stage's guards for sessions shorter than ``residual_significance_min_frames``
     (module docstring), as ``(J, J)`` factors on its λ: the ratio floor's ``min(1, u_ij / λ_ij)``
     (``residual_bound_quantile``, as spectral subtraction's ``bound_quantile`` caps λ by ``u``;
     1 for a pair whose mutual coherent fraction reaches ``residual_floor_coherence``) times
     :func:`unison_weights` of the λ before the floor, which can take a unison pair just
-    under the box. ``cleaned``: the ``(J, samples)`` output of the inversion; ``gains``: the
-    fitted ``(J, J)`` gains; ``coherent``: the ``(J, J)`` coherent fractions of ``cleaned``
-    (:func:`output_coherence`). Ones on longer sessions."""
-    residual = spectral_subtraction.Settings(max_lambda=settings.residual_max_lambda, refinements=0)
-    lam = spectral_subtraction.reduce_session(cleaned, residual, length, None, apart_mask).lam
-    factors = unison_weights(lam, gains, coherent, cleaned.shape[-1], settings, length)
+    under the box. ``lambdas``: :func:`residual_estimate`'s of the inversion's output; ``gains``: the
+    fitted ``(J, J)`` gains; ``coherent``: the ``(J, J)`` coherent fractions of that output
+    (:func:`output_coherence`); ``samples``: its length (``length``: the true one when padded).
+    Ones on longer sessions."""
+    lam, floored = lambdas
+    factors = unison_weights(lam, gains, coherent, samples, settings, length)
     if settings.residual_bound_quantile:
-        bounded = dataclasses.replace(residual, bound_quantile=settings.residual_bound_quantile)
-        floored = spectral_subtraction.reduce_session(cleaned, bounded, length, None, apart_mask).lam
         capped = jnp.where(floored < lam, floored / jnp.where(lam > 0, lam, 1.0), 1.0)
         coherent_pair = jnp.minimum(coherent, coherent.T) >= settings.residual_floor_coherence
         factors = factors * jnp.where(coherent_pair, 1.0, capped)
-    return jnp.where(_long_enough(cleaned.shape[-1], settings, length), 1.0, factors)
+    return jnp.where(_long_enough(samples, settings, length), 1.0, factors)
 
 
 def unison_weights(

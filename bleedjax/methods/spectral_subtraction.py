@@ -577,8 +577,18 @@ def refine_from_statistics(
         return refinement
     # The bound is a gain against the microphones, so Eq. (7) then subtracts λ X: no rounds, and
     # an empty basis tells subtract_in_place so statically.
-    bound = ratio_floor_bound(points[:, :: settings.bound_stride or num_tracks], settings.bound_quantile)
-    return Refinement(jnp.minimum(refinement.lam, bound), basis[:0], jnp.asarray(0), refinement.iterations)
+    bounded = floor_lambda(refinement.lam, points, settings.bound_quantile, settings.bound_stride)
+    return Refinement(bounded, basis[:0], jnp.asarray(0), refinement.iterations)
+
+
+def floor_lambda(
+    lam: Float[Array, "tracks tracks"], points: Float[Array, "tracks points"], quantile: float, stride: int = 0
+) -> Float[Array, "tracks tracks"]:
+    """``(J, J)`` λ capped by the ratio floor (``bound_quantile``, module docstring):
+    ``min(λ_ij, u_ij)`` with ``u`` of :func:`bleedjax.ratio_floor.ratio_floor_bound` at
+    ``quantile`` on every ``stride``-th (``0``: every ``J``-th) of the ``(J, P)`` lattice
+    ``points``."""
+    return jnp.minimum(lam, ratio_floor_bound(points[:, :: stride or lam.shape[0]], quantile))
 
 
 def estimate_lambda(
@@ -744,31 +754,58 @@ def reduce_session(
     if tracks is None or (lambda_weights is not None and lambda_weights.shape != (tracks, tracks)):
         raise ValueError(f"need (tracks, samples) audio and (tracks, tracks) lambda_weights, got {audio.shape} and "
                          f"{None if lambda_weights is None else lambda_weights.shape}")
-    transform = {"n_fft": settings.n_fft, "hop": settings.hop, "window_name": settings.window}
+    analysis = analyse(audio, settings, length)
+    refinement = refine_from_statistics(analysis.gram, analysis.points, settings, apart_mask)
+    if lambda_weights is not None:
+        refinement = refinement._replace(lam=refinement.lam * lambda_weights)
+    cleaned = resynthesise(analysis.spectrogram, refinement, settings, audio.shape[-1], length)
+    return Result(cleaned, refinement.lam, refinement.iterations)
+
+
+class Analysis(NamedTuple):
+    """A session's STFT and the two statistics that λ is estimated from (:func:`analyse`)."""
+
+    spectrogram: Complex[Array, "tracks frames bins"]
+    """In the rfft's own ``(frames, bins)`` order (:func:`reduce_session`)."""
+    gram: Float[Array, "tracks tracks"]
+    points: Float[Array, "tracks points"]
+
+
+def analyse(audio: Float[Array, "tracks samples"], settings: Settings, length: Int[Array, ""] | None = None) -> Analysis:
+    """The first half of :func:`reduce_session` (``length`` as there): the STFT and
+    :func:`spectrogram_statistics`, the input of :func:`refine_from_statistics`."""
     # λ and Eq. (7) do not care whether bins or frames come first; working in the rfft's own
     # (frames, bins) order lets XLA cancel the two transposes of stft/istft, and makes chunks of
     # frames contiguous.
-    spectrogram = jnp.swapaxes(signal.stft(audio, **transform), -1, -2)
+    spectrogram = jnp.swapaxes(signal.stft(audio, n_fft=settings.n_fft, hop=settings.hop, window_name=settings.window),
+                               -1, -2)
     mask = None
     if length is not None:
         mask = signal.frame_mask(length, spectrogram.shape[-2], n_fft=settings.n_fft, hop=settings.hop)
-    stride = lattice_stride(settings, audio.shape[0])
     # One chunk of every frame is a whole-array pass.
-    whole = whole_array_passes(settings)
-    chunk_frames = spectrogram.shape[-2] if whole else STATISTICS_CHUNK_FRAMES
-    chunk_bytes = spectrogram.nbytes if whole else SUBTRACTION_CHUNK_BYTES
-    refinement = refine_from_statistics(*spectrogram_statistics(spectrogram, stride, mask, chunk_frames), settings,
-                                        apart_mask)
-    if lambda_weights is not None:
-        refinement = refinement._replace(lam=refinement.lam * lambda_weights)
+    chunk_frames = spectrogram.shape[-2] if whole_array_passes(settings) else STATISTICS_CHUNK_FRAMES
+    stride = lattice_stride(settings, audio.shape[0])
+    return Analysis(spectrogram, *spectrogram_statistics(spectrogram, stride, mask, chunk_frames))
+
+
+def resynthesise(
+    spectrogram: Complex[Array, "tracks frames bins"],
+    refinement: Refinement,
+    settings: Settings,
+    samples: int,
+    length: Int[Array, ""] | None = None,
+) -> Float[Array, "tracks samples"]:
+    """The second half of :func:`reduce_session`: Eq. (7) with ``refinement``'s λ on
+    :func:`analyse`'s ``spectrogram``, and the inverse STFT to ``(J, samples)`` (``length`` as
+    there)."""
     # Without rounds, one whole-array pass measured faster (4 tracks: 0.98x against 1.19x the transforms).
     if settings.refinements:
+        chunk_bytes = spectrogram.nbytes if whole_array_passes(settings) else SUBTRACTION_CHUNK_BYTES
         cleaned = subtract_in_place(spectrogram, refinement, settings.lambda_scale, settings.exponent, chunk_bytes)
     else:
         cleaned = subtract(spectrogram, refinement.lam, settings.lambda_scale, settings.exponent)
-    cleaned = jnp.swapaxes(cleaned, -1, -2)
-    cleaned = signal.istft(cleaned, length=audio.shape[-1], valid_length=length, **transform)
-    return Result(cleaned, refinement.lam, refinement.iterations)
+    return signal.istft(jnp.swapaxes(cleaned, -1, -2), n_fft=settings.n_fft, hop=settings.hop,
+                        window_name=settings.window, length=samples, valid_length=length)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
