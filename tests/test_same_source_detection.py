@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -178,10 +179,22 @@ def test_kamir_presets_that_keep_lambda_at_rho_only_search(monkeypatch):
         return phase_check.KamirChecked(np.full((3, 3), np.inf, np.float32), pair)
 
     monkeypatch.setattr(phase_check, "kamir_check", fake_check)
+    passes = []  # K4's pass only picks the sessions to search: its gains, not its cleaning
+
+    def recorded(name, function):
+        def call(audio, phi, settings, *rest):
+            if not isinstance(audio, jax.core.Tracer):
+                passes.append((name, settings))
+            return function(audio, phi, settings, *rest)
+        return call
+
+    monkeypatch.setattr(kamir, "reduce_sessions", recorded("clean", kamir.reduce_sessions))
+    monkeypatch.setattr(kamir, "gains_of_sessions", recorded("gains", kamir.gains_of_sessions))
     method = methods.get_method("kamir")
     config = method.default_config("K2")
     settings = methods._settings(kamir.Settings, config)
     result = method.run(audio, np.array([8000, 8000]), config, list("abc"), sample_rate=8000)
+    assert passes == [("gains", phase_check.trigger_settings(settings)), ("clean", settings)], passes
     phi = jnp.asarray(kamir.identity_phi(3))
     k4 = kamir.reduce_sessions(jnp.asarray(audio), phi, phase_check.trigger_settings(settings),
                                jnp.array([8000, 8000]), jnp.full((2, 3, 3), jnp.inf))

@@ -271,9 +271,13 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     # and inf), so that a batch cleaned again whole (a single session) reuses its compiled program
     phis = np.broadcast_to(phi, (len(audio), *phi.shape))
     unbounded = np.full((len(audio), *phi.shape), np.inf, np.float32)
-    first = kamir.reduce_sessions(audio, jnp.asarray(phis), phase_check.trigger_settings(settings), lengths,
-                                  jnp.asarray(unbounded))
-    cleaned, lam, gains = (np.array(a) for a in jax.device_get((first.cleaned, first.lam, first.gains)))
+    trigger = (audio, jnp.asarray(phis), phase_check.trigger_settings(settings), lengths, jnp.asarray(unbounded))
+    if settings.update_lambda:
+        first = kamir.reduce_sessions(*trigger)
+        cleaned, lam, gains = (np.array(a) for a in jax.device_get((first.cleaned, first.lam, first.gains)))
+    else:  # Λ at ρ: K4's gains only pick the sessions to search, and every session is cleaned after it
+        gains = np.array(jax.device_get(kamir.gains_of_sessions(*trigger)))
+        cleaned = lam = None
     before = gains.copy()
     found = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
@@ -292,7 +296,11 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
             jnp.asarray(np.stack([found[row].cap if row in found else unbounded[row] for row in rows])),
         )
         again_lam, again_gains = jax.device_get((again.lam, again.gains))
-        cleaned[rows] = jax.device_get(again.cleaned)
+        if cleaned is None:  # Λ at ρ: every session is in rows, in order
+            cleaned = np.array(jax.device_get(again.cleaned))
+            lam = np.empty((len(audio), again_lam.shape[1], *gains.shape[1:]), again_lam.dtype)
+        else:
+            cleaned[rows] = jax.device_get(again.cleaned)
         for index, (row, table) in enumerate(zip(rows, tables, strict=True)):
             lam[row] = kamir.spread_pooled(again_lam[index], table)
             gains[row] = kamir.spread_pooled(again_gains[index], table)

@@ -655,3 +655,17 @@ def reduce_sessions(
     return jax.vmap(reduce_session, in_axes=(0, phi_axis, None, 0, caps_axis))(
         audio, phi, settings, lengths, lambda_caps
     )
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def gains_of_sessions(
+    audio: Float[Array, "sessions mics samples"],
+    phi: Bool[Array, "*each mics sources"],
+    settings: Settings = Settings(),
+    lengths: Int[Array, " sessions"] | None = None,
+    lambda_caps: Float[Array, "sessions mics sources"] | None = None,
+) -> Float[Array, "sessions mics sources"]:
+    """The ``(sessions, I, J)`` gains of :func:`reduce_sessions` (:func:`average_gains` of Λ,
+    arguments as there) without the cleaning: the output masks and the inverse STFT are not in
+    the compiled program."""
+    return reduce_sessions(audio, phi, settings, lengths, lambda_caps).gains
