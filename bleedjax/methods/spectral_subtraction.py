@@ -768,7 +768,9 @@ class Analysis(NamedTuple):
     spectrogram: Complex[Array, "tracks frames bins"]
     """In the rfft's own ``(frames, bins)`` order (:func:`reduce_session`)."""
     gram: Float[Array, "tracks tracks"]
+    """The magnitude Gram matrix of every time-frequency point (:func:`magnitude_gram`)."""
     points: Float[Array, "tracks points"]
+    """The magnitudes on the lattice of every :func:`lattice_stride`-th point."""
 
 
 def analyse(audio: Float[Array, "tracks samples"], settings: Settings, length: Int[Array, ""] | None = None) -> Analysis:
