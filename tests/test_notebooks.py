@@ -34,6 +34,9 @@ def test_training_notebook_trains_plots_and_cleans(tmp_path, monkeypatch):
     assert "sdr out" in text and "flute.flac" in text
 
 
+# Heavy: 25 s on a 2-core AVX2 machine (2026-12-07); its fit, analysis and gradient run in the
+# default run in tests/test_bleed_fit.py, tests/test_analyze.py and tests/test_bleed_model.py.
+@pytest.mark.heavy
 def test_differentiable_bleed_runs(tmp_path):
     notebook = nbformat.read(NOTEBOOKS / "differentiable_bleed.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -64,7 +64,9 @@ def test_default_methods_remove_real_headset_bleed_without_harm(headset, name):
     assert np.all(gains["sdr"] > 0.0), gains
 
 
-@pytest.mark.parametrize("name", DEFAULT_METHODS)
+# The differentiable model's case is heavy (13 s on a 2-core AVX2 machine, 2026-12-07); on these
+# recordings it stays in the default run with the headsets (above).
+@pytest.mark.parametrize("name", [*DEFAULT_METHODS[:-1], pytest.param(DEFAULT_METHODS[-1], marks=pytest.mark.heavy)])
 def test_default_methods_do_not_worsen_real_dynamic_microphones(dynamic, name):
     references, mics, names = dynamic
     gains = _gains(references, mics, _clean(name, mics, names))

@@ -61,7 +61,9 @@ def _run(name: str, mics: np.ndarray, names: list[str], map_file) -> tuple[np.nd
     return np.asarray(result.cleaned[0]), np.asarray(result.matrices[0])
 
 
-@pytest.mark.parametrize("name", ["spectral-subtraction", "differentiable"])
+# The differentiable model's case is heavy (23-28 s on a 2-core AVX2 machine, 2026-12-07); its fit with a
+# table stays in the default run in tests/test_same_source_detection.py.
+@pytest.mark.parametrize("name", ["spectral-subtraction", pytest.param("differentiable", marks=pytest.mark.heavy)])
 def test_microphones_of_one_source_keep_it(two_microphones_on_one_source, tmp_path, name):
     mics, references, names = two_microphones_on_one_source
     map_file = tmp_path / "map.json"

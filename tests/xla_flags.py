@@ -12,7 +12,10 @@ compiles as users do not:
 - LLVM at optimisation level 1 instead of XLA's default 3: the whole default run, both flags
   against the emitters alone, back to back on one 2-core machine with an empty compile cache
   (2026-12-07): 507 s → 440 s of pytest, 435 s → 331 s of backend compilation summed over both
-  workers; every test passed both ways.
+  workers; every test passed both ways. On a 2-core AVX2-only AMD EPYC VM level 1 runs the
+  differentiable model's Adam steps 1.6-2.7× slower (3.0 against 1.1 ms a step on 5 tracks; a fit
+  on 7 tracks × 20 s 6.0 s against 3.4 s), but the whole run was still no slower: 816 and 882 s
+  with both flags, 934 s with the emitters alone (one run each, 2026-12-07, later).
 
 :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that compare bleedjax with
 other code at float32 precision; ``tests/test_default_codegen.py`` runs ``bleedjax reduce`` with
