@@ -17,6 +17,17 @@ compiles as users do not:
   on 7 tracks × 20 s 6.0 s against 3.4 s), but the whole run was still no slower: 816 and 882 s
   with both flags, 934 s with the emitters alone (one run each, 2026-12-07, later).
 
+Tried on the same VM without a gain (2026-12-07, one whole default run each, cold cache): LLVM
+level 0 (764 s, four tests fail on changed rounding); the differentiable model's three jitted
+programs at level 3 through ``compiler_options`` and the rest at level 1 (802 s; the fits run
+1.4-2× faster but the suite's fits are short and compile-bound, and
+``test_blocks_of_any_size_write_the_same_files_and_clipping_is_reported`` fails as with level 3);
+JAX's persistent cache from each worker's start and in the processes that tests start (817 s: 522
+of 4216 compilations hit it, 68 s of compilation saved). Against 783-802 s with these flags in
+the same hours. A compile log of one run: 66 % of the workers' test time is tracing, lowering
+and compiling (980 of 1487 s), 3762 compilations of small eager operations take 161 s and 456 of
+whole programs 509 s.
+
 :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that compare bleedjax with
 other code at float32 precision; ``tests/test_default_codegen.py`` runs ``bleedjax reduce`` with
 XLA's defaults for four methods (two in the heavy run) and compares its files with the suite's.
