@@ -145,29 +145,24 @@ def _delayed_correlations(
     return jnp.fft.irfft(cross, n=size, axis=-1)[..., 1 : 2 * lags]
 
 
-def _gram(
-    signals: Float[Array, "signals samples"], filter_length: int
-) -> Float[Array, "signals {filter_length} signals {filter_length}"]:
-    """Inner products of all delayed versions of the signals (mir_eval ``_project``).
+def _gram_and_correlations(
+    signals: Float[Array, "signals samples"], estimates: Float[Array, "estimates samples"], filter_length: int
+) -> tuple[Float[Array, "signals {filter_length} signals {filter_length}"], Float[Array, "signals estimates {filter_length}"]]:
+    """Inner products of all delayed versions of the signals (mir_eval ``_project``) and of each
+    with the estimates, from one pass of :func:`_delayed_correlations` (the signals' segments
+    are transformed once for both).
 
     Returns:
-        ``(signals, filter_length, signals, filter_length)``, entry ``[i, a, j, b]`` is
-        ``<s_i delayed by a, s_j delayed by b> = Σ_u s_i[u + b − a] s_j[u]``
-        (:func:`_delayed_correlations`).
+        ``(signals, filter_length, signals, filter_length)`` Gram blocks, entry ``[i, a, j, b]``
+        ``<s_i delayed by a, s_j delayed by b> = Σ_u s_i[u + b − a] s_j[u]``, and
+        ``(signals, estimates, filter_length)`` correlations, entry ``[i, k, a]``
+        ``<s_i delayed by a, e_k> = Σ_u s_i[u − a] e_k[u]``.
     """
     lags = np.arange(filter_length)
-    correlations = _delayed_correlations(signals, signals, filter_length)
-    blocks = correlations[:, :, lags[None, :] - lags[:, None] + filter_length - 1]
-    return jnp.transpose(blocks, (0, 2, 1, 3))
-
-
-def _correlate_delayed(
-    signals: Float[Array, "signals samples"], estimates: Float[Array, "estimates samples"], filter_length: int
-) -> Float[Array, "signals estimates {filter_length}"]:
-    """``<s_i delayed by a, e_k> = Σ_u s_i[u − a] e_k[u]`` for every signal ``i``, estimate
-    channel ``k`` and delay ``a < filter_length`` (:func:`_delayed_correlations`)."""
-    correlations = _delayed_correlations(signals, estimates, filter_length)
-    return correlations[..., filter_length - 1 - np.arange(filter_length)]
+    correlations = _delayed_correlations(signals, jnp.concatenate([signals, estimates]), filter_length)
+    own, with_estimates = correlations[:, : signals.shape[0]], correlations[:, signals.shape[0] :]
+    blocks = own[:, :, lags[None, :] - lags[:, None] + filter_length - 1]
+    return jnp.transpose(blocks, (0, 2, 1, 3)), with_estimates[..., filter_length - 1 - lags]
 
 
 def _mask_silent(
@@ -238,8 +233,7 @@ def _bss_eval_sources(
 ) -> tuple[Float[Array, " sources"], Float[Array, " sources"], Float[Array, " sources"]]:
     sources = references.shape[0]
     active = _not_silent(references)
-    gram = _gram(references, filter_length)
-    corr = _correlate_delayed(references, estimates, filter_length)
+    gram, corr = _gram_and_correlations(references, estimates, filter_length)
     g, d = _mask_silent(gram, jnp.transpose(corr, (0, 2, 1)), active)
     c_all = _solve_or_least_squares(g, d)
     idx = np.arange(sources)
@@ -334,8 +328,7 @@ def _bss_eval_images_framewise(
 
     flat_refs = refs.reshape(sources * channels, samples)
     active = _not_silent(flat_refs)
-    gram = _gram(flat_refs, taps)
-    corr = _correlate_delayed(flat_refs, ests.reshape(sources * channels, samples), taps)
+    gram, corr = _gram_and_correlations(flat_refs, ests.reshape(sources * channels, samples), taps)
     g, d = _mask_silent(gram, jnp.transpose(corr, (0, 2, 1)), active)
     size = sources * channels * taps
     c_all = jnp.linalg.solve(g + eps * jnp.eye(size), d)
