@@ -20,8 +20,10 @@ compiles as users do not:
 Tried on the same VM without a gain (2026-12-07, one whole default run each, cold cache): LLVM
 level 0 (764 s, four tests fail on changed rounding); the differentiable model's three jitted
 programs at level 3 through ``compiler_options`` and the rest at level 1 (802 s; the fits run
-1.4-2× faster but the suite's fits are short and compile-bound, and
-``test_blocks_of_any_size_write_the_same_files_and_clipping_is_reported`` fails as with level 3);
+1.4-2× faster but the suite's fits are short and compile-bound; one failure, of
+``test_blocks_of_any_size_write_the_same_files_and_clipping_is_reported``, which compares FLOAT WAV
+files byte for byte and fails whenever the two writes straddle a second, since libsndfile's PEAK
+chunk holds the write time);
 JAX's persistent cache from each worker's start and in the processes that tests start (817 s: 522
 of 4216 compilations hit it, 68 s of compilation saved). Against 783-802 s with these flags in
 the same hours. A compile log of one run: 66 % of the workers' test time is tracing, lowering
