@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pyroomacoustics as pra
 
 from bleedjax.simulation import PEAK_AFTER_NORMALISATION, SPEED_OF_SOUND
 
@@ -77,12 +76,29 @@ def random_geometry(
     return RoomGeometry(dimensions, rt60, as_tuples(sources), as_tuples(mics))
 
 
+def _pyroomacoustics():
+    """pyroomacoustics, imported on first use: with SciPy's signal module under it, it took 2.3 of
+    the 6.4 s that ``import bleedjax.train`` took (2-core AMD EPYC, 2026-12-07), and training, the
+    CLI and the processes they start need it only to draw rooms."""
+    import pyroomacoustics
+
+    return pyroomacoustics
+
+
+def inverse_sabine(rt60: float, dimensions: tuple[float, ...]) -> tuple[float, int]:
+    """Wall energy absorption and image-source order that give ``rt60`` seconds in a shoebox of
+    ``dimensions`` metres (Sabine's formula inverted, pyroomacoustics); ``ValueError`` where the
+    room is too small to reach it."""
+    return _pyroomacoustics().inverse_sabine(rt60, dimensions)
+
+
 def shoebox(
     geometry: RoomGeometry, *, sample_rate: int, signals: np.ndarray | None = None
-) -> pra.ShoeBox:
-    """The pyroomacoustics room of ``geometry`` (absorption and image order from the RT60 by
-    inverse Sabine), with its sources (carrying ``signals`` when given) and microphones."""
-    absorption, max_order = pra.inverse_sabine(geometry.rt60, geometry.dimensions)
+):
+    """The ``pyroomacoustics.ShoeBox`` of ``geometry`` (absorption and image order from the RT60
+    by :func:`inverse_sabine`), with its sources (carrying ``signals`` when given) and microphones."""
+    pra = _pyroomacoustics()
+    absorption, max_order = inverse_sabine(geometry.rt60, geometry.dimensions)
     room = pra.ShoeBox(
         geometry.dimensions,
         fs=sample_rate,

@@ -92,6 +92,7 @@ def test_two_processes_match_one_process(tmp_path):
     process's 8 devices: the same loss at every one of 5 steps (the issue's test)."""
     outputs = _train_two_processes(tmp_path / "two", STEPS, export=tmp_path / "export")
     assert [o["start_step"] for o in outputs] == [0, 0]
+    assert [o["pyroomacoustics_imported"] for o in outputs] == [False, False]  # 2.3 s of each start
     _check_against_one_process(tmp_path, outputs)
 
 

@@ -40,10 +40,12 @@ def make_iterator(data_config, *, seed: int, split: str, num_epochs: int | None 
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.train_helpers WORKDIR [--steps N] [--kill-at K] [--export OUT]``: train the
     runlocal t-UNet on this module's batches, export it as ``bleedjax train --export`` does, and
-    print the result as JSON (subprocess tests)."""
+    print the result as JSON (subprocess tests), with whether pyroomacoustics was imported
+    (:func:`bleedjax.room._pyroomacoustics`: only where rooms are drawn)."""
     import argparse
     import functools
     import json
+    import sys
 
     from bleedjax import cli
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
         written = checkpointing.export_model(args.workdir, args.export)
         result["exported"] = None if written is None else str(written)
+    result["pyroomacoustics_imported"] = "pyroomacoustics" in sys.modules
     print(json.dumps(result))
 
 

@@ -92,7 +92,7 @@ def random_room(index: int, config: RirBankConfig) -> room.RoomGeometry:
             mic_distance=float(rng.uniform(*MIC_DISTANCE_RANGE)),
         )
         try:
-            room.pra.inverse_sabine(rt60, dimensions)
+            room.inverse_sabine(rt60, dimensions)
         except ValueError:  # RT60 too short for this room size: draw again
             continue
         return geometry
