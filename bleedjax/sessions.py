@@ -124,10 +124,13 @@ def audio_files(folder: pathlib.Path, leave_out: Sequence[str] = ()) -> list[pat
 
 
 def too_few_tracks(folder: pathlib.Path, count: int, min_tracks: int, leave_out: Sequence[str] = ()) -> SessionError:
-    """The error for a session folder with ``count`` microphone tracks (besides ``leave_out``)."""
+    """The error for a session folder with ``count`` microphone tracks (besides ``leave_out``),
+    naming the files in other audio formats that it left out (:func:`ignored_audio_files`)."""
     besides = f" besides {', '.join(leave_out)}" if leave_out else ""
+    other = [p.name for p in ignored_audio_files(folder)]
+    left_out = f" ({', '.join(other)}: not WAV or FLAC, left out)" if other else ""
     return SessionError(
-        f"{folder}: has {count} microphone track(s) in WAV/FLAC files{besides}, needs at least {min_tracks}"
+        f"{folder}: has {count} microphone track(s) in WAV/FLAC files{besides}, needs at least {min_tracks}{left_out}"
     )
 
 

@@ -415,6 +415,20 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path):
     }
 
 
+def test_too_few_tracks_names_the_audio_in_other_formats(tmp_path, capsys):
+    """A session of one WAV and an AIFF (soundfile reads it, but a session is WAV/FLAC): the
+    error names the AIFF, which is why the engineer's second microphone is missing."""
+    session = tmp_path / "s"
+    session.mkdir()
+    sf.write(session / "close.wav", np.zeros(4410, np.float32), 44100)
+    sf.write(session / "room.aiff", np.zeros(4410, np.float32), 44100)
+    for streaming in ("--streaming", "--no-streaming"):
+        assert run("reduce", session, "--out", tmp_path / "o", streaming) == 2
+        assert capsys.readouterr().err.endswith(
+            "has 1 microphone track(s) in WAV/FLAC files, needs at least 2 (room.aiff: not WAV or FLAC, left out)\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_reduce_names_audio_it_leaves_out_and_stale_artefacts(tmp_path, capsys):
     session = write_session(tmp_path / "s")
     (session / "overhead.aiff").write_bytes(b"FORM")
