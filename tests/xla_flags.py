@@ -30,6 +30,15 @@ the same hours. A compile log of one run: 66 % of the workers' test time is trac
 and compiling (980 of 1487 s), 3762 compilations of small eager operations take 161 s and 456 of
 whole programs 509 s.
 
+Also tried there without a gain (2026-12-07, later): ``--xla_llvm_disable_expensive_passes=true``
+on top of both flags compiled the differentiable model's fit (4 tracks × 2 s) in 2.53 s against
+2.86 s (mean of 3 and 4 fresh processes), but the whole default run took 790 s against 784 s
+(its four failures were those of a bug in the working tree's lazy import of pyroomacoustics,
+fixed before commit 5487688); three pytest workers
+instead of two took 146 s against 119 s for ``test_spectral_subtraction.py`` and
+``test_unison.py``; and without jaxtyping's runtime checks (``-o addopts``) the same two files took
+122 s against 119 s, so the shape checks cost nothing measurable.
+
 :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that compare bleedjax with
 other code at float32 precision; ``tests/test_default_codegen.py`` runs ``bleedjax reduce`` with
 XLA's defaults for four methods (two in the heavy run) and compares its files with the suite's.
