@@ -262,7 +262,8 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     settings = _settings(kamir.Settings, config)
     check = _settings(phase_check.KamirCheckSettings, config)
     detection = _detection(config)
-    audio, lengths = jnp.asarray(audio, jnp.float32), jnp.asarray(lengths)
+    host_audio = np.asarray(audio, np.float32)
+    audio, lengths = jnp.asarray(host_audio), jnp.asarray(lengths)
     if not phase_check.kamir_applies(check, settings.update_lambda, phi, sample_rate, detection):
         result = kamir.reduce_sessions(audio, jnp.asarray(phi), settings, lengths)
         cleaned, lam, gains = (np.array(a) for a in jax.device_get((result.cleaned, result.lam, result.gains)))
@@ -281,7 +282,7 @@ def _kamir_run(audio, lengths, config, track_names, *, sample_rate=None) -> Batc
     before = gains.copy()
     found = {}
     for row, length in enumerate(np.asarray(lengths).tolist()):
-        checked = phase_check.kamir_check(np.asarray(audio[row, :, :length]), before[row], sample_rate, check,
+        checked = phase_check.kamir_check(host_audio[row, :, :length], before[row], sample_rate, check,
                                           detection, bound=settings.update_lambda)
         if checked is not None:
             found[row] = checked
