@@ -335,7 +335,6 @@ def test_frobenius_distance():
     assert float(metrics.frobenius_distance(t, t)) == 0.0
 
 
-
 def test_block_correlations_equal_the_direct_sums_across_blocks():
     """The overlap-save cross-correlations behind the Gram system equal ``Σ_u x_i[u + m] y_j[u]``
     at every lag ``|m| < L``, on signals spanning several blocks and ending inside one."""
