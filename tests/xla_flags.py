@@ -39,6 +39,15 @@ instead of two took 146 s against 119 s for ``test_spectral_subtraction.py`` and
 ``test_unison.py``; and without jaxtyping's runtime checks (``-o addopts``) the same two files took
 122 s against 119 s, so the shape checks cost nothing measurable.
 
+Also tried there (2026-12-07, stop 45; ``test_spectral_subtraction.py``, ``test_unison.py`` and
+``test_phase_check.py`` in two workers, 90 tests, an empty compile cache each, one after the other):
+these flags 131 s and 136 s; with ``--xla_cpu_multi_thread_eigen=false`` (one Eigen thread per
+worker, so the two workers' thread pools do not contend for the two cores) 145 s and 145 s; with
+``--xla_cpu_parallel_codegen_split_count=1`` 138 s. A compile log of a whole default run (stop 45,
+``jax_log_compiles``): 652 s backend compilation, 187 s lowering and 128 s tracing of the workers'
+1459 s; the same program (name and argument shapes) compiled twice in the two workers within one
+file cost 0.3 s, so ``--dist loadfile`` would not save compilations that ``worksteal`` repeats.
+
 :data:`DEFAULT_CODEGEN` compiles one program as users do, for the tests that compare bleedjax with
 other code at float32 precision; ``tests/test_default_codegen.py`` runs ``bleedjax reduce`` with
 XLA's defaults for four methods (two in the heavy run) and compares its files with the suite's.
