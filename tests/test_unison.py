@@ -155,11 +155,13 @@ def test_short_session_weights_are_the_ratio_floor_and_the_unison_guard_on_short
     floored = np.asarray(ss.reduce_session(short, dataclasses.replace(residual, bound_quantile=0.3)).lam)
     assert np.any(floored < lam - 1e-3), (lam, floored)
     # one descent gives both λ, as spectral subtraction's reduce_session with and without the floor
-    # (to float32 rounding: here op by op, there one jitted program)
-    lambdas = differentiable.residual_estimate(short, settings)[2]
+    # (to float32 rounding: two different jitted programs)
+    estimate = jax.jit(differentiable.residual_estimate, static_argnames="settings")
+    lambdas = estimate(short, settings)[2]
     np.testing.assert_allclose(lambdas.lam, lam, rtol=1e-6)
     np.testing.assert_allclose(lambdas.floored, floored, rtol=1e-6)
 
+    @functools.partial(jax.jit, static_argnames="settings")
     def weights(audio, coherent, settings=settings, length=None):
         lambdas = differentiable.residual_estimate(audio, settings, length)[2]
         return differentiable.short_session_weights(lambdas, gains, coherent, audio.shape[-1], settings, length)
