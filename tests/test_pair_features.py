@@ -16,6 +16,8 @@ from bleedjax.models import pair_features, tunet
 
 QUARTET = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "audio" / "string_quartet"
 BINS = 37
+pair_histograms = jax.jit(pair_features.pair_histograms, static_argnames=("histogram_bins", "bands"))
+"""As the models run it: one compiled program (op by op, each test compiled 80-110 small ones)."""
 
 
 def numpy_histograms(ratio, weights, segment, bins, bands):
@@ -50,7 +52,7 @@ def test_diagonal_is_the_histogram_of_a_zero_ratio_and_empty_for_a_silent_track(
     power = jax.random.uniform(jax.random.key(0), (3, 65, 10)) ** 4
     power = power.at[2].set(0.0)
     band_index = jnp.asarray(np.repeat([0, 1], [40, 25]), jnp.int32)
-    got = np.asarray(pair_features.pair_histograms(power, band_index, histogram_bins=9, bands=2)).reshape(3, 3, 2, 2, 9)
+    got = np.asarray(pair_histograms(power, band_index, histogram_bins=9, bands=2)).reshape(3, 3, 2, 2, 9)
     strided = power[:, :, :: pair_features.FRAME_STRIDE].reshape(3, -1)
     segment = jnp.repeat(band_index, strided.shape[1] // 65)
     for track in range(2):
@@ -67,7 +69,7 @@ def test_every_pair_of_many_tracks_gets_its_own_histogram():
     assert tracks * (tracks - 1) > 2 * pair_features.PAIRS_PER_STEP
     power = jax.random.uniform(jax.random.key(1), (tracks, 65, 10)) ** 4
     band_index = jnp.asarray(np.repeat([0, 1], [40, 25]), jnp.int32)
-    got = np.asarray(pair_features.pair_histograms(power, band_index, histogram_bins=9, bands=2))
+    got = np.asarray(pair_histograms(power, band_index, histogram_bins=9, bands=2))
     got = got.reshape(tracks, tracks, 2, 2, 9)
     strided = np.asarray(power[:, :, :: pair_features.FRAME_STRIDE].reshape(tracks, -1), np.float64)
     segment = jnp.repeat(band_index, strided.shape[1] // 65)
@@ -89,7 +91,7 @@ def test_histograms_peak_at_the_bleed_level_of_a_real_quartet():
     sources = np.stack([sf.read(QUARTET / f"{n}.flac", dtype="float32")[0][: 4 * 22050] for n in names])
     matrix = np.array([[1, .1, .02, 0], [.05, .9, .2, .01], [0, 0, 1, .3], [.1, .1, .1, .8]], np.float32)
     power = jnp.abs(signal.stft(jnp.asarray(matrix @ sources), n_fft=2048, hop=512)) ** 2
-    histograms = pair_features.pair_histograms(power, jnp.zeros(1025, jnp.int32), histogram_bins=BINS, bands=1)
+    histograms = pair_histograms(power, jnp.zeros(1025, jnp.int32), histogram_bins=BINS, bands=1)
     centres = np.linspace(*pair_features.HISTOGRAM_RANGE_DB, BINS)
     strongest = np.asarray(histograms).reshape(4, 4, len(pair_features.DOMINANCE_EXPONENTS), BINS)[..., -1, :]
     for i in range(4):
