@@ -32,6 +32,10 @@ def simulated(stems):
                                       sample_rate=44100)
 
 
+estimate_lambda = jax.jit(ss.estimate_lambda, static_argnums=1)
+"""λ from magnitudes, compiled whole as inside ``reduce_session`` (op by op, a test compiled about 60 small programs)."""
+
+
 def magnitudes(audio):
     return jnp.abs(signal.stft(jnp.asarray(audio), n_fft=4096, hop=2048, window_name="hamming"))
 
@@ -48,8 +52,8 @@ def test_gram_cost_equals_literal_cost(simulated):
 
 def test_descent_reaches_the_exact_solution(simulated):
     mags = magnitudes(simulated.mics)
-    descent, iterations = ss.estimate_lambda(mags, ss.PAPER)
-    exact, _ = ss.estimate_lambda(mags, PAPER_NNLS)
+    descent, iterations = estimate_lambda(mags, ss.PAPER)
+    exact, _ = estimate_lambda(mags, PAPER_NNLS)
     descent, exact = np.asarray(descent), np.asarray(exact)
     assert np.all(np.asarray(iterations) < ss.Settings().max_iterations)
     np.testing.assert_allclose(descent, exact, atol=1e-3 * exact.max())
@@ -59,7 +63,7 @@ def test_descent_reaches_the_exact_solution(simulated):
 
 def test_nnls_matches_scipy(simulated):
     mags = np.asarray(magnitudes(simulated.mics), np.float64)
-    exact, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
+    exact, _ = estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
     for i in range(4):
         others = [j for j in range(4) if j != i]
         theirs, _ = scipy.optimize.nnls(mags[others].reshape(3, -1).T, mags[i].ravel())
@@ -71,24 +75,24 @@ def test_descent_with_active_constraints():
     base = rng.random((4, 20, 30)).astype(np.float32)
     base[0] = 0.5 * base[1] - 0.4 * base[2] + 0.1 * rng.random((20, 30))
     mags = jnp.asarray(np.abs(base))
-    descent, _ = ss.estimate_lambda(mags, ss.PAPER)
-    exact, _ = ss.estimate_lambda(mags, PAPER_NNLS)
+    descent, _ = estimate_lambda(mags, ss.PAPER)
+    exact, _ = estimate_lambda(mags, PAPER_NNLS)
     assert np.any(np.asarray(exact)[0, 1:] == 0.0)
     np.testing.assert_allclose(np.asarray(descent), np.asarray(exact), atol=2e-3)
 
 
 @pytest.mark.parametrize("level", [1e-4, 1e3])
 def test_hyperparameters_converge_at_any_level(simulated, level):
-    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), ss.Settings())
-    scaled, iterations = ss.estimate_lambda(magnitudes(simulated.mics * level), ss.Settings())
+    reference, _ = estimate_lambda(magnitudes(simulated.mics), ss.Settings())
+    scaled, iterations = estimate_lambda(magnitudes(simulated.mics * level), ss.Settings())
     np.testing.assert_allclose(np.asarray(scaled), np.asarray(reference), atol=2e-3)
     assert np.all(np.asarray(iterations) < ss.Settings().max_iterations)
 
 
 def test_track_gain_rescales_lambda(simulated):
     gain = jnp.asarray([1.0, 8.0, 1.0, 1.0])[:, None]
-    reference, _ = ss.estimate_lambda(magnitudes(simulated.mics), PAPER_NNLS)
-    scaled, _ = ss.estimate_lambda(magnitudes(simulated.mics * gain), PAPER_NNLS)
+    reference, _ = estimate_lambda(magnitudes(simulated.mics), PAPER_NNLS)
+    scaled, _ = estimate_lambda(magnitudes(simulated.mics * gain), PAPER_NNLS)
     expected = np.asarray(reference) * np.asarray(gain) / np.asarray(gain).T
     np.testing.assert_allclose(np.asarray(scaled), expected, atol=1e-3 * expected.max())
 
@@ -112,10 +116,10 @@ def test_padding_and_batching_do_not_change_results(simulated, preset, passes):
 
 def test_refinement_on_a_lattice_of_points_matches_every_point(simulated):
     mags = jnp.swapaxes(magnitudes(simulated.mics), -1, -2)
-    every, _ = ss.estimate_lambda(mags, ss.Settings(refinement_stride=1))
-    lattice, _ = ss.estimate_lambda(mags, ss.Settings())
-    first_fit, _ = ss.estimate_lambda(mags, ss.Settings(refinements=0))
-    explicit, _ = ss.estimate_lambda(mags, ss.Settings(refinement_stride=4))
+    every, _ = estimate_lambda(mags, ss.Settings(refinement_stride=1))
+    lattice, _ = estimate_lambda(mags, ss.Settings())
+    first_fit, _ = estimate_lambda(mags, ss.Settings(refinements=0))
+    explicit, _ = estimate_lambda(mags, ss.Settings(refinement_stride=4))
     np.testing.assert_array_equal(np.asarray(lattice), np.asarray(explicit))  # automatic: max(4, J)
     refinement_effect = np.abs(np.asarray(every) - np.asarray(first_fit)).max()
     assert refinement_effect > 0.05
@@ -328,9 +332,9 @@ def test_removes_bleed_without_making_tracks_worse(simulated):
 
 def test_max_lambda_solves_the_box_constrained_problem(simulated):
     mags = np.asarray(magnitudes(simulated.mics), np.float64)
-    unconstrained, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
+    unconstrained, _ = estimate_lambda(jnp.asarray(mags, jnp.float32), PAPER_NNLS)
     bound = 0.5 * float(np.asarray(unconstrained).max())
-    boxed, _ = ss.estimate_lambda(jnp.asarray(mags, jnp.float32), dataclasses.replace(ss.PAPER, max_lambda=bound))
+    boxed, _ = estimate_lambda(jnp.asarray(mags, jnp.float32), dataclasses.replace(ss.PAPER, max_lambda=bound))
     boxed = np.asarray(boxed)
     assert boxed.max() <= bound + 1e-7 and np.isclose(boxed.max(), bound)
     gram = ss.magnitude_gram(jnp.asarray(mags, jnp.float32))
